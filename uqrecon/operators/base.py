@@ -44,13 +44,34 @@ def operator_dataclass(cls):
     """Make ``cls`` a frozen dataclass registered as a pytree.
 
     Fields declared with :func:`static_field` become pytree metadata; the rest are
-    leaves (arrays or nested pytrees such as other operators).
+    leaves (arrays or nested pytrees such as other operators). Unflattening bypasses
+    ``__init__``, so a class may define its own validating ``__init__`` (checks that
+    need concrete values then never see tracers).
     """
-    cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+    if "__init__" in cls.__dict__:
+        custom_init = cls.__dict__["__init__"]
+        cls = dataclasses.dataclass(frozen=True, eq=False, init=False)(cls)
+        cls.__init__ = custom_init
+    else:
+        cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
     fields = dataclasses.fields(cls)
-    meta = [f.name for f in fields if f.metadata.get("static", False)]
-    data = [f.name for f in fields if not f.metadata.get("static", False)]
-    return jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=meta)
+    meta = tuple(f.name for f in fields if f.metadata.get("static", False))
+    data = tuple(f.name for f in fields if not f.metadata.get("static", False))
+
+    def flatten_with_keys(obj):
+        children = [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data]
+        return children, tuple(getattr(obj, n) for n in meta)
+
+    def unflatten(aux, children):
+        obj = object.__new__(cls)
+        for n, v in zip(meta, aux):
+            object.__setattr__(obj, n, v)
+        for n, v in zip(data, children):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten)
+    return cls
 
 
 def _as_shape(shape) -> tuple[int, ...]:
