@@ -5,3 +5,7 @@ from .base import (Adjoint, Composed, FunctionOperator, Identity, LinearOperator
                    static_field)
 from .matrix import MatrixOperator
 from .odl_bridge import ODLOperator, from_odl
+from .coils import birdcage_maps
+from .masks import (FASTMRI_4X, FASTMRI_8X, equispaced_line_mask, random_line_mask,
+                    variable_density_mask)
+from .mri import CartesianMRI, fft2c, ifft2c

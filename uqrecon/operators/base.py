@@ -50,10 +50,10 @@ def operator_dataclass(cls):
     """
     if "__init__" in cls.__dict__:
         custom_init = cls.__dict__["__init__"]
-        cls = dataclasses.dataclass(frozen=True, eq=False, init=False)(cls)
+        cls = dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)(cls)
         cls.__init__ = custom_init
     else:
-        cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+        cls = dataclasses.dataclass(frozen=True, eq=False, repr=False)(cls)
     fields = dataclasses.fields(cls)
     meta = tuple(f.name for f in fields if f.metadata.get("static", False))
     data = tuple(f.name for f in fields if not f.metadata.get("static", False))
