@@ -1,0 +1,493 @@
+"""The one output type of every inference method: :class:`Result`.
+
+A ``Result`` holds the posterior mean and variance (always), optional draws
+``(chains, draws, *shape)``, optional Gaussian factors, and diagnostics, timings and
+provenance dictionaries. It knows arrays only -- never how it was produced -- so NUTS,
+variational, Laplace and deep-UQ outputs are compared by the same tools (``uqrecon.uq``).
+
+Gaussian factors (``gaussian=``) describe an approximation ``N(mean, C)`` with
+
+* ``{'kind': 'diag', 'mean', 'diag'}``: ``C = diag(diag)``;
+* ``{'kind': 'lowrank', 'mean', 'diag', 'factor'}``: ``C = diag(diag) + F F^T``, ``F`` of
+  shape ``(n, k)`` with ``n`` the number of pixels (row-major ravel of the image);
+* ``{'kind': 'dense', 'mean', 'cov'}``: ``C = cov`` of shape ``(n, n)``.
+
+``mean`` may be omitted (it defaults to the result's mean); ``diag`` is image-shaped
+(a flat ``(n,)`` vector is accepted and reshaped). Entries a kind does not use must be
+absent or None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+from typing import Mapping
+
+import numpy as np
+from scipy import special
+
+__all__ = [
+    "Result",
+    "equal_tailed_interval",
+    "gaussian_interval",
+    "make_provenance",
+    "validate_gaussian",
+]
+
+_GAUSSIAN_KINDS = ("diag", "lowrank", "dense")
+_FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------
+# Interval primitives: the one definition used by Result and uqrecon.uq.metrics
+# --------------------------------------------------------------------------------------
+def _check_level(level) -> float:
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        raise TypeError(f"'level' must be a number in (0, 1), got {level!r}") from None
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"'level' must lie in (0, 1), got {level}")
+    return level
+
+
+def equal_tailed_interval(draws, level: float = 0.9, axis=0):
+    """Pixelwise ``(1-level)/2`` and ``(1+level)/2`` quantiles of ``draws`` along ``axis``.
+
+    Quantiles are numpy's default (linear interpolation, R type 7). ``axis`` may be a
+    tuple, e.g. ``(0, 1)`` to pool chains and draws.
+    """
+    level = _check_level(level)
+    draws = np.asarray(draws)
+    q = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=axis)
+    return q[0].astype(draws.dtype, copy=False), q[1].astype(draws.dtype, copy=False)
+
+
+def gaussian_interval(mean, std, level: float = 0.9):
+    """Equal-tailed interval ``mean -/+ z std`` with ``z = Phi^-1((1+level)/2)``."""
+    level = _check_level(level)
+    mean, std = np.asarray(mean), np.asarray(std)
+    z = special.ndtri((1 + level) / 2)
+    dtype = np.result_type(mean, std)
+    return (mean - z * std).astype(dtype, copy=False), (mean + z * std).astype(dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------
+_VERSION_PACKAGES = ("uqrecon", "jax", "jaxlib", "numpy", "blackjax", "numpyro", "optax",
+                     "flax", "odl", "astra-toolbox")
+
+
+def make_provenance(method: str, config: Mapping | None = None, seed=None, dtype=None,
+                    **extra) -> dict:
+    """Provenance dict: method, config, seed, dtype, library versions and JAX device."""
+    versions = {}
+    for pkg in _VERSION_PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        import jax
+
+        dev = jax.devices()[0]
+        device = f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
+    except Exception:  # no JAX backend: provenance must still be writable
+        device = "unknown"
+    prov = {
+        "method": str(method),
+        "config": dict(config or {}),
+        "seed": seed,
+        "dtype": None if dtype is None else np.dtype(dtype).name,
+        "versions": versions,
+        "device": device,
+    }
+    prov.update(extra)
+    return prov
+
+
+# --------------------------------------------------------------------------------------
+# Normalisation helpers
+# --------------------------------------------------------------------------------------
+def _to_host(value, name: str):
+    """Convert JAX arrays (recursively in dicts/lists/tuples) to numpy; keep plain data."""
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"'{name}' keys must be strings, got {k!r}")
+            out[k] = _to_host(v, f"{name}[{k!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_host(v, name) for v in value)
+    if isinstance(value, (str, bool, int, float, type(None), np.ndarray, np.generic)):
+        return value
+    if hasattr(value, "__array__"):
+        return np.asarray(value)
+    return value
+
+
+def _float_array(x, name: str) -> np.ndarray:
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # pragma: no cover - exotic input
+        raise TypeError(f"'{name}' must be an array, got {type(x).__name__}") from e
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"'{name}' must be a real floating array, got dtype {a.dtype}")
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+    return a
+
+
+def validate_gaussian(gaussian: Mapping, shape: tuple, mean=None) -> dict:
+    """Check Gaussian factors against the image ``shape``; return a normalised copy."""
+    if not isinstance(gaussian, Mapping):
+        raise TypeError(f"'gaussian' must be a dict, got {type(gaussian).__name__}")
+    kind = gaussian.get("kind")
+    if kind not in _GAUSSIAN_KINDS:
+        raise ValueError(f"'gaussian[\"kind\"]' must be one of {_GAUSSIAN_KINDS}, got {kind!r}")
+    n = math.prod(shape)
+    g = {"kind": kind}
+    gm = gaussian.get("mean", mean)
+    if gm is None:
+        raise ValueError("'gaussian' needs a 'mean'")
+    gm = _float_array(gm, "gaussian['mean']")
+    if gm.size != n:
+        raise ValueError(f"'gaussian[\"mean\"]' has {gm.size} entries, expected {n} {shape}")
+    g["mean"] = gm.reshape(shape)
+    if kind in ("diag", "lowrank"):
+        if "diag" not in gaussian:
+            raise ValueError(f"'gaussian' of kind {kind!r} needs 'diag'")
+        d = _float_array(gaussian["diag"], "gaussian['diag']")
+        if d.size != n:
+            raise ValueError(f"'gaussian[\"diag\"]' has {d.size} entries, expected {n} {shape}")
+        if not np.all(d >= 0):
+            raise ValueError("'gaussian[\"diag\"]' must be >= 0 (and not NaN)")
+        g["diag"] = d.reshape(shape)
+    if kind == "lowrank":
+        if "factor" not in gaussian:
+            raise ValueError("'gaussian' of kind 'lowrank' needs 'factor'")
+        f = _float_array(gaussian["factor"], "gaussian['factor']")
+        if f.ndim != 2 or f.shape[0] != n:
+            raise ValueError(f"'gaussian[\"factor\"]' must have shape ({n}, k), got {f.shape}")
+        if not np.all(np.isfinite(f)):
+            raise ValueError("'gaussian[\"factor\"]' contains non-finite values")
+        g["factor"] = f
+    if kind == "dense":
+        if "cov" not in gaussian:
+            raise ValueError("'gaussian' of kind 'dense' needs 'cov'")
+        c = _float_array(gaussian["cov"], "gaussian['cov']")
+        if c.shape != (n, n):
+            raise ValueError(f"'gaussian[\"cov\"]' must have shape ({n}, {n}), got {c.shape}")
+        if not np.all(np.isfinite(c)):
+            raise ValueError("'gaussian[\"cov\"]' contains non-finite values")
+        g["cov"] = c
+    unused = {k for k, v in gaussian.items() if k not in g and v is not None}
+    if unused:
+        raise ValueError(f"'gaussian' of kind {kind!r} has unused entries {sorted(unused)}")
+    return g
+
+
+def _gaussian_variance(g: dict) -> np.ndarray:
+    """Pixel variances (diagonal of the covariance) of validated Gaussian factors."""
+    shape = g["mean"].shape
+    if g["kind"] == "diag":
+        return g["diag"]
+    if g["kind"] == "lowrank":
+        return g["diag"] + np.sum(g["factor"] ** 2, axis=1).reshape(shape)
+    return np.diagonal(g["cov"]).reshape(shape).copy()
+
+
+# --------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class Result:
+    """Posterior summary returned by every inference method (see module docstring).
+
+    ``mean`` and ``variance`` are image-shaped numpy arrays; ``draws`` (if kept) has
+    shape ``(chains, draws, *shape)``. Construction validates shapes, ``variance >= 0``
+    and a NaN-free ``mean``, and moves JAX arrays to host numpy arrays.
+    """
+
+    mean: np.ndarray
+    variance: np.ndarray
+    draws: np.ndarray | None = None
+    diagnostics: dict = dataclasses.field(default_factory=dict)
+    timings: dict = dataclasses.field(default_factory=dict)
+    provenance: dict = dataclasses.field(default_factory=dict)
+    gaussian: dict | None = None
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        mean = _float_array(self.mean, "mean")
+        if mean.ndim == 0:
+            raise ValueError("'mean' must be image-shaped, got a scalar")
+        if np.isnan(mean).any():
+            raise ValueError("'mean' contains NaN")
+        variance = _float_array(self.variance, "variance")
+        if variance.shape != mean.shape:
+            raise ValueError(
+                f"'variance' has shape {variance.shape}, expected the shape of 'mean' {mean.shape}")
+        if not np.all(variance >= 0):
+            raise ValueError("'variance' must be >= 0 everywhere (and not NaN)")
+        set_("mean", mean)
+        set_("variance", variance)
+        if self.draws is not None:
+            draws = _float_array(self.draws, "draws")
+            if draws.ndim != mean.ndim + 2 or draws.shape[2:] != mean.shape:
+                raise ValueError(
+                    f"'draws' must have shape (chains, draws, *{mean.shape}), got {draws.shape}")
+            if draws.shape[0] < 1 or draws.shape[1] < 1:
+                raise ValueError(f"'draws' must hold at least one draw, got shape {draws.shape}")
+            set_("draws", draws)
+        for name in ("diagnostics", "timings", "provenance"):
+            value = getattr(self, name)
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise TypeError(f"'{name}' must be a dict, got {type(value).__name__}")
+            set_(name, _to_host(value, name))
+        if ("compile_s" in self.timings and "run_s" in self.timings
+                and "total_s" not in self.timings):
+            self.timings["total_s"] = float(self.timings["compile_s"]) + float(self.timings["run_s"])
+        if self.gaussian is not None:
+            set_("gaussian", validate_gaussian(_to_host(self.gaussian, "gaussian"),
+                                               mean.shape, mean))
+
+    # -- constructors -------------------------------------------------------------------
+    @classmethod
+    def from_draws(cls, draws, **kwargs) -> "Result":
+        """Result whose mean/variance are the pooled sample mean and (ddof=0) variance.
+
+        ``draws`` has shape ``(chains, draws, *shape)`` (a single chain: ``draws[None]``;
+        axes are never guessed). Other keyword arguments are passed to :class:`Result`.
+        """
+        d = _float_array(draws, "draws")
+        if d.ndim < 3:
+            raise ValueError(
+                f"'draws' must have shape (chains, draws, *shape) with a >=1-D image, got {d.shape}")
+        mean = np.mean(d, axis=(0, 1), dtype=np.float64)
+        var = np.var(d, axis=(0, 1), dtype=np.float64)
+        return cls(mean=mean.astype(d.dtype), variance=var.astype(d.dtype), draws=d, **kwargs)
+
+    @classmethod
+    def from_gaussian(cls, gaussian: Mapping, **kwargs) -> "Result":
+        """Result of a Gaussian approximation: mean and variance read from its factors."""
+        if not isinstance(gaussian, Mapping) or "mean" not in gaussian:
+            raise ValueError("'gaussian' must be a dict with a 'mean' entry")
+        shape = np.shape(gaussian["mean"])
+        g = validate_gaussian(_to_host(gaussian, "gaussian"), shape)
+        return cls(mean=g["mean"], variance=_gaussian_variance(g), gaussian=g, **kwargs)
+
+    def replace(self, **changes) -> "Result":
+        """A copy with some fields replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def std(self) -> np.ndarray:
+        """Pixelwise posterior standard deviation."""
+        return np.sqrt(self.variance)
+
+    @property
+    def shape(self) -> tuple:
+        """Image shape."""
+        return self.mean.shape
+
+    @property
+    def dtype(self):
+        return self.mean.dtype
+
+    @property
+    def num_chains(self) -> int:
+        return 0 if self.draws is None else self.draws.shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        """Draws per chain (0 when none are kept)."""
+        return 0 if self.draws is None else self.draws.shape[1]
+
+    def pooled_draws(self) -> np.ndarray:
+        """Draws with chains pooled, shape ``(chains * draws, *shape)``."""
+        if self.draws is None:
+            raise ValueError("this Result has no 'draws'")
+        return self.draws.reshape((-1, *self.shape))
+
+    # -- intervals and quantiles --------------------------------------------------------
+    def interval(self, level: float = 0.9):
+        """Equal-tailed credible interval ``(lo, hi)``; from pooled draws if kept, else
+        Gaussian quantiles of mean and std."""
+        if self.draws is not None:
+            return equal_tailed_interval(self.draws, level, axis=(0, 1))
+        return gaussian_interval(self.mean, self.std, level)
+
+    def quantile(self, q):
+        """Pixelwise quantile(s) ``q`` (scalar -> image, sequence -> ``(len(q), *shape)``)."""
+        qa = np.asarray(q, dtype=np.float64)
+        if qa.ndim > 1 or not np.all((qa >= 0) & (qa <= 1)):
+            raise ValueError(f"'q' must be a number or 1-D sequence in [0, 1], got {q!r}")
+        if self.draws is not None:
+            out = np.quantile(self.draws, qa, axis=(0, 1))
+        else:
+            z = special.ndtri(qa).reshape(qa.shape + (1,) * len(self.shape))
+            out = self.mean + z * self.std
+        return out.astype(self.dtype, copy=False)
+
+    # -- sampling -----------------------------------------------------------------------
+    def sample(self, key, n: int) -> np.ndarray:
+        """``n`` exact draws ``(n, *shape)`` from the Gaussian factors (Gaussian results).
+
+        ``key`` is a JAX PRNG key or an integer seed; the same key gives the same draws.
+        """
+        import jax
+
+        if isinstance(key, (int, np.integer)):
+            key = jax.random.PRNGKey(int(key))
+        if self.gaussian is None:
+            raise ValueError("Result.sample needs Gaussian factors ('gaussian' is None)")
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"'n' must be a positive integer, got {n!r}")
+        g = self.gaussian
+        dtype = g["mean"].dtype
+        zdtype = jax.dtypes.canonicalize_dtype(dtype)   # float32 unless x64 is enabled
+        size = math.prod(self.shape)
+        k1, k2 = jax.random.split(key)
+        mean = g["mean"].reshape(-1).astype(np.float64)
+        if g["kind"] in ("diag", "lowrank"):
+            z = np.asarray(jax.random.normal(k1, (n, size), zdtype))
+            out = mean + z * np.sqrt(g["diag"].reshape(-1))
+            if g["kind"] == "lowrank":
+                f = g["factor"]
+                z2 = np.asarray(jax.random.normal(k2, (n, f.shape[1]), zdtype))
+                out = out + z2 @ f.T
+        else:
+            z = np.asarray(jax.random.normal(k1, (n, size), zdtype))
+            out = mean + z @ _psd_sqrt(g["cov"]).T
+        return out.reshape((n, *self.shape)).astype(dtype)
+
+    # -- export -------------------------------------------------------------------------
+    def to_inference_data(self):
+        """ArviZ ``InferenceData``: posterior variable ``x`` with dims
+        ``(chain, draw, x_dim_0, x_dim_1, ...)``; per-draw diagnostics (arrays of shape
+        ``(chains, draws)``) go to ``sample_stats`` (``divergences`` as ``diverging``)."""
+        import arviz as az
+
+        if self.draws is None:
+            raise ValueError("to_inference_data needs 'draws' (this Result has none)")
+        dims = [f"x_dim_{i}" for i in range(len(self.shape))]
+        stats = {}
+        for name, value in self.diagnostics.items():
+            if isinstance(value, np.ndarray) and value.shape == self.draws.shape[:2]:
+                stats["diverging" if name == "divergences" else name] = value
+        attrs = {"provenance": json.dumps(_jsonable(self.provenance)),
+                 "timings": json.dumps(_jsonable(self.timings))}
+        return az.from_dict(posterior={"x": self.draws}, sample_stats=stats or None,
+                            dims={"x": dims}, attrs=attrs)
+
+    def save(self, path) -> str:
+        """Write the result to ``path`` (``.npz``: arrays + a JSON header; exact round trip).
+
+        Returns the path written (``.npz`` is appended if missing).
+        """
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        arrays: dict[str, np.ndarray] = {}
+        header = {
+            "format": "uqrecon.Result",
+            "version": _FORMAT_VERSION,
+            "fields": {
+                name: _encode(getattr(self, name), name, arrays)
+                for name in ("mean", "variance", "draws", "diagnostics", "timings",
+                             "provenance", "gaussian")
+            },
+        }
+        arrays["__header__"] = np.array(json.dumps(header))
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Result":
+        """Read a result written by :meth:`save`."""
+        path = os.fspath(path)
+        if not os.path.exists(path) and os.path.exists(path + ".npz"):
+            path += ".npz"
+        with np.load(path, allow_pickle=False) as data:
+            if "__header__" not in data.files:
+                raise ValueError(f"'path' {path!r} is not a saved uqrecon Result")
+            header = json.loads(str(data["__header__"]))
+            if header.get("format") != "uqrecon.Result":
+                raise ValueError(f"'path' {path!r} is not a saved uqrecon Result")
+            fields = {k: _decode(v, data) for k, v in header["fields"].items()}
+        return cls(**fields)
+
+    def __repr__(self):
+        draws = "None" if self.draws is None else str(self.draws.shape)
+        method = self.provenance.get("method", "?")
+        gauss = None if self.gaussian is None else self.gaussian["kind"]
+        return (f"Result(method={method!r}, shape={self.shape}, dtype={self.dtype}, "
+                f"draws={draws}, gaussian={gauss!r})")
+
+
+def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    """A square root ``L`` with ``L L^T = cov`` (Cholesky, eigh fallback if singular)."""
+    try:
+        return np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        w, v = np.linalg.eigh(cov)
+        return v * np.sqrt(np.clip(w, 0, None))
+
+
+# --------------------------------------------------------------------------------------
+# (de)serialisation: JSON header with arrays stored alongside in the .npz
+# --------------------------------------------------------------------------------------
+def _encode(value, name: str, arrays: dict):
+    if isinstance(value, np.ndarray) or isinstance(value, np.generic):
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(value)
+        return {"__array__": key, "scalar": isinstance(value, np.generic)}
+    if isinstance(value, Mapping):
+        return {"__dict__": {k: _encode(v, f"{name}.{k}", arrays) for k, v in value.items()}}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, name, arrays) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, name, arrays) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}
+    if isinstance(value, (str, bool, int, float, type(None))):
+        return value
+    raise TypeError(f"cannot save '{name}': value of type {type(value).__name__} is not "
+                    "an array, number, string, None, list, tuple or dict")
+
+
+def _decode(value, data):
+    if isinstance(value, list):
+        return [_decode(v, data) for v in value]
+    if isinstance(value, dict):
+        if "__array__" in value:
+            arr = data[value["__array__"]]
+            return arr[()] if value["scalar"] else arr
+        if "__dict__" in value:
+            return {k: _decode(v, data) for k, v in value["__dict__"].items()}
+        if "__tuple__" in value:
+            return tuple(_decode(v, data) for v in value["__tuple__"])
+        if "__float__" in value:
+            return float(value["__float__"])
+    return value
+
+
+def _jsonable(value):
+    """Plain-JSON view of a dict (arrays as lists) for ArviZ attrs."""
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value

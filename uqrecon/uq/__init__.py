@@ -1,0 +1,49 @@
+"""Summaries and evaluation of results: diagnostics, metrics, comparison.
+
+Knows results and arrays, never how a result was made.
+"""
+
+from uqrecon.uq.compare import Comparison, ComparisonTable, compare, compare_table
+from uqrecon.uq.diagnostics import (
+    ConvergenceWarning,
+    WelfordState,
+    add_diagnostics,
+    check_convergence,
+    diagnose,
+    ess,
+    ess_bulk,
+    ess_tail,
+    rhat,
+    summarize,
+    welford_combine,
+    welford_finalize,
+    welford_init,
+    welford_merge,
+    welford_update,
+)
+from uqrecon.uq.metrics import (
+    calibration_curve,
+    coverage,
+    credible_interval,
+    error_uncertainty_correlation,
+    gaussian_kl,
+    gaussian_w2,
+    mse_ball_coverage,
+    psnr,
+    relative_error,
+    sparsification,
+    ssim,
+    w1_empirical,
+    w1_gaussian,
+    w1_gaussian_empirical,
+)
+
+__all__ = [
+    "Comparison", "ComparisonTable", "compare", "compare_table",
+    "ConvergenceWarning", "WelfordState", "add_diagnostics", "check_convergence", "diagnose", "ess",
+    "ess_bulk", "ess_tail", "rhat", "summarize", "welford_combine", "welford_finalize",
+    "welford_init", "welford_merge", "welford_update",
+    "calibration_curve", "coverage", "credible_interval", "error_uncertainty_correlation",
+    "gaussian_kl", "gaussian_w2", "mse_ball_coverage", "psnr", "relative_error",
+    "sparsification", "ssim", "w1_empirical", "w1_gaussian", "w1_gaussian_empirical",
+]
