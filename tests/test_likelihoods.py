@@ -1,0 +1,215 @@
+"""Likelihoods: values against closed forms / scipy, gradients, stability, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+from jax.test_util import check_grads
+
+from uqrecon.models import (ComplexGaussian, Gamma, Gaussian, PoissonEmission,
+                            PoissonTransmission)
+from uqrecon.operators.matrix import MatrixOperator
+from uqrecon.operators.mri import CartesianMRI
+
+SHAPE = (6, 6)
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _op(m=20, seed=0, positive=False, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0, 1, (m, 36)) if positive else rng.normal(size=(m, 36))
+    return MatrixOperator(a.astype(dtype), SHAPE)
+
+
+def _fd_check(f, x, seed=1, h=1e-6, rtol=1e-5):
+    """Central finite differences of f along a random direction vs the gradient."""
+    v = jnp.asarray(np.random.default_rng(seed).normal(size=x.shape), x.dtype)
+    fd = (f(x + h * v) - f(x - h * v)) / (2 * h)
+    ad = jnp.vdot(jax.grad(f)(x), v)
+    np.testing.assert_allclose(float(ad), float(fd), rtol=rtol, atol=1e-8)
+
+
+def _likelihoods():
+    rng = np.random.default_rng(3)
+    A = _op()
+    Ap = _op(positive=True)
+    y = rng.normal(size=A.range_shape)
+    counts = rng.poisson(3.0, Ap.range_shape).astype(float)
+    counts[:5] = 0
+    mri = CartesianMRI(rng.uniform(size=SHAPE) < 0.5, image_dtype=jnp.float64)
+    mric = CartesianMRI(np.asarray(mri.mask), image_dtype=jnp.complex128)
+    k = rng.normal(size=mri.range_shape) + 1j * rng.normal(size=mri.range_shape)
+    return {
+        "gaussian": Gaussian(A, y, 0.3),
+        "gaussian_hyper": Gaussian(A, y, noise_precision=Gamma(2.0, 0.5)),
+        "complex_real_image": ComplexGaussian(mri, k, 0.2),
+        "complex_complex_image": ComplexGaussian(mric, k, 0.2),
+        "transmission": PoissonTransmission(Ap, counts, 50.0),
+        "transmission_bg": PoissonTransmission(Ap, counts, 50.0, background=2.0),
+        "emission": PoissonEmission(Ap, counts, background=0.5),
+    }
+
+
+@pytest.mark.parametrize("name", ["gaussian", "gaussian_hyper", "complex_real_image",
+                                  "complex_complex_image", "transmission",
+                                  "transmission_bg", "emission"])
+def test_gradients(x64, name):
+    lik = _likelihoods()[name]
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.1, 1.0, SHAPE)
+    if jnp.issubdtype(lik.dtype, jnp.complexfloating):
+        x = x + 1j * rng.uniform(0.1, 1.0, SHAPE)
+        f = lambda r: lik.potential(r[0] + 1j * r[1])
+        xr = jnp.stack([jnp.real(x), jnp.imag(x)])
+    else:
+        f, xr = lik.potential, jnp.asarray(x)
+    f = jax.jit(f)
+    check_grads(f, (xr,), order=1, modes=["rev"], eps=1e-5)
+    _fd_check(f, xr)
+
+
+def test_gaussian_closed_form(x64):
+    A = _op()
+    rng = np.random.default_rng(0)
+    y, x = rng.normal(size=A.range_shape), rng.normal(size=SHAPE)
+    lik = Gaussian(A, y, 0.3)
+    M = np.asarray(A.to_dense())
+    expected = 0.5 / 0.3**2 * np.sum((M @ x.ravel() - y) ** 2)
+    np.testing.assert_allclose(float(lik.potential(x)), expected, rtol=1e-12)
+    assert lik.num_observations == 20
+
+
+def test_complex_gaussian_counts_two_per_sample(x64):
+    mri = CartesianMRI(np.ones(SHAPE, bool), image_dtype=jnp.float64)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=SHAPE)
+    k = np.asarray(mri(x)) + 0.1 * (rng.normal(size=36) + 1j * rng.normal(size=36))
+    lik = ComplexGaussian(mri, k, 0.5)
+    r = np.asarray(mri(x)) - k
+    np.testing.assert_allclose(float(lik.potential(x)), 2.0 * np.sum(np.abs(r) ** 2),
+                               rtol=1e-12)
+    assert lik.num_observations == 72
+
+
+@pytest.mark.parametrize("kind", ["transmission", "transmission_bg", "emission"])
+def test_poisson_matches_scipy(x64, kind):
+    """Differences of potentials equal differences of scipy's Poisson log pmf."""
+    lik = _likelihoods()[kind]
+    A = np.asarray(lik.operator.to_dense())
+    rng = np.random.default_rng(7)
+    y = np.asarray(lik.data)
+
+    def rate(x):
+        z = A @ np.ravel(x)
+        if kind == "emission":
+            return z + 0.5
+        return 50.0 * np.exp(-z) + (2.0 if kind == "transmission_bg" else 0.0)
+
+    x1, x2 = rng.uniform(0.05, 0.3, (2, *SHAPE))
+    ref = -(scipy.stats.poisson.logpmf(y, rate(x1)).sum()
+            - scipy.stats.poisson.logpmf(y, rate(x2)).sum())
+    np.testing.assert_allclose(float(lik.potential(x1) - lik.potential(x2)), ref,
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("background", [0.0, 1.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisson_transmission_stable(x64, background, dtype):
+    """Zero counts and very large attenuation: finite potential and gradient."""
+    A = _op(positive=True, dtype=dtype)
+    y = np.zeros(A.range_shape, dtype)
+    y[::2] = 3
+    lik = PoissonTransmission(A, y, 1e4, background=background)
+    for scale in (0.0, 1.0, 1e3):          # A x up to ~2e4: exp(-Ax) underflows to 0
+        x = jnp.full(SHAPE, scale, dtype)
+        val, g = jax.value_and_grad(lik.potential)(x)
+        assert np.isfinite(float(val)) and np.all(np.isfinite(np.asarray(g)))
+        assert g.dtype == dtype
+
+
+def test_poisson_emission_zero_counts_and_domain(x64):
+    A = _op(positive=True)
+    y = np.zeros(A.range_shape)
+    lik = PoissonEmission(A, y)
+    x = jnp.zeros(SHAPE)
+    val, g = jax.value_and_grad(lik.potential)(x)
+    assert float(val) == 0.0 and np.all(np.isfinite(np.asarray(g)))
+    y[0] = 2
+    lik = PoissonEmission(A, y)
+    assert float(lik.potential(x)) == np.inf          # positive count, zero rate
+    assert float(lik.potential(-jnp.ones(SHAPE))) == np.inf
+
+
+def test_gauss_newton_is_fisher(x64):
+    """Poisson transmission Fisher information equals A^T diag(t^2/lambda) A."""
+    lik = _likelihoods()["transmission_bg"]
+    A = np.asarray(lik.operator.to_dense())
+    rng = np.random.default_rng(2)
+    x, v = rng.uniform(0, 0.2, (2, *SHAPE))
+    t = 50.0 * np.exp(-A @ x.ravel())
+    w = t**2 / (t + 2.0)
+    np.testing.assert_allclose(np.asarray(lik.gauss_newton_vp(x, v)).ravel(),
+                               A.T @ (w * (A @ v.ravel())), rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["transmission", "transmission_bg", "gaussian"])
+def test_lipschitz_majorant(x64, name):
+    """lipschitz_vp dominates the Hessian (at x >= 0 with A >= 0 for transmission)."""
+    lik = _likelihoods()[name]
+    rng = np.random.default_rng(8)
+    n = 36
+    eye = jnp.eye(n).reshape(n, *SHAPE)
+    for scale in (0.0, 0.1, 2.0):
+        x = jnp.asarray(scale * rng.uniform(size=SHAPE))
+        H = jax.jit(jax.vmap(lambda e: jax.jvp(jax.grad(lik.potential), (x,), (e,))[1]))(eye)
+        M = jax.vmap(lambda e: lik.lipschitz_vp(x, e))(eye)
+        top = np.linalg.eigvalsh(np.asarray(M).reshape(n, n)).max()
+        assert np.abs(np.linalg.eigvalsh(np.asarray(H).reshape(n, n))).max() <= top * (1 + 1e-9)
+
+
+def test_float32_default():
+    A = _op(dtype=np.float32)
+    lik = Gaussian(A, np.zeros(20), 1.0)            # float64 numpy data, x64 off
+    assert lik.dtype == jnp.float32 and lik.data.dtype == jnp.float32
+
+
+def test_bad_input():
+    A = _op(dtype=np.float32)
+    y = np.zeros(20, np.float32)
+    with pytest.raises(ValueError, match="sigma"):
+        Gaussian(A, y, 0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        Gaussian(A, y, -1.0)
+    with pytest.raises(ValueError, match="noise_precision"):
+        Gaussian(A, y, noise_precision=0.0)
+    with pytest.raises(ValueError, match="rate"):
+        Gamma(1.0, -2.0)
+    with pytest.raises(ValueError, match="data"):
+        Gaussian(A, np.zeros(21), 1.0)
+    with pytest.raises(ValueError, match="data"):
+        Gaussian(A, np.full(20, np.nan), 1.0)
+    with pytest.raises(ValueError, match="data"):
+        PoissonTransmission(A, np.full(20, np.inf), 10.0)
+    with pytest.raises(TypeError, match="data"):
+        Gaussian(A, np.zeros(20, complex), 1.0)
+    with pytest.raises(TypeError, match="data"):
+        PoissonEmission(A, np.zeros(20, complex))
+    with pytest.raises(ValueError, match="data"):
+        PoissonEmission(A, -np.ones(20))
+    with pytest.raises(ValueError, match="I0"):
+        PoissonTransmission(A, y, 0.0)
+    with pytest.raises(ValueError, match="background"):
+        PoissonTransmission(A, y, 1.0, background=-1.0)
+    with pytest.raises(TypeError, match="operator"):
+        Gaussian(np.eye(3), y, 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        Gaussian(A, y)
+    mri = CartesianMRI(np.ones(SHAPE, bool))
+    with pytest.raises(TypeError, match="operator"):
+        Gaussian(mri, np.zeros(36), 1.0)

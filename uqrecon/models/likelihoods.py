@@ -1,0 +1,339 @@
+"""Likelihoods ``p(y | x)`` for a linear forward operator: Gaussian, complex Gaussian, Poisson.
+
+Each likelihood is an immutable pytree with ``potential(x) = -log p(y | x) + const``,
+``gauss_newton_vp(x, v)`` (the Fisher / Gauss-Newton curvature ``A^H W(x) A v``, positive
+semi-definite) and ``lipschitz_vp(x, v)`` (a curvature operator that dominates the Hessian,
+used to bound the Lipschitz constant of the gradient). Inputs are validated at
+construction, outside ``jit``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..operators.base import LinearOperator, operator_dataclass, static_field
+from .hyper import Gamma, check_positive, real_dtype, replace, resolve_precision
+
+__all__ = ["Gaussian", "ComplexGaussian", "PoissonTransmission", "PoissonEmission"]
+
+
+# --------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------
+def _check_operator(operator, owner):
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(f"{owner}: argument 'operator' must be a LinearOperator, "
+                        f"got {type(operator).__name__}")
+
+
+def _check_data(data, operator, owner, allow_complex):
+    """Concrete checks on ``data``: shape, finiteness, complexness. Returns numpy."""
+    try:
+        arr = np.asarray(data)
+    except Exception:
+        raise TypeError(f"{owner}: argument 'data' must be a concrete array "
+                        f"(construct likelihoods outside jit)") from None
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{owner}: argument 'data' must be numeric, got dtype {arr.dtype}")
+    if tuple(arr.shape) != tuple(operator.range_shape):
+        raise ValueError(f"{owner}: argument 'data' has shape {tuple(arr.shape)} but the "
+                         f"operator's range_shape is {tuple(operator.range_shape)}")
+    if np.iscomplexobj(arr) and not allow_complex:
+        raise TypeError(f"{owner}: argument 'data' is complex but {owner} is a real "
+                        f"likelihood (use ComplexGaussian for complex k-space data)")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{owner}: argument 'data' contains NaN or inf")
+    return arr
+
+
+def _image_dtype(operator, real):
+    """The image dtype at the precision ``real`` (complex if the operator's domain is)."""
+    if jnp.issubdtype(jnp.dtype(operator.domain_dtype), jnp.complexfloating):
+        return jnp.complex128 if real == jnp.float64 else jnp.complex64
+    return real
+
+
+class _Likelihood:
+    """Shared behaviour: shapes, dtypes, and the domain-projection of adjoints."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.operator.domain_shape)
+
+    @property
+    def real_dtype(self):
+        return jnp.finfo(self.data.dtype).dtype
+
+    @property
+    def dtype(self):
+        return _image_dtype(self.operator, self.real_dtype)
+
+    @property
+    def is_gaussian(self) -> bool:
+        return False
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {}
+
+    @property
+    def hyperpriors(self) -> dict:
+        return {}
+
+    def with_hyperparameters(self, **values):
+        if values:
+            raise ValueError(f"{type(self).__name__} has no hyperparameters "
+                             f"{sorted(values)}")
+        return self
+
+    def _adjoint(self, r):
+        """``A^H r`` in the image space (real part when the image is real)."""
+        g = self.operator.adjoint(r)
+        if not jnp.issubdtype(self.dtype, jnp.complexfloating):
+            g = jnp.real(g)
+        return g.astype(self.dtype)
+
+    def _weighted_normal(self, w, v):
+        """``A^H diag(w) A v``."""
+        return self._adjoint(w * self.operator(v))
+
+
+# --------------------------------------------------------------------------------------
+# Gaussian
+# --------------------------------------------------------------------------------------
+@operator_dataclass
+class Gaussian(_Likelihood):
+    """``y = A x + n`` with ``n ~ N(0, sigma^2 I)`` (real data).
+
+    Give ``sigma`` (known noise level) or ``noise_precision`` (``1/sigma^2``): a number,
+    or a :class:`Gamma` hyperprior, in which case the current value starts at the Gamma
+    mean and the Gamma full conditional is ``(a + m/2, b + ||Ax - y||^2 / 2)``.
+    """
+
+    operator: LinearOperator
+    data: jax.Array
+    noise_precision: jax.Array
+    hyperprior: Gamma | None = static_field(default=None)
+
+    _complex = False
+
+    def __init__(self, operator, data, sigma=None, *, noise_precision=None):
+        owner = type(self).__name__
+        _check_operator(operator, owner)
+        if not self._complex and jnp.issubdtype(jnp.dtype(operator.range_dtype),
+                                                 jnp.complexfloating):
+            raise TypeError(f"{owner}: argument 'operator' has a complex range; "
+                            f"use ComplexGaussian")
+        arr = _check_data(data, operator, owner, allow_complex=self._complex)
+        real = real_dtype(arr)
+        if (sigma is None) == (noise_precision is None):
+            raise ValueError(f"{owner}: give exactly one of 'sigma' or 'noise_precision'")
+        if sigma is not None:
+            check_positive(sigma, "sigma", owner)
+            if np.ndim(sigma) != 0:
+                raise ValueError(f"{owner}: argument 'sigma' must be a scalar")
+            tau, hyper = jnp.asarray(1.0 / np.asarray(sigma, np.float64) ** 2, real), None
+        else:
+            tau, hyper = resolve_precision(noise_precision, "noise_precision", owner, real)
+        cdt = jnp.complex128 if real == jnp.float64 else jnp.complex64
+        object.__setattr__(self, "operator", operator)
+        object.__setattr__(self, "data", jnp.asarray(arr, cdt if self._complex else real))
+        object.__setattr__(self, "noise_precision", tau)
+        object.__setattr__(self, "hyperprior", hyper)
+
+    @property
+    def real_dtype(self):
+        return jnp.finfo(self.noise_precision.dtype).dtype
+
+    @property
+    def is_gaussian(self) -> bool:
+        return True
+
+    @property
+    def sigma(self):
+        return 1.0 / jnp.sqrt(self.noise_precision)
+
+    @property
+    def num_observations(self) -> int:
+        """Number of real observations ``m`` (a complex sample counts twice)."""
+        return math.prod(self.operator.range_shape) * (2 if self._complex else 1)
+
+    def residual(self, x):
+        return self.operator(x) - self.data
+
+    def quadratic_form(self, x):
+        """``||A x - y||^2``, the statistic of the noise-precision conditional."""
+        r = self.residual(x)
+        return jnp.sum(jnp.real(r) ** 2 + jnp.imag(r) ** 2) if self._complex else jnp.sum(r * r)
+
+    def potential(self, x):
+        return 0.5 * self.noise_precision * self.quadratic_form(x)
+
+    def gauss_newton_vp(self, x, v):
+        return self.noise_precision * self._adjoint(self.operator(v))
+
+    lipschitz_vp = gauss_newton_vp
+
+    def conditional_stats(self, x):
+        """``(m/2, ||Ax - y||^2 / 2)``: shape and rate increments of the conjugate update."""
+        return 0.5 * self.num_observations, 0.5 * self.quadratic_form(x)
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {"noise_precision": self.noise_precision}
+
+    @property
+    def hyperpriors(self) -> dict:
+        return {} if self.hyperprior is None else {"noise_precision": self.hyperprior}
+
+    def with_hyperparameters(self, noise_precision=None, **other):
+        if other:
+            raise ValueError(f"{type(self).__name__}: unknown hyperparameters {sorted(other)}")
+        if noise_precision is None:
+            return self
+        check_positive(noise_precision, "noise_precision", type(self).__name__)
+        return replace(self, noise_precision=jnp.asarray(noise_precision, self.real_dtype))
+
+
+@operator_dataclass
+class ComplexGaussian(Gaussian):
+    """Complex k-space data: ``y = A x + n``, real and imaginary parts of ``n`` iid
+    ``N(0, sigma^2)``; the image may be real or complex (the operator's domain decides)."""
+
+    _complex = True
+
+    def __init__(self, operator, data, sigma=None, *, noise_precision=None):
+        super().__init__(operator, data, sigma, noise_precision=noise_precision)
+
+
+# --------------------------------------------------------------------------------------
+# Poisson
+# --------------------------------------------------------------------------------------
+def _check_counts(arr, owner):
+    if not np.all(arr >= 0):
+        raise ValueError(f"{owner}: argument 'data' must be non-negative counts")
+
+
+def _nonneg_array(value, name, owner, real, allow_zero):
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{owner}: argument '{name}' must be a real number or array") from None
+    ok = np.all(arr >= 0) if allow_zero else np.all(arr > 0)
+    if not np.all(np.isfinite(arr)) or not ok:
+        raise ValueError(f"{owner}: argument '{name}' must be finite and "
+                         f"{'>= 0' if allow_zero else '> 0'}")
+    return jnp.asarray(arr, real)
+
+
+def _check_broadcast(value, shape, name, owner):
+    try:
+        np.broadcast_shapes(np.shape(value), tuple(shape))
+    except ValueError:
+        raise ValueError(f"{owner}: argument '{name}' of shape {np.shape(value)} does not "
+                         f"broadcast to the data shape {tuple(shape)}") from None
+
+
+@operator_dataclass
+class PoissonTransmission(_Likelihood):
+    """Low-dose CT (Beer-Lambert): ``y ~ Poisson(I0 exp(-A x) + background)``.
+
+    The log rate is computed as ``logaddexp(log I0 - Ax, log background)``, so zero
+    counts, zero background and large attenuation give finite values and gradients.
+    """
+
+    operator: LinearOperator
+    data: jax.Array
+    log_i0: jax.Array
+    log_background: jax.Array
+
+    def __init__(self, operator, data, I0, background=0.0):
+        owner = "PoissonTransmission"
+        _check_operator(operator, owner)
+        arr = _check_data(data, operator, owner, allow_complex=False)
+        _check_counts(arr, owner)
+        real = real_dtype(arr)
+        _check_broadcast(I0, arr.shape, "I0", owner)
+        _check_broadcast(background, arr.shape, "background", owner)
+        i0 = _nonneg_array(I0, "I0", owner, real, allow_zero=False)
+        bg = _nonneg_array(background, "background", owner, real, allow_zero=True)
+        object.__setattr__(self, "operator", operator)
+        object.__setattr__(self, "data", jnp.asarray(arr, real))
+        object.__setattr__(self, "log_i0", jnp.log(i0))
+        object.__setattr__(self, "log_background", jnp.log(bg))   # -inf where zero
+
+    def log_rate(self, x):
+        return jnp.logaddexp(self.log_i0 - self.operator(x), self.log_background)
+
+    def potential(self, x):
+        log_lam = self.log_rate(x)
+        return jnp.sum(jnp.exp(log_lam) - self.data * log_lam)
+
+    def gauss_newton_vp(self, x, v):
+        """Fisher information: weights ``t^2 / lambda`` with ``t = I0 exp(-Ax)``."""
+        log_t = self.log_i0 - self.operator(x)
+        w = jnp.exp(2.0 * log_t - self.log_rate(x))
+        return self._weighted_normal(w, v)
+
+    def lipschitz_vp(self, x, v):
+        """A majorant of the Hessian valid wherever ``A x >= 0`` (non-negative
+        attenuation): ``|l''| <= I0 + y/4`` per measurement (``+ y/4`` only with a
+        background)."""
+        w = jnp.exp(self.log_i0) + jnp.where(jnp.isfinite(self.log_background),
+                                             0.25 * self.data, 0.0)
+        return self._weighted_normal(jnp.broadcast_to(w, self.data.shape), v)
+
+
+@operator_dataclass
+class PoissonEmission(_Likelihood):
+    """Emission tomography: ``y ~ Poisson(A x + background)``.
+
+    The potential is ``+inf`` where a rate is negative or a positive count meets a zero
+    rate; zero counts contribute only their rate (no ``log 0``). Pair it with a
+    non-negativity constraint.
+    """
+
+    operator: LinearOperator
+    data: jax.Array
+    background: jax.Array
+
+    def __init__(self, operator, data, background=0.0):
+        owner = "PoissonEmission"
+        _check_operator(operator, owner)
+        arr = _check_data(data, operator, owner, allow_complex=False)
+        _check_counts(arr, owner)
+        real = real_dtype(arr)
+        _check_broadcast(background, arr.shape, "background", owner)
+        bg = _nonneg_array(background, "background", owner, real, allow_zero=True)
+        object.__setattr__(self, "operator", operator)
+        object.__setattr__(self, "data", jnp.asarray(arr, real))
+        object.__setattr__(self, "background", bg)
+
+    def rate(self, x):
+        return self.operator(x) + self.background
+
+    def potential(self, x):
+        lam = self.rate(x)
+        pos = self.data > 0
+        safe = jnp.where(lam > 0, lam, 1.0)
+        val = jnp.sum(lam) - jnp.sum(jnp.where(pos, self.data * jnp.log(safe), 0.0))
+        bad = jnp.any(lam < 0) | jnp.any(pos & (lam <= 0))
+        return jnp.where(bad, jnp.inf, val)
+
+    def gauss_newton_vp(self, x, v):
+        """Fisher information: weights ``1 / lambda``."""
+        lam = self.rate(x)
+        return self._weighted_normal(1.0 / lam, v)
+
+    def lipschitz_vp(self, x, v):
+        """The Hessian ``A^T diag(y / lambda^2) A`` at ``x``: the emission gradient has
+        no global Lipschitz constant, so this is local to ``x``."""
+        if x is None:
+            raise ValueError("PoissonEmission: its gradient has no global Lipschitz "
+                             "constant; pass a point 'x' to lipschitz()")
+        lam = self.rate(x)
+        return self._weighted_normal(self.data / lam ** 2, v)
