@@ -477,5 +477,9 @@ def adjoint_mismatch(op: LinearOperator, key: jax.Array, dtype=None) -> jax.Arra
         # real domain (e.g. a real image to complex k-space): the adjoint is taken
         # with respect to the real inner product Re<.,.>
         lhs, rhs = jnp.real(lhs), jnp.real(rhs)
-    return jnp.abs(lhs - rhs) / (jnp.linalg.norm(ax.ravel()) * jnp.linalg.norm(y.ravel()))
+    # Normalise by the larger of the two Cauchy-Schwarz bounds, so an operator that maps
+    # x to zero (e.g. a geometry that misses the image) still gives a finite figure.
+    scale = jnp.maximum(jnp.linalg.norm(ax.ravel()) * jnp.linalg.norm(y.ravel()),
+                        jnp.linalg.norm(aty.ravel()) * jnp.linalg.norm(x.ravel()))
+    return jnp.abs(lhs - rhs) / jnp.where(scale > 0, scale, 1.0)
 

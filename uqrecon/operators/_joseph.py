@@ -1,0 +1,144 @@
+"""Parallel-beam Joseph projector kernels (forward and gather-only exact transpose).
+
+Conventions (all in pixel-index units of an image ``g`` of shape ``(M, N)``): the rays
+of one angle ``a`` are sampled once per row ``k`` (the ray's major axis is axis 0); at
+row ``k`` the ray ``s`` crosses axis 1 at the fractional column
+
+    c(a, s, k) = (c0[a] + k * dck[a]) + s * dcs[a],
+
+and the row contributes ``L[a] * sum_n hat(c - n) * g[k, n]`` with the linear
+interpolation kernel ``hat(t) = max(0, 1 - |t|)`` and zeros outside the image. This is
+ASTRA's CPU ``linear`` projector. Angles whose major axis is axis 1 sample the
+transposed image; both images are zero padded to one square ``S x S`` so that all
+angles run through one kernel (``group[a]`` picks the image).
+
+The transpose is a gather over pixels: for pixel ``(k, n)`` and angle ``a`` only the
+detector cells with ``|c - n| < 1`` contribute; they are a run of at most
+``ceil(2 / |dcs|)`` consecutive ``s`` found in closed form, each weighted with
+``hat(c - n)``, so forward and transpose are the same matrix (to rounding).
+(Node indices are always computed with arithmetic that XLA cannot contract, see
+:func:`forward`.)
+
+Speed (XLA on CPU is gather-bound here): neighbouring values are packed as
+``(v[i], v[i+1])`` into one complex number so that one gather fetches both
+interpolation nodes, and angles are processed in small chunks (``lax.map``/``scan``)
+so that the per-chunk intermediates stay in cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def hat(t):
+    """Linear interpolation kernel ``max(0, 1 - |t|)``."""
+    return jnp.maximum(0.0, 1.0 - jnp.abs(t))
+
+
+def num_candidates(dcs: np.ndarray) -> int:
+    """Most detector cells one pixel can see in one view: ``ceil(2 / min |dcs|)``."""
+    return max(1, int(math.ceil(2.0 / float(np.min(np.abs(dcs))) - 1e-9)))
+
+
+def _pairs(v, axis_pad):
+    """Complex array ``v[..., i] + 1j * v[..., i + 1]`` after zero padding the last axis."""
+    vp = jnp.pad(v, ((0, 0), axis_pad))
+    return jax.lax.complex(vp[:, :-1], vp[:, 1:])
+
+
+def _split(tables, chunk):
+    """Tables (A, ...) -> ((num_chunks, chunk, ...) stacked, remainder) for lax.map."""
+    num = tables[0].shape[0]
+    chunk = max(1, min(chunk, num))
+    nfull, rem = divmod(num, chunk)
+    full = tuple(t[: nfull * chunk].reshape(nfull, chunk, *t.shape[1:]) for t in tables)
+    rest = tuple(t[nfull * chunk:] for t in tables) if rem else None
+    return full, rest
+
+
+def forward(images, group, rows, steps, length, chunk: int = 2):
+    """Joseph projections; ``images`` (2, S, S) holds ``[x, x.T]`` (zero padded square).
+
+    Angle ``a`` samples ``images[group[a]]`` along its axis 0. ``rows[a, k] = c0[a] +
+    k * dck[a]`` (A, S) and ``steps[a, s] = s * dcs[a]`` (A, D) are precomputed so that
+    ``c = rows + steps`` is a single addition: XLA may evaluate an expression in several
+    fusions with different rounding (FMA contraction), and the node index ``floor(c)``
+    must be the one the weight ``c - floor(c)`` refers to. Out: (A, D).
+    """
+    _, S, _ = images.shape
+    dtype = images.dtype
+    num_det = steps.shape[1]
+    width = S + 2
+    pairs = jnp.concatenate([_pairs(images[0], (1, 2)).ravel(),
+                             _pairs(images[1], (1, 2)).ravel()])
+    row_base = (jnp.arange(S, dtype=jnp.int32) * width)[None, None, :]
+
+    def one_chunk(tab):
+        group_, rows_, steps_, len_ = tab
+        c = jnp.clip(rows_[:, None, :] + steps_[:, :, None], -1.0, float(S))  # (a, D, S)
+        n0 = jnp.floor(c)
+        idx = (group_ * (S * width))[:, None, None] + row_base + n0.astype(jnp.int32) + 1
+        v = pairs.at[idx].get(mode="promise_in_bounds")
+        frac = c - n0
+        val = (1.0 - frac) * v.real + frac * v.imag
+        return jnp.sum(val, axis=-1) * len_[:, None]
+
+    tables = (group.astype(jnp.int32),) + tuple(t.astype(dtype) for t in (rows, steps, length))
+    full, rest = _split(tables, chunk)
+    parts = []
+    if full[0].shape[0]:
+        out = jax.lax.map(one_chunk, full)
+        parts.append(out.reshape(-1, num_det))
+    if rest is not None:
+        parts.append(one_chunk(rest))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+
+
+def transpose(sino, group, rows, dcs, inv_dcs, length, size: int, num_cand: int,
+              chunk: int = 2):
+    """Exact transpose of :func:`forward`: sinogram (A, D) -> ``[x, x.T]`` parts (2, S, S).
+
+    The caller adds part 0 and the transpose of part 1. The first candidate cell
+    ``s0 = floor(lo) + 1`` comes from one subtraction and one multiplication (no
+    contractible pattern), so every fusion sees the same ``s0``; the weights
+    ``hat(c - n)`` are continuous, so their rounding does not matter.
+    """
+    S = size
+    A, D = sino.shape
+    dtype = sino.dtype
+    n = jnp.arange(S, dtype=dtype)
+    npairs = (num_cand + 1) // 2
+    # row (a) of pairs: index s + 1 holds (sino[a, s], sino[a, s + 1]), zeros outside
+    pairs = _pairs(sino, (1, 2 * npairs))
+    width = pairs.shape[1]
+
+    def one_chunk(tab):
+        group_, rows_, dcs_, inv_, len_, prow = tab
+        b = rows_[:, :, None]                                             # (a, S, 1)
+        dcs3, inv3 = dcs_[:, None, None], inv_[:, None, None]
+        lo = ((n - b) - jnp.sign(inv3)) * inv3        # lower end of |c - n| < 1 in s
+        s0 = jnp.clip(jnp.floor(lo) + 1.0, -1.0, float(D - 1))           # first s > lo
+        base = (jnp.arange(prow.shape[0], dtype=jnp.int32) * width)[:, None, None]
+        flat = prow.ravel()
+        acc = jnp.zeros(lo.shape, dtype)
+        for p in range(npairs):
+            s = s0 + 2.0 * p
+            v = flat.at[base + s.astype(jnp.int32) + 1].get(mode="promise_in_bounds")
+            c = b + s * dcs3
+            acc = acc + hat(c - n) * v.real + hat(c + dcs3 - n) * v.imag
+        onehot = (group_[:, None] == jnp.arange(2)[None, :]).astype(dtype) * len_[:, None]
+        return jnp.einsum("amn,ag->gmn", acc, onehot)
+
+    tables = ((group.astype(jnp.int32),)
+              + tuple(t.astype(dtype) for t in (rows, dcs, inv_dcs, length)) + (pairs,))
+    full, rest = _split(tables, chunk)
+    x = jnp.zeros((2, S, S), dtype)
+    if full[0].shape[0]:
+        x, _ = jax.lax.scan(lambda acc, tab: (acc + one_chunk(tab), None), x, full)
+    if rest is not None:
+        x = x + one_chunk(rest)
+    return x
