@@ -1,0 +1,145 @@
+"""Gold standards: exact Gaussian posteriors and cached multi-chain MCMC references."""
+
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from test_laplace import ct_matrix, ct_posterior, dense_reference, rel, x64  # noqa: F401
+from uqrecon.gold import cache_key, exact_gaussian, mcmc_reference, posterior_hash
+from uqrecon.models import GMRF, Gaussian, Posterior
+from uqrecon.operators.matrix import MatrixOperator
+
+
+def test_exact_gaussian_dense_matches_numpy(x64):  # noqa: F811
+    post, _ = ct_posterior(np.float64)
+    mean, std, P = dense_reference(post)
+    ex = exact_gaussian(post)
+    assert ex.provenance["solver"] == "dense_cholesky" and ex.mean.dtype == np.float64
+    assert rel(ex.mean, mean) < 1e-10 and rel(ex.std, std) < 1e-10
+    C = np.linalg.inv(P)
+    assert np.allclose(ex.gaussian["cov"], C, rtol=0, atol=1e-10 * np.abs(C).max())
+
+
+def test_exact_gaussian_large_path_respects_its_stated_error(x64):  # noqa: F811
+    post, _ = ct_posterior(np.float64)
+    mean, std, _ = dense_reference(post)
+    ex = exact_gaussian(post, dense_max=10, num_samples=200, seed=0)
+    se = ex.provenance["variance_rel_se"]
+    assert se == pytest.approx(math.sqrt(2 / 200)) and ex.gaussian is None
+    assert rel(ex.mean, mean) < 1e-6                 # CG to tol 1e-10 in float64
+    ratio = ex.variance / std ** 2
+    within = np.mean(np.abs(ratio - 1) < 3 * se)
+    print(f"\nsampled exact variances: {within:.1%} of pixels within 3 stated SE")
+    assert within > 0.95
+
+
+def test_coverage_of_prior_drawn_truths_is_nominal():
+    """90 % exact-posterior intervals cover 90 +/- 2 % of pixels, averaged over problems
+    whose truth is drawn from the prior (and data from the likelihood)."""
+    size, num_problems = 8, 80
+    A, range_shape = ct_matrix(size, 4)
+    op = MatrixOperator(A.astype(np.float32), domain_shape=(size, size),
+                        range_shape=range_shape)
+    prior = GMRF((size, size), delta=20.0)
+    n = size * size
+    Q = np.stack([np.asarray(prior.precision(jnp.asarray(e, jnp.float32))).ravel()
+                  for e in np.eye(n, dtype=np.float32).reshape(n, size, size)], axis=1)
+    R = np.linalg.cholesky(0.5 * (Q + Q.T).astype(np.float64))
+    sigma = 0.05
+    rng = np.random.default_rng(0)
+    covered = []
+    for _ in range(num_problems):
+        truth = np.linalg.solve(R.T, rng.normal(size=n))            # x ~ N(0, Q^{-1})
+        data = A @ truth + sigma * rng.normal(size=A.shape[0])
+        post = Posterior(Gaussian(op, jnp.asarray(data.reshape(range_shape), jnp.float32),
+                                  sigma), prior)
+        lo, hi = exact_gaussian(post).interval(0.9)
+        t = truth.reshape(size, size)
+        covered.append(np.mean((lo <= t) & (t <= hi)))
+    covered = np.asarray(covered)
+    se = covered.std(ddof=1) / math.sqrt(num_problems)
+    print(f"\ncoverage of 90 % intervals over {num_problems} prior-drawn problems: "
+          f"{covered.mean():.4f} +/- {se:.4f} (SE)")
+    assert se < 0.02 / 3                      # the replicate count resolves +/- 2 %
+    assert abs(covered.mean() - 0.9) < 0.02
+
+
+def tiny_posterior(delta=5.0, shift=0.0):
+    A, range_shape = ct_matrix(4, 3)
+    op = MatrixOperator(A.astype(np.float32), domain_shape=(4, 4), range_shape=range_shape)
+    data = A @ np.linspace(0, 1, 16) + shift
+    return Posterior(Gaussian(op, jnp.asarray(data.reshape(range_shape), jnp.float32), 0.1),
+                     GMRF((4, 4), delta=delta))
+
+
+def test_mcmc_reference_is_cached_and_never_stale(tmp_path):
+    kw = dict(method="exact", num_chains=4, num_samples=300, cache_dir=tmp_path,
+              progress=False)
+    post = tiny_posterior()
+    first = mcmc_reference(post, **kw)
+    assert first.provenance["cache"]["hit"] is False
+    assert first.provenance["converged"] and first.provenance["max_rhat"] < 1.01
+    assert first.provenance["min_ess_bulk"] >= 400
+    assert os.path.exists(first.provenance["cache"]["path"])
+
+    t0 = time.perf_counter()
+    second = mcmc_reference(tiny_posterior(), **kw)      # an equal, separately built posterior
+    load_s = time.perf_counter() - t0
+    assert second.provenance["cache"]["hit"] is True
+    assert np.array_equal(second.draws, first.draws) and np.array_equal(second.mean, first.mean)
+    assert second.provenance["cache_key"] == first.provenance["cache_key"]
+    print(f"\nreference: computed in {first.timings['total_s']:.2f} s, loaded in {load_s:.3f} s")
+
+    changed = {
+        "data": (tiny_posterior(shift=1e-3), {}),
+        "prior": (tiny_posterior(delta=5.001), {}),
+        "config": (post, {"num_samples": 301}),
+    }                       # seed and method changes: see test_posterior_hash_sees_every_input
+    keys = {first.provenance["cache_key"]}
+    for what, (p, extra) in changed.items():
+        res = mcmc_reference(p, **{**kw, **extra})
+        assert res.provenance["cache"]["hit"] is False, what
+        keys.add(res.provenance["cache_key"])
+    assert len(keys) == 1 + len(changed)
+    assert len(os.listdir(tmp_path)) == 1 + len(changed)
+
+
+def test_posterior_hash_sees_every_input():
+    base = posterior_hash(tiny_posterior())
+    assert posterior_hash(tiny_posterior()) == base
+    assert posterior_hash(tiny_posterior(shift=1e-6)) != base
+    assert posterior_hash(tiny_posterior(delta=5.0 + 1e-5)) != base
+    key = cache_key(tiny_posterior(), "nuts", {"seed": 0})
+    assert cache_key(tiny_posterior(), "nuts", {"seed": 0}) == key
+    assert cache_key(tiny_posterior(), "mala", {"seed": 0}) != key
+    assert cache_key(tiny_posterior(), "nuts", {"seed": 1}) != key
+    assert cache_key(tiny_posterior(), "nuts", {"seed": 0, "init": np.zeros(3)}) != key
+    assert cache_key(tiny_posterior(), "nuts", {"seed": 0, "init": np.ones(3)}) != cache_key(
+        tiny_posterior(), "nuts", {"seed": 0, "init": np.zeros(3)})
+
+
+def test_mcmc_reference_extends_in_rounds_until_the_criteria_hold(tmp_path):
+    post = tiny_posterior()
+    res = mcmc_reference(post, method="exact", num_chains=4, num_samples=50, min_ess=300,
+                         use_cache=False, progress=False)
+    # 200 independent draws cannot have bulk ESS >= 300; the second round doubles them
+    assert res.provenance["rounds"] >= 2 and res.draws.shape[1] >= 100
+    assert res.provenance["converged"] and res.provenance["min_ess_bulk"] >= 300
+    assert res.provenance["cache"]["path"] is None
+
+
+def test_gold_bad_input():
+    post = tiny_posterior()
+    from uqrecon.models import TV
+
+    with pytest.raises(ValueError, match="gaussian_form"):
+        exact_gaussian(Posterior(post.likelihood, TV((4, 4)).smoothed(0.1)))
+    with pytest.raises(ValueError, match="'num_chains'"):
+        mcmc_reference(post, num_chains=1, use_cache=False)
+    with pytest.raises(ValueError, match="'num_samples'"):
+        exact_gaussian(post, num_samples=1)

@@ -1,0 +1,287 @@
+"""Gold standards: the references every approximation and sampler is judged against.
+
+* :func:`exact_gaussian` -- the exact posterior of a linear-Gaussian model. Up to
+  ``dense_max`` pixels (64x64) a dense Cholesky factorisation of the precision gives the
+  mean, the pixel variances and the full covariance to rounding error. Beyond, the mean
+  is a CG solve and the pixel variances are sample variances of ``num_samples`` exact
+  perturbation-optimisation draws (each one CG solve): per pixel the estimator is
+  unbiased with relative standard error ``sqrt(2 / num_samples)`` (chi-square with
+  ``num_samples`` degrees of freedom, the mean being known), plus the CG residual,
+  both recorded in the result's provenance.
+* :func:`mcmc_reference` -- a long multi-chain run, extended in rounds (each round
+  doubles the draws, restarting the chains where they stopped) until the split R-hat is
+  below ``rhat_max`` on every pixel and the minimum bulk ESS is at least ``min_ess``.
+  The result is cached on disk under a SHA-256 of the posterior (every array leaf by
+  value, every static field by value), the method, its configuration, the seed and the
+  criteria, with provenance; the same call again loads it, and any change to an input
+  gives a different key, so a stale cache is never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .inference import exact as _exact
+from .result import Result, make_provenance
+
+__all__ = ["exact_gaussian", "mcmc_reference", "cache_key", "default_cache_dir"]
+
+_CACHE_FORMAT = 1
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+# --------------------------------------------------------------------------------------
+# Exact Gaussian posteriors
+# --------------------------------------------------------------------------------------
+def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
+                   num_samples: int = 400, tol: float | None = None,
+                   maxiter: int | None = None, keep_draws: bool = False) -> Result:
+    """The exact posterior of a linear-Gaussian ``posterior`` as a ``Result``.
+
+    Dense Cholesky up to ``dense_max`` pixels (``gaussian`` factors of kind 'dense',
+    draws on demand through ``Result.sample``); beyond, CG mean and sampled variances
+    (see the module docstring) with ``keep_draws`` to keep the ``num_samples`` draws.
+    """
+    form = posterior.gaussian_form()
+    if form is None:
+        raise ValueError("exact_gaussian: 'posterior' is not linear-Gaussian "
+                         "(posterior.gaussian_form() is None); use mcmc_reference")
+    for name, val, lo in (("dense_max", dense_max, 0), ("num_samples", num_samples, 2)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
+            raise ValueError(f"'{name}' must be an integer >= {lo}, got {val!r}")
+    shape = tuple(posterior.shape)
+    n = math.prod(shape)
+    dtype = jnp.dtype(posterior.dtype)
+    tol = _exact.default_tol(dtype) if tol is None else float(tol)
+    maxiter = 10 * n if maxiter is None else int(maxiter)
+    t0 = time.perf_counter()
+    config = {"dense_max": dense_max, "num_samples": num_samples, "tol": tol,
+              "maxiter": maxiter}
+    if n <= dense_max:
+        dense = _exact.dense_factor(form)
+        rinv = jax.scipy.linalg.solve_triangular(dense.chol, jnp.eye(n, dtype=dtype),
+                                                 lower=True)
+        cov = rinv.T @ rinv
+        var = jnp.sum(rinv ** 2, axis=0).reshape(shape)
+        prov = make_provenance("exact_gaussian", config, seed=None, dtype=dtype,
+                               solver="dense_cholesky", variance_error="rounding only")
+        return Result(mean=np.asarray(dense.mean), variance=np.asarray(var),
+                      timings={"total_s": time.perf_counter() - t0}, provenance=prov,
+                      gaussian={"kind": "dense", "mean": np.asarray(dense.mean),
+                                "cov": np.asarray(cov)})
+
+    mean, iters, relres = jax.jit(lambda: _exact.posterior_mean(form, tol, maxiter))()
+
+    def one(key):
+        d, k, r = _exact.cg(form.precision, _exact.perturbed_rhs(form, key), tol, maxiter)
+        return d, k, r
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_samples)
+    devs, its, res = jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=8))(keys)
+    var = jnp.mean(devs ** 2, axis=0)
+    rel_se = math.sqrt(2.0 / num_samples)
+    worst = float(jnp.max(res))
+    if float(relres) > tol or worst > tol:
+        warnings.warn(f"exact_gaussian: CG reached relative residual {max(float(relres), worst):.2e}"
+                      f" > tol={tol:.1e} within maxiter={maxiter}", RuntimeWarning,
+                      stacklevel=2)
+    prov = make_provenance(
+        "exact_gaussian", config, seed=seed, dtype=dtype, solver="cg + perturbation-optimisation",
+        variance_estimator=f"sample variance of {num_samples} exact draws about the CG mean",
+        variance_rel_se=rel_se, mean_cg_relres=float(relres), draws_cg_relres_max=worst)
+    draws = np.asarray(mean + devs)[None] if keep_draws else None
+    diagnostics = {"num_grad_evals": int(iters) + int(jnp.sum(its)),
+                   "variance_rel_se": rel_se}
+    return Result(mean=np.asarray(mean), variance=np.asarray(var), draws=draws,
+                  diagnostics=diagnostics, timings={"total_s": time.perf_counter() - t0},
+                  provenance=prov)
+
+
+# --------------------------------------------------------------------------------------
+# Cache keys
+# --------------------------------------------------------------------------------------
+def _update_static(h, obj, depth=0, seen=None):
+    """Feed a static (non-array-leaf) value into the hash by value, recursively."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
+        a = np.asarray(obj)
+        h.update(f"array{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+        return
+    if isinstance(obj, (str, bytes, int, float, bool, complex, type(None))):
+        h.update(repr(obj).encode())
+        return
+    if isinstance(obj, (tuple, list)):
+        h.update(f"{type(obj).__name__}{len(obj)}(".encode())
+        for o in obj:
+            _update_static(h, o, depth + 1, seen)
+        h.update(b")")
+        return
+    if isinstance(obj, dict):
+        h.update(b"dict(")
+        for k in sorted(obj, key=repr):
+            _update_static(h, k, depth + 1, seen)
+            _update_static(h, obj[k], depth + 1, seen)
+        h.update(b")")
+        return
+    h.update(f"{type(obj).__module__}.{type(obj).__qualname__}:".encode())
+    h.update(_ADDRESS.sub("", repr(obj)).encode())
+    if id(obj) in seen or depth > 4:
+        return
+    seen.add(id(obj))
+    attrs = {}
+    if hasattr(obj, "__dict__"):
+        attrs.update(vars(obj))
+    for slot in getattr(type(obj), "__slots__", ()):
+        if hasattr(obj, slot):
+            attrs[slot] = getattr(obj, slot)
+    for k in sorted(attrs):
+        v = attrs[k]
+        if callable(v) and not hasattr(v, "__array__"):
+            h.update(f"{k}=callable:{getattr(v, '__qualname__', type(v).__name__)}".encode())
+            continue
+        h.update(k.encode())
+        _update_static(h, v, depth + 1, seen)
+
+
+def _walk_treedef(h, treedef):
+    data = treedef.node_data()
+    if data is not None:
+        typ, aux = data
+        h.update(f"{typ.__module__}.{typ.__qualname__}".encode())
+        _update_static(h, aux)
+    h.update(f"[{treedef.num_leaves}]".encode())
+    for child in treedef.children():
+        _walk_treedef(h, child)
+
+
+def posterior_hash(posterior) -> str:
+    """SHA-256 of a posterior: its pytree structure, static fields and array leaves."""
+    h = hashlib.sha256()
+    leaves, treedef = jax.tree_util.tree_flatten(posterior)
+    h.update(_ADDRESS.sub("", str(treedef)).encode())
+    _walk_treedef(h, treedef)
+    for leaf in leaves:
+        a = np.asarray(leaf)
+        h.update(f"leaf{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def cache_key(posterior, method: str, config: dict) -> str:
+    """The cache key of an MCMC reference: posterior, method, configuration, version."""
+    from . import __version__
+
+    h = hashlib.sha256()
+    h.update(posterior_hash(posterior).encode())
+    _update_static(h, {"method": method, "config": config, "format": _CACHE_FORMAT,
+                       "uqrecon": __version__})
+    return h.hexdigest()
+
+
+def default_cache_dir() -> str:
+    """``$UQRECON_CACHE`` if set, else ``~/.cache/uqrecon/gold``."""
+    return os.environ.get("UQRECON_CACHE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "uqrecon", "gold"))
+
+
+# --------------------------------------------------------------------------------------
+# MCMC references
+# --------------------------------------------------------------------------------------
+def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
+                   num_samples: int = 1000, num_warmup: int = 500, thin: int = 1,
+                   rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,
+                   cache_dir=None, use_cache: bool = True, progress: bool = False,
+                   **config) -> Result:
+    """Long multi-chain reference run with convergence criteria, cached on disk.
+
+    Runs ``uqrecon.inference.sample.sample(posterior, method, ...)``; while
+    ``max(split R-hat) >= rhat_max`` or ``min(bulk ESS) < min_ess`` (over all pixels) it
+    runs another round as long as all previous rounds together, from the chains' last
+    draws, and appends the draws. After ``max_rounds`` rounds it stops with a warning
+    (the result says ``converged: False`` in its provenance, which also holds the cache
+    key and the number of rounds). ``config`` goes to the sampler.
+    """
+    from .inference.sample import sample
+    from .uq.diagnostics import diagnose, summarize
+
+    for name, val, lo in (("num_chains", num_chains, 2), ("num_samples", num_samples, 4),
+                          ("max_rounds", max_rounds, 1), ("seed", seed, 0)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
+            raise ValueError(f"'{name}' must be an integer >= {lo}, got {val!r}")
+    if not isinstance(method, str):
+        raise TypeError(f"'method' must be a sampler name (str), got {type(method).__name__}")
+    if not (rhat_max > 1.0 and min_ess > 0):
+        raise ValueError(f"need 'rhat_max' > 1 and 'min_ess' > 0, got {rhat_max}, {min_ess}")
+    settings = {"seed": seed, "num_chains": num_chains, "num_samples": num_samples,
+                "num_warmup": num_warmup, "thin": thin, "rhat_max": rhat_max,
+                "min_ess": min_ess, "max_rounds": max_rounds, "sampler_config": config}
+    key = cache_key(posterior, method, settings)
+    cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
+    path = os.path.join(cache_dir, f"{method}-{key[:32]}.npz")
+    if use_cache and os.path.exists(path):
+        result = Result.load(path)
+        if result.provenance.get("cache_key") != key:
+            raise ValueError(f"cache file {path!r} does not hold key {key}; remove it")
+        if not result.provenance.get("converged", False):
+            warnings.warn(f"loaded MCMC reference {path!r} did not meet its convergence "
+                          "criteria", RuntimeWarning, stacklevel=2)
+        prov = dict(result.provenance, cache={"hit": True, "path": path})
+        return result.replace(provenance=prov)
+
+    t0 = time.perf_counter()
+    draws, grads, rounds, init = None, 0, 0, None
+    per_round = num_samples
+    while True:
+        cfg = dict(config)
+        if init is not None:        # continue each chain where it stopped, unperturbed
+            cfg.update(init=init, init_jitter=0.0)
+        run = sample(posterior, method=method, num_chains=num_chains, num_samples=per_round,
+                     num_warmup=num_warmup, thin=thin, seed=seed + rounds,
+                     progress=progress, **cfg)
+        if run.draws is None:
+            raise ValueError(f"method {method!r} kept no draws; the reference needs them")
+        draws = run.draws if draws is None else np.concatenate([draws, run.draws], axis=1)
+        grads += int(run.diagnostics.get("num_grad_evals", 0)) + int(
+            run.diagnostics.get("num_grad_evals_warmup", 0))
+        rounds += 1
+        diag = diagnose(draws)
+        max_rhat = float(np.max(diag["rhat"]))
+        min_ess_found = float(np.min(diag["ess_bulk"]))
+        converged = max_rhat < rhat_max and min_ess_found >= min_ess
+        if converged or rounds >= max_rounds:
+            break
+        init = draws[:, -1]
+        per_round = draws.shape[1] * thin
+    if not converged:
+        warnings.warn(f"MCMC reference not converged after {rounds} rounds: max R-hat "
+                      f"{max_rhat:.4f} (need < {rhat_max}), min bulk ESS {min_ess_found:.0f} "
+                      f"(need >= {min_ess})", RuntimeWarning, stacklevel=2)
+    diagnostics = dict(diag)
+    diagnostics.update(summarize(diag["ess_bulk"], diag["rhat"]))
+    diagnostics["num_grad_evals"] = grads
+    prov = make_provenance(
+        method, {**config, **settings}, seed=seed, dtype=posterior.dtype,
+        reference="mcmc", converged=converged, rounds=rounds, max_rhat=max_rhat,
+        min_ess_bulk=min_ess_found,
+        criteria=f"split R-hat < {rhat_max} on every pixel, min bulk ESS >= {min_ess}",
+        cache_key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    result = Result.from_draws(draws, diagnostics=diagnostics,
+                               timings={"total_s": time.perf_counter() - t0},
+                               provenance=prov)
+    if use_cache:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npz"
+        result.save(tmp)
+        os.replace(tmp, path)
+    return result.replace(provenance=dict(result.provenance,
+                                          cache={"hit": False, "path": path if use_cache else None}))

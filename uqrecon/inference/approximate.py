@@ -1,0 +1,57 @@
+"""``approximate(posterior, method=...)``: one entry point for Gaussian approximations.
+
+Methods are looked up in a registry (``APPROXIMATIONS``); each has the common shape
+``method(posterior, key, **config) -> Result``. The seed (or key) used is written into
+the result's provenance so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from .laplace import laplace
+from .variational import lowrank, meanfield
+
+__all__ = ["approximate", "APPROXIMATIONS", "register_approximation"]
+
+APPROXIMATIONS: dict[str, Callable] = {
+    "meanfield": meanfield,
+    "lowrank": lowrank,
+    "laplace": laplace,
+}
+
+
+def register_approximation(name: str, fn: Callable) -> None:
+    """Add ``fn(posterior, key, **config) -> Result`` under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"'name' must be a non-empty string, got {name!r}")
+    if not callable(fn):
+        raise TypeError(f"'fn' must be callable, got {type(fn).__name__}")
+    APPROXIMATIONS[name] = fn
+
+
+def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = None,
+                seed: int | None = None, **config):
+    """Gaussian approximation of ``posterior`` by ``method`` ('meanfield', 'lowrank',
+    'laplace'); ``config`` goes to the method. Give ``key`` or ``seed`` (default seed 0);
+    the same seed gives the same result."""
+    if method not in APPROXIMATIONS:
+        raise ValueError(f"unknown 'method' {method!r}; choose one of "
+                         f"{sorted(APPROXIMATIONS)}")
+    if key is not None and seed is not None:
+        raise ValueError("give either 'key' or 'seed', not both")
+    if key is None:
+        seed = 0 if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"'seed' must be an integer, got {seed!r}")
+        key = jax.random.PRNGKey(int(seed))
+    result = APPROXIMATIONS[method](posterior, key, **config)
+    provenance = dict(result.provenance)
+    provenance["method"] = method
+    provenance["seed"] = None if seed is None else int(seed)
+    if seed is None:
+        provenance["key"] = np.asarray(jax.random.key_data(key)).tolist()
+    return result.replace(provenance=provenance)
