@@ -1,0 +1,188 @@
+"""Sampler benchmark on the issue-4 reference problem, with plain numpyro NUTS as baseline.
+
+Reference problem: 64x64 modified Shepp-Logan, parallel beam with 30 angles, Gaussian
+noise 1 % of max|Ax|, GMRF prior delta = 10; the exact posterior mean and pixel std come
+from a float64 Cholesky of the dense precision. Per method: min/median bulk ESS, ESS/s
+(run time only, and counting setup + compile + warmup), ESS per gradient evaluation, and
+the relative error of mean and std vs exact. numpyro NUTS (default diagonal adaptation)
+runs on the same posterior in the same process.
+
+``--tv`` adds the 128x128 TV comparison: MYULA and SK-ROCK on TV (exact prox) and NUTS on
+Huber-smoothed TV (no exact reference; ESS per gradient evaluation is the figure).
+
+    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/samplers.py --num-samples 1000 \
+        --out benchmarks/results/samplers.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uqrecon.inference import sample
+from uqrecon.models import GMRF, TV, Gaussian, Posterior, SmoothedNorm
+from uqrecon.operators.tomo import sparse_view
+from uqrecon.phantoms import shepp_logan
+from uqrecon.uq.diagnostics import ess_bulk
+
+
+def reference_problem(size=64, num_angles=30, noise=0.01, delta=10.0, seed=0):
+    op = sparse_view((size, size), num_angles)
+    truth = shepp_logan((size, size))
+    clean = np.asarray(op(truth))
+    sigma = noise * float(np.abs(clean).max())
+    data = clean + sigma * np.random.default_rng(seed).normal(size=clean.shape)
+    lik = Gaussian(op, jnp.asarray(data, jnp.float32), sigma=sigma)
+    return op, np.asarray(truth), lik, sigma, data
+
+
+def exact_posterior(op, post, sigma, data):
+    """Mean and pixel std of the linear-Gaussian posterior by a float64 Cholesky."""
+    n = int(np.prod(op.domain_shape))
+    A = np.asarray(op.to_dense(), np.float64)
+    form = post.gaussian_form()
+    eye = jnp.eye(n, dtype=jnp.float32).reshape(n, *op.domain_shape)
+    Q = np.asarray(jax.lax.map(form.prior_precision, eye, batch_size=256),
+                   np.float64).reshape(n, n)
+    P = A.T @ A / sigma ** 2 + Q
+    R = np.linalg.cholesky(P)
+    mean = np.linalg.solve(P, A.T @ np.asarray(data, np.float64).ravel() / sigma ** 2)
+    Rinv = np.linalg.inv(R)           # P^{-1} = R^{-T} R^{-1}; diag = column sums of squares
+    std = np.sqrt((Rinv ** 2).sum(axis=0))
+    return mean.reshape(op.domain_shape), std.reshape(op.domain_shape)
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.ravel(a) - np.ravel(b)) / np.linalg.norm(np.ravel(b)))
+
+
+def row(name, ess, run_s, total_s, grads, mean=None, std=None, ref=None, extra=""):
+    ess = np.asarray(ess)
+    r = {"method": name, "min_ess": float(ess.min()), "med_ess": float(np.median(ess)),
+         "run_s": run_s, "total_s": total_s, "grads": grads,
+         "ess_s": float(ess.min()) / run_s, "ess_s_total": float(ess.min()) / total_s,
+         "ess_grad": float(ess.min()) / max(grads, 1), "extra": extra}
+    if ref is not None:
+        r["mean_err"], r["std_err"] = rel(mean, ref[0]), rel(std, ref[1])
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
+    return r
+
+
+def run_uqrecon(post, method, args, ref=None, **cfg):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = sample(post, method=method, num_chains=args.chains, num_samples=args.num_samples,
+                   num_warmup=args.num_warmup, seed=0, progress=False, **cfg)
+    d, t = r.diagnostics, r.timings
+    grads = d["num_grad_evals"] + d["num_grad_evals_warmup"] + d["num_grad_evals_setup"]
+    extra = ", ".join(f"{k}={v}" for k, v in cfg.items())
+    return row(method, d["ess_bulk"], t["run_s"], t["total_s"], grads, r.mean, r.std, ref,
+               extra)
+
+
+def run_numpyro(post, args, ref=None):
+    """Plain numpyro NUTS with default (diagonal) adaptation on the same potential."""
+    from numpyro.infer import MCMC, NUTS
+
+    potential = lambda x: -post.logdensity_unconstrained(x)
+    mcmc = MCMC(NUTS(potential_fn=potential), num_warmup=args.num_warmup,
+                num_samples=args.num_samples, num_chains=1, progress_bar=False)
+    init = jnp.zeros(post.shape, post.dtype)
+    t0 = time.perf_counter()
+    mcmc.warmup(jax.random.PRNGKey(0), init_params=init, extra_fields=("num_steps",),
+                collect_warmup=False)
+    warm_steps = int(np.sum(mcmc.get_extra_fields()["num_steps"]))
+    t1 = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(1), init_params=mcmc.last_state.z, extra_fields=("num_steps",))
+    draws = np.asarray(mcmc.get_samples())[None]
+    t2 = time.perf_counter()
+    steps = int(np.sum(mcmc.get_extra_fields()["num_steps"]))
+    ess = ess_bulk(draws)
+    mean, std = draws[0].mean(0), draws[0].std(0, ddof=1)
+    # numpyro compiles inside run(); its run time includes compilation (conservative for it)
+    return row("numpyro NUTS (diag)", ess, t2 - t1, t2 - t0, steps + warm_steps, mean, std,
+               ref, f"{steps / args.num_samples:.0f} leapfrog/draw")
+
+
+def table(rows, title):
+    has_err = any("mean_err" in r for r in rows)
+    head = ("| method | min ESS | median ESS | run s | total s | grad evals | min-ESS/s | "
+            "min-ESS/s total | min-ESS/grad |" + (" mean err | std err |" if has_err else "")
+            + " settings |")
+    sep = "|" + "---|" * (head.count("|") - 1)
+    lines = [f"### {title}", "", head, sep]
+    for r in rows:
+        cells = [r["method"], f"{r['min_ess']:.0f}", f"{r['med_ess']:.0f}", f"{r['run_s']:.1f}",
+                 f"{r['total_s']:.1f}", f"{r['grads']}", f"{r['ess_s']:.2f}",
+                 f"{r['ess_s_total']:.2f}", f"{r['ess_grad']:.2e}"]
+        if has_err:
+            cells += [f"{r.get('mean_err', float('nan')):.4f}",
+                      f"{r.get('std_err', float('nan')):.4f}"]
+        cells.append(r["extra"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--num-samples", type=int, default=1000)
+    ap.add_argument("--num-warmup", type=int, default=500)
+    ap.add_argument("--chains", type=int, default=1)
+    ap.add_argument("--methods", default="exact,rto,nuts,hmc,mala,gibbs,numpyro")
+    ap.add_argument("--tv", action="store_true", help="also run the 128x128 TV comparison")
+    ap.add_argument("--tv-size", type=int, default=128)
+    ap.add_argument("--out", default="benchmarks/results/samplers.md")
+    ap.add_argument("--ref-cache", default="",
+                    help="npz path for the exact reference, e.g. /tmp/ref{size}.npz")
+    args = ap.parse_args()
+
+    op, truth, lik, sigma, data = reference_problem(args.size)
+    post = Posterior(lik, GMRF(op.domain_shape, delta=10.0))
+    t = time.perf_counter()
+    cache = Path(args.ref_cache.format(size=args.size)) if args.ref_cache else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as f:
+            ref = (f["mean"], f["std"])
+    else:
+        ref = exact_posterior(op, post, sigma, data)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, mean=ref[0], std=ref[1])
+    print(f"exact posterior (f64 Cholesky): {time.perf_counter() - t:.1f} s", flush=True)
+
+    rows = []
+    for m in args.methods.split(","):
+        if m == "numpyro":
+            rows.append(run_numpyro(post, args, ref))
+        elif m == "rto":
+            rows.append(run_uqrecon(post, "rto", args, ref, solver="cg"))
+        else:
+            rows.append(run_uqrecon(post, m, args, ref))
+    md = [f"## Samplers on {args.size}x{args.size} parallel beam, 30 angles, 1 % noise, "
+          f"GMRF delta=10 ({args.chains} chain(s), {args.num_warmup} warmup, "
+          f"{args.num_samples} draws, float32, {jax.devices()[0].platform})", "",
+          table(rows, "Reference problem (errors vs exact float64 Cholesky)")]
+
+    if args.tv:
+        op2, _, lik2, _, _ = reference_problem(args.tv_size)
+        tv = TV(op2.domain_shape, 20.0)
+        tv_rows = [run_uqrecon(Posterior(lik2, tv), m, args) for m in ("myula", "skrock")]
+        smooth = Posterior(lik2, SmoothedNorm(tv, 0.01))
+        tv_rows.append(run_uqrecon(smooth, "nuts", args, preconditioner="lowrank"))
+        md.append(table(tv_rows, f"TV prior at {args.tv_size}x{args.tv_size} (weight 20; "
+                                 "NUTS on Huber-smoothed TV, eps 0.01)"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

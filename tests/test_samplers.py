@@ -1,0 +1,272 @@
+"""Samplers against exact answers: a 16x16 sparse-view CT posterior with a GMRF prior
+whose mean and covariance are computed in float64 numpy (independent of the samplers),
+closed-form stationary laws of the unadjusted schemes, and bad input."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from uqrecon.inference import METHODS, sample
+from uqrecon.inference.samplers.langevin import ula
+from uqrecon.inference.samplers.proximal import (myula, skrock, skrock_coefficients,
+                                                 skrock_max_step)
+from uqrecon.inference.runner import run_chains
+from uqrecon.models import GMRF, TV, Gaussian, Posterior
+from uqrecon.operators.tomo import sparse_view
+
+N = 16
+
+
+@pytest.fixture(scope="module")
+def ct():
+    """16x16 parallel beam, 12 angles, 1 % noise, GMRF delta=10; exact posterior (f64)."""
+    op = sparse_view((N, N), 12)
+    g = np.linspace(-1, 1, N)
+    X, Y = np.meshgrid(g, g, indexing="ij")
+    truth = ((X ** 2 + Y ** 2) < 0.5).astype(np.float32)
+    clean = np.asarray(op(jnp.asarray(truth)))
+    sigma = 0.01 * float(np.abs(clean).max())
+    data = clean + sigma * np.random.default_rng(0).normal(size=clean.shape)
+    post = Posterior(Gaussian(op, jnp.asarray(data, jnp.float32), sigma=sigma),
+                     GMRF((N, N), delta=10.0))
+    A = np.asarray(op.to_dense(), np.float64)
+    n = N * N
+    eye = jnp.eye(n, dtype=jnp.float32).reshape(n, N, N)
+    Q = np.asarray(jax.vmap(post.gaussian_form().prior_precision)(eye), np.float64)
+    P = A.T @ A / sigma ** 2 + Q.reshape(n, n)
+    cov = np.linalg.inv(P)
+    mean = cov @ (A.T @ data.ravel() / sigma ** 2)
+    return post, mean.reshape(N, N), np.sqrt(np.diag(cov)).reshape(N, N)
+
+
+def _zscores(result, mean, std):
+    """Per-pixel errors of the mean and the std in units of their Monte Carlo error."""
+    ess_mean = result.diagnostics["ess_bulk"]
+    ess_sd = np.minimum(result.diagnostics["ess_bulk"], result.diagnostics["ess_tail"])
+    z_mean = (result.mean - mean) / (std / np.sqrt(ess_mean))
+    # the sd of a sample std is ~ std / sqrt(2 ESS) for a Gaussian
+    z_std = (result.std - std) / (std / np.sqrt(2 * ess_sd))
+    return np.abs(z_mean), np.abs(z_std)
+
+
+@pytest.mark.parametrize("method,kwargs", [
+    ("nuts", dict(num_warmup=200, num_samples=300)),
+    ("hmc", dict(num_warmup=200, num_samples=300, num_integration_steps=8)),
+    ("mala", dict(num_warmup=300, num_samples=1000, thin=2)),
+    ("gibbs", dict(num_warmup=20, num_samples=200)),
+    ("exact", dict(num_samples=500)),
+    ("rto", dict(num_samples=300, solver="cg")),
+])
+def test_exact_methods_match_exact_posterior(ct, method, kwargs):
+    """Mean and pixel std within 4 Monte Carlo standard errors (from the ESS) for >= 99 %
+    of pixels; the MC error itself is small (ESS >= 100 per pixel)."""
+    post, mean, std = ct
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # R-hat noise at these short runs is not tested here
+        r = sample(post, method=method, num_chains=4, seed=1, progress=False, **kwargs)
+    assert r.mean.shape == (N, N) and r.draws.shape[0] == 4
+    assert r.diagnostics["ess_bulk"].min() >= 100
+    z_mean, z_std = _zscores(r, mean, std)
+    assert np.mean(z_mean <= 4) >= 0.99, (method, np.sort(z_mean.ravel())[-5:])
+    assert np.mean(z_std <= 4) >= 0.99, (method, np.sort(z_std.ravel())[-5:])
+    assert r.diagnostics["divergences"] == 0
+    assert r.provenance["method"] == method and r.provenance["seed"] == 1
+
+
+def test_nuts_preconditioner_beats_identity_per_gradient(ct):
+    """The Hessian preconditioner gives more ESS per gradient evaluation than none."""
+    post, _, _ = ct
+    out = {}
+    for pc in ("dense", "identity"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = sample(post, method="nuts", num_chains=2, num_warmup=100, num_samples=100,
+                       preconditioner=pc, progress=False)
+        out[pc] = np.median(r.diagnostics["ess_bulk"]) / r.diagnostics["num_grad_evals"]
+    # this 16x16 posterior is only mildly ill-conditioned (cond(P) ~ 560): measured 5.4x
+    assert out["dense"] > 3 * out["identity"], out
+
+
+def test_ula_stationary_variance_matches_closed_form():
+    """ULA on N(0, 1/lam): stationary variance 1 / (lam (1 - h lam / 2)) (biased, exact)."""
+    lam = jnp.asarray(np.linspace(0.5, 4.0, 8), jnp.float32)
+    h = 0.3
+    s = ula(lambda x: lam * x, h)
+    out = run_chains(s, jnp.zeros((4, 8)), jax.random.PRNGKey(0), num_warmup=100,
+                     num_samples=20000, keep_draws=False, progress=False)
+    expected = 1.0 / (lam * (1 - h * lam / 2))
+    # ~80000 strongly correlated iterations: a few per cent Monte Carlo error
+    np.testing.assert_allclose(out.variance, expected, rtol=0.06)
+    # and distinguishable from the exact variance for the stiffest components
+    assert np.all(out.variance[-3:] > 1.3 / np.asarray(lam[-3:]))
+
+
+def test_skrock_stability_polynomial_is_shifted_chebyshev():
+    """For a linear drift ``-lam x`` one SK-ROCK step multiplies x by
+    ``T_s(w0 - w1 z) / T_s(w0)`` with ``z = h lam`` (Abdulle's damped Chebyshev
+    polynomial), and stays stable up to the documented step."""
+    s, eta = 7, 0.05
+    w0 = 1 + eta / s ** 2
+    cheb = np.polynomial.chebyshev.Chebyshev.basis(s)
+    w1 = cheb(w0) / cheb.deriv()(w0)
+    lmax = skrock_max_step(1.0, s, eta)
+    z = np.linspace(0.0, lmax, 50)
+    gains = []
+    for zz in z:
+        k = skrock(lambda x, lam=float(zz): lam * x, [], 1.0, 1.0, stages=s, eta=eta)
+        # start far out so the O(1) noise term is negligible against the drift
+        x1, _ = k.step(jax.random.PRNGKey(0), jnp.asarray([1e6], jnp.float32))
+        gains.append(float(x1[0]) / 1e6)
+    expected = cheb(w0 - w1 * z) / cheb(w0)
+    np.testing.assert_allclose(gains, expected, atol=1e-4)
+    assert np.all(np.abs(expected) < 1.0 + 1e-9)
+    mu, nu, kappa = skrock_coefficients(s, eta)
+    np.testing.assert_allclose(nu[1:] + kappa[1:], 1.0)
+
+
+def test_myula_box_bias_shrinks_like_sqrt_lambda():
+    """MYULA with a box prox on N(mu, 1) truncated to x >= 0: the error of the mean
+    against the closed-form truncated-normal mean shrinks like sqrt(lambda) (the Moreau
+    envelope of the indicator leaks mass a distance ~sqrt(lambda) past the boundary)."""
+    mu = jnp.asarray(np.linspace(-1.0, 1.0, 16), jnp.float32)
+    alpha = -np.asarray(mu, np.float64)
+    exact = np.asarray(mu) + stats.norm.pdf(alpha) / stats.norm.sf(alpha)
+    errs = []
+    for lam in (0.5, 0.05):
+        step = 1.0 / (1.0 + 1.0 / lam)
+        s = myula(lambda x: x - mu, [lambda x, t: jnp.maximum(x, 0.0)], lam, step)
+        out = run_chains(s, jnp.ones((4, 16)), jax.random.PRNGKey(1), num_warmup=200,
+                         num_samples=20000, keep_draws=False, progress=False)
+        errs.append(np.abs(out.mean - exact).max())
+    ratio = errs[1] / errs[0]
+    assert 0.2 < ratio < 0.45, (errs, ratio, "expected ~ sqrt(0.1) = 0.32")
+
+
+@pytest.fixture(scope="module")
+def ct_noisy():
+    """The CT problem at 10 % noise (better conditioned, so short unadjusted runs mix);
+    returns the posterior and its exact precision matrix and mean (f64)."""
+    op = sparse_view((N, N), 12)
+    A = np.asarray(op.to_dense(), np.float64)
+    rng = np.random.default_rng(3)
+    clean = A @ rng.uniform(size=N * N)
+    sigma = 0.1 * float(np.abs(clean).max())
+    data = (clean + sigma * rng.normal(size=clean.shape)).reshape(op.range_shape)
+    post = Posterior(Gaussian(op, jnp.asarray(data, jnp.float32), sigma=sigma),
+                     GMRF((N, N), delta=10.0))
+    n = N * N
+    eye = jnp.eye(n, dtype=jnp.float32).reshape(n, N, N)
+    Q = np.asarray(jax.vmap(post.gaussian_form().prior_precision)(eye), np.float64)
+    P = A.T @ A / sigma ** 2 + Q.reshape(n, n)
+    return post, P, np.linalg.solve(P, A.T @ data.ravel() / sigma ** 2)
+
+
+def test_ula_on_posterior_matches_its_biased_closed_form(ct_noisy):
+    """ULA on N(m, P^{-1}) with step h is stationary at N(m, (P - h P^2 / 2)^{-1}); its
+    pixel std matches that and its distance to the exact std shrinks with h (~h)."""
+    post, P, m = ct_noisy
+    L = float(np.linalg.eigvalsh(P)[-1])
+    err_exact = []
+    std_exact = np.sqrt(np.diag(np.linalg.inv(P)))
+    for frac in (1.0, 0.5):
+        h = frac / L
+        std_h = np.sqrt(np.diag(np.linalg.inv(P - h * P @ P / 2)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = sample(post, method="ula", step_size=h, num_chains=4, num_warmup=1000,
+                       num_samples=6000, thin=20, seed=2, progress=False)
+        std = r.std.ravel()
+        assert np.linalg.norm(std - std_h) / np.linalg.norm(std_h) < 0.04
+        np.testing.assert_allclose(r.mean.ravel(), m, atol=0.3 * std_exact.max())
+        err_exact.append(np.linalg.norm(std - std_exact) / np.linalg.norm(std_exact))
+    assert err_exact[1] < 0.75 * err_exact[0], err_exact
+
+
+def test_skrock_std_bias_shrinks_with_step(ct_noisy):
+    """SK-ROCK's std error against the exact posterior shrinks with the step."""
+    post, P, _ = ct_noisy
+    std_exact = np.sqrt(np.diag(np.linalg.inv(P)))
+    errs = []
+    for frac in (0.9, 0.2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = sample(post, method="skrock", step_fraction=frac, num_chains=4,
+                       num_warmup=200, num_samples=2000, thin=10, seed=2, progress=False)
+        errs.append(np.linalg.norm(r.std.ravel() - std_exact) / np.linalg.norm(std_exact))
+    assert errs[1] < 0.6 * errs[0], errs
+
+
+def test_myula_and_skrock_run_on_tv_posterior(ct):
+    """Non-smooth TV prior with a box: proximal samplers run, stay finite and in range."""
+    post, _, _ = ct
+    tv = Posterior(post.likelihood, TV((N, N), 5.0))
+    for method in ("myula", "skrock"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = sample(tv, method=method, num_chains=2, num_warmup=100, num_samples=200,
+                       box=(0.0, 1.0), progress=False)
+        assert np.all(np.isfinite(r.mean)) and np.all(r.std > 0)
+        assert r.mean.min() > -0.2 and r.mean.max() < 1.2
+        assert r.provenance["config"]["num_prox_terms"] == 2
+
+
+def test_bad_input_errors(ct):
+    post, _, _ = ct
+    with pytest.raises(ValueError, match="valid names"):
+        sample(post, method="gibs")
+    tv = Posterior(post.likelihood, TV((N, N), 5.0))
+    for m in ("nuts", "hmc", "mala"):
+        with pytest.raises(ValueError, match="myula"):
+            sample(tv, method=m, progress=False)
+    with pytest.raises(ValueError, match="linear-Gaussian"):
+        sample(tv, method="exact", progress=False)
+    with pytest.raises(TypeError, match="unknown options"):
+        sample(post, method="exact", num_samples=10, progress=False, stepsize=0.1)
+    with pytest.raises(TypeError, match="num_chains"):
+        sample(post, method="exact", num_chains=2.5)
+    with pytest.raises(ValueError, match="preconditioner"):
+        sample(post, method="nuts", preconditioner="diag", progress=False)
+    assert set(METHODS) >= {"nuts", "hmc", "ula", "mala", "myula", "skrock", "gibbs",
+                            "exact", "rto"}
+
+
+def test_nonfinite_chains_are_reported(ct):
+    """A step far past the stability bound blows up: an error, never a silent average."""
+    post, _, _ = ct
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        sample(post, method="ula", step_size=50.0 / float(post.lipschitz()), num_chains=2,
+               num_warmup=0, num_samples=200, progress=False)
+
+
+def test_lowrank_preconditioner_whitens_the_stiff_subspace():
+    """On H with a few stiff and many soft directions, Lanczos captures the stiff ones:
+    C^T H C has its largest eigenvalue ~1 (was 1e4) and C is invertible (inverse exact)."""
+    from uqrecon.inference.samplers.hmc import lowrank_preconditioner
+    rng = np.random.default_rng(0)
+    n = 100
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    spec = np.concatenate([np.geomspace(1e4, 1e2, 10), np.linspace(1.0, 2.0, n - 10)])
+    H = jnp.asarray((U * spec) @ U.T, jnp.float32)
+    pot = lambda u: 0.5 * u @ (H @ u)
+    pc = lowrank_preconditioner(pot, jnp.zeros(n), jax.random.PRNGKey(0), rank=30)
+    C = np.asarray(jax.vmap(pc, in_axes=1, out_axes=1)(jnp.eye(n)), np.float64)
+    ev = np.linalg.eigvalsh(C.T @ np.asarray(H, np.float64) @ C)
+    assert ev.max() < 1.5 and ev.max() / ev.min() < 10, (ev.min(), ev.max())
+    z = jnp.asarray(rng.normal(size=n), jnp.float32)
+    np.testing.assert_allclose(pc.inverse(pc(z)), z, rtol=1e-3, atol=1e-3)
+
+
+def test_nuts_lowrank_on_ct_posterior(ct):
+    """NUTS with the Lanczos low-rank preconditioner also matches the exact posterior."""
+    post, mean, std = ct
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = sample(post, method="nuts", preconditioner="lowrank", rank=48, num_chains=4,
+                   num_warmup=200, num_samples=300, seed=4, progress=False)
+    assert r.provenance["config"]["lowrank_kept"] > 0
+    z_mean, z_std = _zscores(r, mean, std)
+    assert np.mean(z_mean <= 4) >= 0.99 and np.mean(z_std <= 4) >= 0.99

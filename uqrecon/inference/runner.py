@@ -1,0 +1,288 @@
+"""One chunked, multi-chain loop for every sampler.
+
+Chains are vectorised with ``vmap`` (and sharded over devices when there are several);
+steps run in compiled ``lax.scan`` chunks, each chunk length compiled once ahead of time
+(so compile time and run time are measured apart). Between chunks: progress bar,
+checkpoint, and draws written to memory or to a ``.npy`` memmap on disk. Every
+post-warmup iteration enters a per-pixel Welford mean/variance; only every ``thin``-th is
+kept as a draw, so memory stays bounded however long the run.
+
+Randomness: the key of chain ``c`` at iteration ``t`` of phase ``p`` is
+``fold_in(fold_in(split(key, C)[c], p), t)``, independent of the chunking, so a resumed
+run reproduces an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..uq.diagnostics import (welford_finalize, welford_init,
+                              welford_merge, welford_update)
+from .checkpoint import load_checkpoint, save_checkpoint
+from .samplers.base import Sampler
+
+__all__ = ["RunOutput", "run_chains"]
+
+_PHASE_INIT, _PHASE_WARMUP, _PHASE_SAMPLE = 0, 1, 2
+
+
+@dataclass
+class RunOutput:
+    """Raw output of :func:`run_chains` (host arrays), turned into a Result by ``sample``."""
+
+    mean: np.ndarray                 # (*shape) over all chains and post-warmup iterations
+    variance: np.ndarray             # (*shape) unbiased, pooled over chains
+    chain_mean: np.ndarray           # (C, *shape)
+    chain_variance: np.ndarray       # (C, *shape)
+    draws: np.ndarray | None         # (C, S, *shape), memmap when written to disk
+    traces: dict[str, np.ndarray]    # name -> (C, S) scalars per kept draw
+    acceptance_rate: np.ndarray      # (C,) mean over sampling iterations
+    divergences: np.ndarray          # (C,) count over sampling iterations
+    step_size: np.ndarray            # (C,) final step size
+    num_grad_evals: int              # sampling phase, all chains
+    num_grad_evals_warmup: int       # warmup phase, all chains
+    nonfinite_chains: np.ndarray     # (C,) bool: a state went NaN/inf
+    timings: dict[str, float] = field(default_factory=dict)
+    num_devices: int = 1
+
+
+def _chain_keys(key, num_chains):
+    return jax.random.split(key, num_chains)
+
+
+def _make_chunk(sampler: Sampler, length: int, thin: int):
+    """A jit-able function running ``length`` steps of every chain from iteration ``t0``.
+
+    Warmup and sampling share it (``phase`` is traced): in warmup the Welford update is
+    masked out and the draws it returns are discarded.
+    """
+
+    def one_chain(state, wf, key, t0, phase):
+        pkey = jax.random.fold_in(key, phase)
+        collect = phase == _PHASE_SAMPLE
+        dtype = sampler.position(state).dtype
+
+        def inner(carry, t):
+            state, wf, acc, grads, divs, bad, ss = carry
+            state, info = sampler.step(jax.random.fold_in(pkey, t), state)
+            x = sampler.position(state)
+            bad = bad | ~jnp.all(jnp.isfinite(x))
+            wf = jax.tree_util.tree_map(lambda new, old: jnp.where(collect, new, old),
+                                        welford_update(wf, x[None]), wf)
+            acc = acc + jnp.where(jnp.isfinite(info.acceptance), info.acceptance, 0.0)
+            return (state, wf, acc, grads + info.num_grad_evals.astype(jnp.int32),
+                    divs + info.divergent.astype(jnp.int32), bad,
+                    jnp.asarray(info.step_size, dtype)), None
+
+        def outer(carry, j):
+            carry, _ = jax.lax.scan(inner, carry, t0 + j * thin + jnp.arange(thin))
+            return carry, (sampler.position(carry[0]), sampler.trace(carry[0]))
+
+        carry = (state, wf, jnp.zeros((), dtype), jnp.int32(0), jnp.int32(0),
+                 jnp.bool_(False), jnp.zeros((), dtype))
+        carry, (draws, traces) = jax.lax.scan(outer, carry, jnp.arange(length // thin))
+        state, wf, acc, grads, divs, bad, ss = carry
+        return state, wf, (acc, grads, divs, bad, ss), draws, traces
+
+    return jax.vmap(one_chain, in_axes=(0, 0, 0, None, None))
+
+
+_EXECUTABLES: dict = {}     # (sampler, length, thin, argument signature) -> executable
+_MAX_EXECUTABLES = 16
+
+
+def _signature(args):
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    return tree, tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in leaves)
+
+
+class _Compiled:
+    """AOT-compiled chunk functions keyed by (length, thin), with compile time summed.
+
+    Executables are also kept in a small module-level cache keyed by the sampler object,
+    so running the same Sampler again (e.g. a resumed run) compiles nothing.
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.cache: dict = {}
+        self.compile_s = 0.0
+
+    def get(self, length, thin, args):
+        k = (length, thin)
+        if k not in self.cache:
+            gkey = (self.sampler, length, thin, _signature(args))
+            if gkey not in _EXECUTABLES:
+                t = time.perf_counter()
+                fn = jax.jit(_make_chunk(self.sampler, length, thin))
+                _EXECUTABLES[gkey] = fn.lower(*args).compile()
+                self.compile_s += time.perf_counter() - t
+                while len(_EXECUTABLES) > _MAX_EXECUTABLES:
+                    _EXECUTABLES.pop(next(iter(_EXECUTABLES)))
+            self.cache[k] = _EXECUTABLES[gkey]
+        return self.cache[k]
+
+
+def _chain_sharding(num_chains):
+    devices = jax.devices()
+    d = max(k for k in range(1, len(devices) + 1) if num_chains % k == 0)
+    if d == 1:
+        return None, 1
+    mesh = jax.sharding.Mesh(np.array(devices[:d]), ("chains",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains")), d
+
+
+def _fingerprint(**kw):
+    return {k: (v if not isinstance(v, np.ndarray) else v.tolist()) for k, v in kw.items()}
+
+
+def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_samples: int,
+               thin: int = 1, chunk_size: int | None = None, checkpoint_dir=None,
+               draws_dir=None, keep_draws: bool = True, progress: bool = True,
+               callback: Callable[[dict], Any] | None = None,
+               fingerprint: dict | None = None) -> RunOutput:
+    """Run ``C = len(init_positions)`` chains of ``sampler``: warmup, then sampling.
+
+    ``num_samples`` counts post-warmup iterations; every one enters the Welford mean and
+    variance, every ``thin``-th is kept (``num_samples // thin`` draws per chain).
+    ``chunk_size`` (a multiple of ``thin``) is the number of iterations per compiled chunk.
+    With ``checkpoint_dir`` the state is saved after every chunk and a run started with
+    the same arguments resumes from it. With ``draws_dir`` draws go to
+    ``draws_dir/draws.npy`` (a memmap) instead of memory. ``callback(info)`` is called
+    after each chunk (``info``: phase, iterations done, total).
+    """
+    init_positions = jnp.asarray(init_positions)
+    C = init_positions.shape[0]
+    shape = init_positions.shape[1:]
+    dtype = init_positions.dtype
+    if thin < 1 or num_samples < thin:
+        raise ValueError(f"thin must be in [1, num_samples], got thin={thin}, "
+                         f"num_samples={num_samples}")
+    if num_samples % thin:
+        raise ValueError(f"num_samples ({num_samples}) must be a multiple of thin ({thin})")
+    if chunk_size is None:
+        chunk_size = max(thin, min(num_samples, 100 * thin) // thin * thin)
+    if chunk_size < 1 or chunk_size % thin:
+        raise ValueError(f"chunk_size ({chunk_size}) must be a positive multiple of "
+                         f"thin ({thin})")
+    num_kept = num_samples // thin
+    sharding, num_devices = _chain_sharding(C)
+    put = (lambda t: jax.device_put(t, sharding)) if sharding is not None else (lambda t: t)
+    compiled = _Compiled(sampler)
+    fp = _fingerprint(num_chains=C, shape=list(shape), dtype=str(dtype), thin=thin,
+                      num_warmup=num_warmup, num_samples=num_samples, chunk_size=chunk_size,
+                      key=np.asarray(jax.random.key_data(key) if jnp.issubdtype(
+                          key.dtype, jax.dtypes.prng_key) else key),
+                      **(fingerprint or {}))
+
+    keys = _chain_keys(key, C)
+    ckpt = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    draws = None
+    traces: dict[str, np.ndarray] = {}
+    totals = {"acc": np.zeros(C), "grads_s": 0, "grads_w": 0, "divs": np.zeros(C, np.int64),
+              "bad": np.zeros(C, bool), "step": np.zeros(C), "warm_done": 0, "samp_done": 0,
+              "run_s": 0.0}
+    if draws_dir is not None and keep_draws:
+        Path(draws_dir).mkdir(parents=True, exist_ok=True)
+    draws_path = Path(draws_dir) / "draws.npy" if draws_dir is not None else None
+
+    if ckpt is not None:
+        if ckpt["fingerprint"] != fp:
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} holds a checkpoint of a "
+                             "different run (settings differ); use another directory")
+        states = put(jax.tree_util.tree_map(jnp.asarray, ckpt["states"]))
+        wf = put(jax.tree_util.tree_map(jnp.asarray, ckpt["welford"]))
+        totals = ckpt["totals"]
+        traces = ckpt["traces"]
+        if keep_draws:
+            draws = (np.lib.format.open_memmap(draws_path, mode="r+") if draws_path
+                     else ckpt["draws"])
+    else:
+        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, _PHASE_INIT))(keys)
+        states = put(jax.vmap(sampler.init)(init_keys, init_positions))
+        wf = put(jax.vmap(lambda _: welford_init(shape, dtype))(jnp.arange(C)))
+        if keep_draws:
+            draws = (np.lib.format.open_memmap(draws_path, mode="w+", dtype=dtype,
+                                               shape=(C, num_kept, *shape))
+                     if draws_path else np.zeros((C, num_kept, *shape), dtype))
+    keys = put(keys)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=num_warmup + num_samples, initial=totals["warm_done"] +
+                   totals["samp_done"], desc="sampling", unit="it")
+
+    def save():
+        if checkpoint_dir is None:
+            return
+        if isinstance(draws, np.memmap):
+            draws.flush()
+        save_checkpoint(checkpoint_dir, {
+            "fingerprint": fp, "states": states, "welford": wf, "totals": totals,
+            "traces": traces, "draws": draws if not isinstance(draws, np.memmap) else None})
+
+    for phase, total, done_key in ((_PHASE_WARMUP, num_warmup, "warm_done"),
+                                   (_PHASE_SAMPLE, num_samples, "samp_done")):
+        if phase == _PHASE_SAMPLE and totals["warm_done"] == num_warmup \
+                and totals["samp_done"] == 0 and not totals.get("finished_warmup"):
+            states = jax.vmap(sampler.finish_warmup)(states)
+            totals["finished_warmup"] = True
+        while totals[done_key] < total:
+            t0 = totals[done_key]
+            length = min(chunk_size, total - t0)
+            args = (states, wf, keys, jnp.int32(t0), jnp.int32(phase))
+            chunk = compiled.get(length, thin if length % thin == 0 else 1, args)
+            t_run = time.perf_counter()
+            states, wf, stats, chunk_draws, chunk_traces = chunk(*args)
+            acc, grads, divs, bad, step = jax.device_get(stats)
+            totals["run_s"] += time.perf_counter() - t_run
+            grads_total = int(np.asarray(grads, np.int64).sum())
+            if phase == _PHASE_SAMPLE:
+                totals["acc"] = totals["acc"] + np.asarray(acc, np.float64)
+                totals["divs"] = totals["divs"] + np.asarray(divs, np.int64)
+                totals["grads_s"] += grads_total
+                lo, hi = t0 // thin, (t0 + length) // thin
+                if keep_draws:
+                    draws[:, lo:hi] = np.asarray(chunk_draws)
+                for name, val in jax.device_get(chunk_traces).items():
+                    traces.setdefault(name, np.zeros((C, num_kept), np.asarray(val).dtype))
+                    traces[name][:, lo:hi] = np.asarray(val)
+            else:
+                totals["grads_w"] += grads_total
+            totals["bad"] = totals["bad"] | np.asarray(bad)
+            totals["step"] = np.asarray(step, np.float64)
+            totals[done_key] = t0 + length
+            save()
+            if bar is not None:
+                bar.update(length)
+            if callback is not None:
+                callback({"phase": "warmup" if phase == _PHASE_WARMUP else "sampling",
+                          "done": totals[done_key], "total": total})
+    if bar is not None:
+        bar.close()
+
+    good = ~totals["bad"]
+    if not good.any():
+        raise FloatingPointError("every chain reached a non-finite state (NaN/inf); "
+                                 "reduce the step size or check the posterior")
+    wf = jax.device_get(wf)
+    cmean, cvar = (np.asarray(a) for a in jax.vmap(lambda w: welford_finalize(w, ddof=1))(wf))
+    mean, var = (np.asarray(a) for a in welford_finalize(
+        welford_merge(jax.tree_util.tree_map(lambda a: a[good], wf)), ddof=1))
+    return RunOutput(
+        mean=mean.astype(dtype), variance=var.astype(dtype), chain_mean=cmean.astype(dtype),
+        chain_variance=cvar.astype(dtype), draws=draws, traces=traces,
+        acceptance_rate=totals["acc"] / max(num_samples, 1), divergences=totals["divs"],
+        step_size=totals["step"], num_grad_evals=totals["grads_s"],
+        num_grad_evals_warmup=totals["grads_w"], nonfinite_chains=totals["bad"],
+        timings={"compile_s": compiled.compile_s, "run_s": totals["run_s"],
+                 "num_compiles": len(compiled.cache)},
+        num_devices=num_devices)

@@ -1,0 +1,409 @@
+"""``sample(posterior, method=...)``: the one entry point for posterior sampling.
+
+Each method is a builder ``(posterior, key, cfg) -> _Built`` that turns a Posterior
+(used only through the contract in docs/interfaces.md) into a :class:`Sampler` plus the
+chains' starting images; :func:`run_chains` runs it and :func:`sample` packs a Result
+with diagnostics, timings and provenance.
+
+Methods and their options (``**cfg``):
+
+- ``"nuts"`` / ``"hmc"``: ``preconditioner`` (``"dense"`` default up to 4096 pixels,
+  ``"lowrank"`` above, or ``"identity"``), ``rank`` (Lanczos steps, 64),
+  ``max_num_doublings`` (NUTS, 10), ``num_integration_steps`` (HMC, 16),
+  ``target_acceptance`` (0.8). Smooth posteriors only; runs in the unconstrained space.
+- ``"ula"``: ``step_size`` (default ``1/L``). ``"mala"``: ``preconditioner`` and ``rank`` as
+  NUTS, ``step_size`` (initial; 1 when preconditioned, else ``1/L``),
+  ``target_acceptance`` (0.574).
+- ``"myula"``: ``lam`` (``1/L``), ``step_size`` (``step_fraction / (L + m/lam)``, m = number
+  of non-smooth terms), ``step_fraction`` (1.0), ``box`` (``(lo, hi)`` adds a projection).
+- ``"skrock"``: as MYULA plus ``stages`` (10), ``eta`` (0.05); default step
+  ``step_fraction * l_s / (L + m/lam)`` with ``step_fraction`` 0.9.
+- ``"gibbs"``: ``tol``, ``maxiter`` for the exact image draw.
+- ``"exact"`` / ``"rto"``: ``solver`` (``"dense"`` up to 4096 pixels, else ``"cg"``), ``tol``,
+  ``maxiter``. Draws are independent; warmup is skipped.
+Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
+the unconstrained space; for nuts/hmc/mala without ``init``, chains start at
+``pc(init_jitter * xi)`` with default 1.0, a draw from the preconditioner's Gaussian),
+``chunk_size``, ``keep_draws`` (True).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..result import Result, make_provenance
+from ..uq.diagnostics import check_convergence, diagnose, summarize
+from . import exact as _exact
+from .runner import run_chains
+from .samplers import gibbs as _gibbs
+from .samplers import hmc as _hmc
+from .samplers import langevin as _langevin
+from .samplers import proximal as _proximal
+from .samplers.base import Sampler
+
+__all__ = ["sample", "METHODS"]
+
+_DENSE_MAX_PIXELS = 4096
+
+
+class _Built(NamedTuple):
+    sampler: Sampler
+    init_positions: jax.Array         # (chains, *shape) images
+    config: dict                      # the settings actually used
+    setup: dict                       # e.g. num_grad_evals_setup, preconditioner info
+    num_warmup: int | None = None     # override (exact methods need none)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+def _pop(cfg: dict, name: str, default):
+    return cfg.pop(name) if name in cfg else default
+
+
+def _lipschitz(post, key) -> float:
+    L = float(post.lipschitz(key))
+    if not (math.isfinite(L) and L > 0):
+        raise ValueError(f"posterior.lipschitz() returned {L}; pass 'step_size' explicitly")
+    return L
+
+
+def _size(post) -> int:
+    return int(math.prod(post.shape))
+
+
+def _reference_image(post, dtype):
+    """The posterior mean by CG for linear-Gaussian posteriors, else the image of u = 0."""
+    form = post.gaussian_form()
+    if form is not None:
+        mean, _, _ = _exact.posterior_mean(form, _exact.default_tol(dtype), 10 * _size(post))
+        return mean
+    return post.transform.forward(jnp.zeros(post.shape, dtype))
+
+
+def _init_positions(post, key, cfg, num_chains, dtype, unconstrained: bool, ref=None):
+    """Starting images: ``init`` if given, else ``ref`` (default: a reference image);
+    jittered per chain by ``init_jitter`` (in the unconstrained space if asked)."""
+    init = _pop(cfg, "init", None)
+    jitter = float(_pop(cfg, "init_jitter", 0.1))
+    shape = tuple(post.shape)
+    if init is None:
+        ref = _reference_image(post, dtype) if ref is None else ref
+        init = jnp.broadcast_to(ref, (num_chains, *shape))
+    else:
+        init = jnp.asarray(init, dtype)
+        if init.shape == shape:
+            init = jnp.broadcast_to(init, (num_chains, *shape))
+        elif init.shape != (num_chains, *shape):
+            raise ValueError(f"'init' must have shape {shape} or {(num_chains, *shape)}, "
+                             f"got {init.shape}")
+    if jitter > 0:
+        noise = jitter * jax.random.normal(key, init.shape, dtype)
+        if unconstrained:
+            u = jax.vmap(post.transform.inverse)(init)
+            init = jax.vmap(post.transform.forward)(u + noise)
+        else:
+            init = init + noise
+    return init
+
+
+def _require_smooth(post, method):
+    if not post.is_smooth:
+        raise ValueError(f"method={method!r} needs a smooth posterior (gradients), but this "
+                         "posterior has non-smooth terms: use method='myula' or 'skrock', "
+                         "or a smoothed prior (e.g. TV with a smoothing parameter)")
+
+
+def _proxes(post, cfg):
+    proxes = [term.prox for term in post.nonsmooth]
+    box = _pop(cfg, "box", None)
+    if box is not None:
+        lo, hi = box
+        proxes.append(lambda x, step, lo=lo, hi=hi: jnp.clip(x, lo, hi))
+    return proxes
+
+
+# --------------------------------------------------------------------------------------
+# builders
+# --------------------------------------------------------------------------------------
+def _preconditioner(post, key, cfg, dtype, ref):
+    """The linear change of variables ``u = pc(z)`` from the ``preconditioner`` option,
+    built at ``u_ref = transform.inverse(ref)``; returns (pc, settings, setup gradients)."""
+    n = _size(post)
+    name = _pop(cfg, "preconditioner", "dense" if n <= _DENSE_MAX_PIXELS else "lowrank")
+    rank = int(_pop(cfg, "rank", 64))
+    u_ref = post.transform.inverse(ref)
+    potential = lambda u: -post.logdensity_unconstrained(u)
+    if name == "dense":
+        pc = _hmc.dense_preconditioner(_unconstrained_hessian(post, u_ref), u_ref)
+        return pc, {"preconditioner": name}, 2 * n
+    if name == "lowrank":
+        pc = _hmc.lowrank_preconditioner(potential, u_ref, key, rank=rank)
+        used = {"preconditioner": name, "rank": rank, "lowrank_kept": int(pc.basis.shape[1])}
+        return pc, used, 2 * 2 * rank   # Lanczos + residual check, 2 gradients per HVP
+    if name == "identity":
+        return _hmc.IdentityPreconditioner(u_ref), {"preconditioner": name}, 0
+    raise ValueError(f"'preconditioner' must be 'dense', 'lowrank' or 'identity', got {name!r}")
+
+
+@jax.jit
+def _unconstrained_hessian(post, u):
+    """Dense Hessian of ``-logdensity_unconstrained`` (jitted on the posterior pytree)."""
+    return _hmc.hessian_matrix(lambda v: -post.logdensity_unconstrained(v), u)
+
+
+def _init_in_z(post, key, cfg, num_chains, dtype, pc):
+    """Starting images for samplers on ``z``: ``init`` if given (jittered by
+    ``init_jitter`` in the unconstrained space), else ``pc(init_jitter * xi)``, i.e. draws
+    from the Gaussian that defines the preconditioner (jitter 1.0 by default), so chains
+    start at the posterior's own scale instead of a fixed pixel jitter."""
+    if cfg.get("init") is not None:
+        return _init_positions(post, key, cfg, num_chains, dtype, True)
+    jitter = float(_pop(cfg, "init_jitter", 1.0))
+    _pop(cfg, "init", None)
+    z = jitter * jax.random.normal(key, (num_chains, *post.shape), dtype)
+    return jax.vmap(lambda zz: post.transform.forward(pc(zz)))(z)
+
+
+def _in_z(post, sampler: Sampler, pc) -> Sampler:
+    """Start a sampler on ``z`` from images: ``z = pc^{-1}(transform.inverse(x))``."""
+    base_init = sampler.init
+    return sampler._replace(
+        init=lambda k, x: base_init(k, pc.inverse(post.transform.inverse(x))))
+
+
+def _build_hmc_family(kind):
+    def build(post, key, cfg, num_chains, dtype):
+        _require_smooth(post, kind)
+        k_init, k_pc = jax.random.split(key)
+        target = float(_pop(cfg, "target_acceptance", 0.8))
+        ref = _reference_image(post, dtype)
+        pc, used, setup_grads = _preconditioner(post, k_pc, cfg, dtype, ref)
+        init = _init_in_z(post, k_init, cfg, num_chains, dtype, pc)
+        logdensity_z = lambda z: post.logdensity_unconstrained(pc(z))
+        to_image = lambda z: post.transform.forward(pc(z))
+        if kind == "nuts":
+            depth = int(_pop(cfg, "max_num_doublings", 10))
+            s = _hmc.nuts(logdensity_z, to_image, depth, target_acceptance=target, dtype=dtype)
+            used["max_num_doublings"] = depth
+        else:
+            steps = int(_pop(cfg, "num_integration_steps", 16))
+            s = _hmc.hmc(logdensity_z, to_image, steps, target_acceptance=target, dtype=dtype)
+            used["num_integration_steps"] = steps
+        used["target_acceptance"] = target
+        return _Built(_in_z(post, s, pc), init, used, {"num_grad_evals_setup": setup_grads})
+    return build
+
+
+def _build_ula(post, key, cfg, num_chains, dtype):
+    _require_smooth(post, "ula")
+    k_init, k_l = jax.random.split(key)
+    step = _pop(cfg, "step_size", None)
+    step = float(step) if step is not None else 1.0 / _lipschitz(post, k_l)
+    init = _init_positions(post, k_init, cfg, num_chains, dtype, unconstrained=False)
+    return _Built(_langevin.ula(post.grad_smooth_potential, step, dtype), init,
+                  {"step_size": step}, {})
+
+
+def _build_mala(post, key, cfg, num_chains, dtype):
+    """MALA on ``z`` (preconditioned like NUTS); the initial step is 1 for a whitening
+    preconditioner and ``1/L`` without one."""
+    _require_smooth(post, "mala")
+    k_init, k_l, k_pc = jax.random.split(key, 3)
+    ref = _reference_image(post, dtype)
+    pc, used, setup_grads = _preconditioner(post, k_pc, cfg, dtype, ref)
+    init = _init_in_z(post, k_init, cfg, num_chains, dtype, pc)
+    step = _pop(cfg, "step_size", None)
+    if step is None:
+        step = 1.0 / _lipschitz(post, k_l) if used["preconditioner"] == "identity" else 1.0
+    target = float(_pop(cfg, "target_acceptance", 0.574))
+    s = _langevin.mala(lambda z: post.logdensity_unconstrained(pc(z)), float(step), target,
+                       dtype)
+    base_pos = s.position
+    s = s._replace(position=lambda st: post.transform.forward(pc(base_pos(st))))
+    used.update(initial_step_size=float(step), target_acceptance=target)
+    return _Built(_in_z(post, s, pc), init, used, {"num_grad_evals_setup": setup_grads})
+
+
+def _build_proximal(kind):
+    def build(post, key, cfg, num_chains, dtype):
+        k_init, k_l = jax.random.split(key)
+        proxes = _proxes(post, cfg)
+        L = _lipschitz(post, k_l)
+        lam = float(_pop(cfg, "lam", 1.0 / L))
+        L_total = L + len(proxes) / lam
+        stages = int(_pop(cfg, "stages", 10)) if kind == "skrock" else 1
+        eta = float(_pop(cfg, "eta", 0.05)) if kind == "skrock" else 0.0
+        frac = float(_pop(cfg, "step_fraction", 0.9 if kind == "skrock" else 1.0))
+        step = _pop(cfg, "step_size", None)
+        if step is None:
+            step = frac * (_proximal.skrock_max_step(L_total, stages, eta)
+                           if kind == "skrock" else 1.0 / L_total)
+        step = float(step)
+        init = _init_positions(post, k_init, cfg, num_chains, dtype, unconstrained=False)
+        if kind == "skrock":
+            s = _proximal.skrock(post.grad_smooth_potential, proxes, lam, step, stages, eta,
+                                 dtype)
+            used = {"stages": stages, "eta": eta}
+        else:
+            s = _proximal.myula(post.grad_smooth_potential, proxes, lam, step, dtype)
+            used = {}
+        used.update(lam=lam, step_size=step, lipschitz=L, num_prox_terms=len(proxes))
+        return _Built(s, init, used, {})
+    return build
+
+
+def _gaussian_form_or_raise(post, method):
+    form = post.gaussian_form()
+    if form is None:
+        raise ValueError(f"method={method!r} needs a linear-Gaussian posterior "
+                         "(posterior.gaussian_form() is None): use 'nuts', 'mala' or 'gibbs'")
+    return form
+
+
+def _build_exact(post, key, cfg, num_chains, dtype):
+    form = _gaussian_form_or_raise(post, "exact")
+    n = _size(post)
+    solver = _pop(cfg, "solver", "dense" if n <= _DENSE_MAX_PIXELS else "cg")
+    tol = float(_pop(cfg, "tol", _exact.default_tol(dtype)))
+    maxiter = int(_pop(cfg, "maxiter", 10 * n))
+    _pop(cfg, "init", None)
+    _pop(cfg, "init_jitter", None)
+    if solver == "dense":
+        dense = _exact.dense_factor(form)
+        s, mean, setup = _exact.dense_sampler(dense), dense.mean, {"num_grad_evals_setup": n}
+        used = {"solver": "dense"}
+    elif solver == "cg":
+        mean, it, _ = _exact.posterior_mean(form, tol, maxiter)
+        s, setup = _exact.po_sampler(form, tol, maxiter, mean), {"num_grad_evals_setup": int(it)}
+        used = {"solver": "cg", "tol": tol, "maxiter": maxiter}
+    else:
+        raise ValueError(f"'solver' must be 'dense' or 'cg', got {solver!r}")
+    init = jnp.broadcast_to(mean, (num_chains, *post.shape))
+    return _Built(s, init, used, setup, num_warmup=0)
+
+
+def _build_gibbs(post, key, cfg, num_chains, dtype):
+    _gaussian_form_or_raise(post, "gibbs")
+    n = _size(post)
+    tol = float(_pop(cfg, "tol", _exact.default_tol(dtype)))
+    maxiter = int(_pop(cfg, "maxiter", 10 * n))
+    init = _init_positions(post, key, cfg, num_chains, dtype, unconstrained=False)
+    names = sorted(post.hyperparameters)
+    fixed = {k: jnp.asarray(v, dtype) for k, v in post.hyperparameters.items()}
+    form_of = lambda h: post.with_hyperparameters(**h).gaussian_form()
+    s = _gibbs.gibbs(post.conditionals, _gibbs.exact_image_draw(form_of, tol, maxiter),
+                     lambda x: dict(fixed), dtype)
+    return _Built(s, init, {"tol": tol, "maxiter": maxiter, "hyperparameters": names}, {})
+
+
+METHODS: dict[str, Callable] = {
+    "nuts": _build_hmc_family("nuts"),
+    "hmc": _build_hmc_family("hmc"),
+    "ula": _build_ula,
+    "mala": _build_mala,
+    "myula": _build_proximal("myula"),
+    "skrock": _build_proximal("skrock"),
+    "gibbs": _build_gibbs,
+    "exact": _build_exact,
+    "rto": _build_exact,
+}
+
+
+# --------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"'{name}' must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"'{name}' must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: int = 1000,
+           num_warmup: int = 500, thin: int = 1, seed: int = 0, checkpoint_dir=None,
+           draws_dir=None, progress: bool = True, **cfg) -> Result:
+    """Sample ``posterior`` with ``method`` and return a :class:`~uqrecon.result.Result`.
+
+    ``num_samples`` post-warmup iterations per chain enter the running mean/variance;
+    every ``thin``-th is kept as a draw. See the module docstring for ``**cfg``.
+    Warns (``ConvergenceWarning``) when R-hat > 1.01 or the bulk ESS is low, and
+    (``RuntimeWarning``) on divergences or chains that went non-finite (those chains are
+    left out of mean/variance and listed in ``diagnostics['nonfinite_chains']``).
+    """
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(f"unknown 'method' {method!r}; valid names: {sorted(METHODS)}")
+    method = method.lower()
+    num_chains = _check_int("num_chains", num_chains, 1)
+    num_samples = _check_int("num_samples", num_samples, 1)
+    num_warmup = _check_int("num_warmup", num_warmup, 0)
+    thin = _check_int("thin", thin, 1)
+    seed = _check_int("seed", seed, 0)
+    dtype = jnp.dtype(posterior.dtype)
+    cfg = dict(cfg)
+    chunk_size = _pop(cfg, "chunk_size", None)
+    keep_draws = bool(_pop(cfg, "keep_draws", True))
+    requested = dict(cfg)
+
+    t0 = time.perf_counter()
+    key_build, key_run = jax.random.split(jax.random.PRNGKey(seed))
+    built = METHODS[method](posterior, key_build, cfg, num_chains, dtype)
+    if cfg:
+        raise TypeError(f"method={method!r} got unknown options {sorted(cfg)}")
+    jax.block_until_ready(built.init_positions)
+    setup_s = time.perf_counter() - t0
+    if built.num_warmup is not None:
+        num_warmup = built.num_warmup
+
+    out = run_chains(built.sampler, built.init_positions, key_run, num_warmup=num_warmup,
+                     num_samples=num_samples, thin=thin, chunk_size=chunk_size,
+                     checkpoint_dir=checkpoint_dir, draws_dir=draws_dir,
+                     keep_draws=keep_draws, progress=progress,
+                     fingerprint={"method": method, "seed": seed, "config": repr(requested)})
+
+    diagnostics: dict[str, Any] = {
+        "acceptance_rate": float(np.mean(out.acceptance_rate)),
+        "acceptance_rate_per_chain": out.acceptance_rate,
+        "divergences": int(np.sum(out.divergences)),
+        "step_size": out.step_size,
+        "num_grad_evals": int(out.num_grad_evals),
+        "num_grad_evals_warmup": int(out.num_grad_evals_warmup),
+        "num_grad_evals_setup": int(built.setup.get("num_grad_evals_setup", 0)),
+        "nonfinite_chains": np.flatnonzero(out.nonfinite_chains),
+        "num_devices": out.num_devices,
+    }
+    for name, trace in out.traces.items():
+        diagnostics[name] = trace
+    draws = out.draws
+    if draws is not None and out.nonfinite_chains.any():
+        warnings.warn(f"chains {list(np.flatnonzero(out.nonfinite_chains))} reached a "
+                      "non-finite state and were left out of mean and variance",
+                      RuntimeWarning, stacklevel=2)
+    if diagnostics["divergences"]:
+        warnings.warn(f"{diagnostics['divergences']} divergent transitions (or failed inner "
+                      "solves): the draws may be biased", RuntimeWarning, stacklevel=2)
+    if draws is not None and draws.shape[1] >= 4:
+        good = ~out.nonfinite_chains
+        diag = diagnose(np.asarray(draws)[good] if not good.all() else draws)
+        diagnostics.update(diag)
+        diagnostics.update(summarize(diag["ess_bulk"], diag["rhat"]))
+        rhat = diag["rhat"] if good.sum() >= 2 else None
+        check_convergence(diag["ess_bulk"], rhat)
+
+    timings = {"setup_s": setup_s, **out.timings}
+    timings["total_s"] = setup_s + out.timings["compile_s"] + out.timings["run_s"]
+    diagnostics["num_compiles"] = timings.pop("num_compiles")
+    provenance = make_provenance(
+        method, config={**built.config, "num_chains": num_chains, "num_samples": num_samples,
+                        "num_warmup": num_warmup, "thin": thin},
+        seed=seed, dtype=dtype)
+    return Result(mean=out.mean, variance=out.variance, draws=draws, diagnostics=diagnostics,
+                  timings=timings, provenance=provenance)
