@@ -129,7 +129,8 @@ def _fmt_row(row):
 def table(rows, reps) -> str:
     info = (f"Ray transform timings (median of {reps} interleaved rounds, wall clock, "
             f"float32, {os.cpu_count()} CPUs, jax {jax.__version__}, "
-            f"device {jax.devices()[0].platform}). Ratios < 1: JAX faster than astra_cpu.\n\n")
+            f"device {jax.devices()[0].platform}, load average at the end "
+            f"{os.getloadavg()[0]:.1f}). Ratios < 1: JAX faster than astra_cpu.\n\n")
     lines = ["| " + " | ".join(h for _, h in COLS) + " |", "|" + "---|" * len(COLS)]
     return info + "\n".join(lines + [_fmt_row(r) for r in rows]) + "\n"
 

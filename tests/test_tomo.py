@@ -104,9 +104,15 @@ def test_adjoint_identity_float64(name):
         assert float(_mismatch(op, jax.random.PRNGKey(1), jnp.float64)) < 1e-10
 
 
-def test_gather_adjoint_equals_linear_transpose():
-    # the hand-written gather transpose against JAX's own transpose of the forward pass
-    op = sparse_view((24, 20), 17, num_det=33)
+@pytest.mark.parametrize("make", [
+    lambda: sparse_view((24, 20), 17, num_det=33),
+    # cells of ~0.3 pixel: 7 candidate cells per pixel and view
+    lambda: sparse_view((24, 20), 17, num_det=33, det_width=0.8),
+    # fan: adjoint transposes the two-gather form of the forward, which uses run gathers
+    lambda: fan_beam((24, 20), 13, 2.0, 1.0, num_det=29)])
+def test_adjoint_equals_linear_transpose(make):
+    # the operator's adjoint against JAX's own transpose of the forward pass
+    op = make()
     with jax.enable_x64(True):
         y = jax.random.normal(jax.random.PRNGKey(3), op.range_shape, jnp.float64)
         x0 = jnp.zeros(op.domain_shape, jnp.float64)

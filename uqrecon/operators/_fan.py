@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _joseph
+
 FIX_BITS = 17                    # fixed point: 1 pixel = 2**17; |c| < 2**13 pixels
 _FIX_LIMIT = 2.0 ** 13
 
@@ -31,8 +33,14 @@ def fixed_point(c0, dc):
     return (np.round(c0 * scale).astype(np.int32), np.round(dc * scale).astype(np.int32))
 
 
-def forward(g, c0, dc, length, c0_fix, dc_fix, chunk: int = 2048):
-    """Line integrals through ``g`` (M, N) for rays with tables ``(R,)``; out (R,)."""
+def forward(g, c0, dc, length, c0_fix, dc_fix, chunk: int = 2048, runs: bool = True):
+    """Line integrals through ``g`` (M, N) for rays with tables ``(R,)``; out (R,).
+
+    ``runs=True`` fetches the three cells around the centre as one gather of a run
+    (faster forward); ``runs=False`` uses two scalar gathers, whose transpose (two
+    scalar scatters) is the faster adjoint. Both compute the same values in the same
+    order, i.e. the same matrix.
+    """
     M, N = g.shape
     if max(M, N) > 2 ** 12:
         raise ValueError(f"fan-beam images are limited to 4096 pixels a side, got {g.shape}")
@@ -57,8 +65,12 @@ def forward(g, c0, dc, length, c0_fix, dc_fix, chunk: int = 2048):
         w_side = jnp.clip((jnp.abs(offset) + 0.5 * w - 0.5) / jnp.maximum(w, tiny),
                           0.0, 1.0)
         idx = row_base[None, :] + n0i + 2
-        v0 = flat.at[idx].get(mode="promise_in_bounds")
-        v1 = flat.at[idx + side].get(mode="promise_in_bounds")
+        if runs:
+            run = _joseph.gather_runs(flat, idx - 1, 3)               # n0 - 1, n0, n0 + 1
+            v0, v1 = run[..., 1], jnp.where(side < 0, run[..., 0], run[..., 2])
+        else:
+            v0 = flat.at[idx].get(mode="promise_in_bounds")
+            v1 = flat.at[idx + side].get(mode="promise_in_bounds")
         return jnp.sum((1.0 - w_side) * v0 + w_side * v1, axis=-1) * len_
 
     tables = (c0.astype(dtype), dc.astype(dtype), length.astype(dtype),

@@ -19,10 +19,10 @@ detector cells with ``|c - n| < 1`` contribute; they are a run of at most
 (Node indices are always computed with arithmetic that XLA cannot contract, see
 :func:`forward`.)
 
-Speed (XLA on CPU is gather-bound here): neighbouring values are packed as
-``(v[i], v[i+1])`` into one complex number so that one gather fetches both
-interpolation nodes, and angles are processed in small chunks (``lax.map``/``scan``)
-so that the per-chunk intermediates stay in cache.
+Speed (XLA on CPU is gather-bound here): each gather fetches a contiguous run (the two
+interpolation nodes, or all candidate cells of a pixel) as one slice, which measured
+15-25 % faster than complex-packed pairs or separate gathers, and angles are processed
+in small chunks (``lax.map``/``scan``) so that the per-chunk intermediates stay in cache.
 """
 
 from __future__ import annotations
@@ -44,10 +44,16 @@ def num_candidates(dcs: np.ndarray) -> int:
     return max(1, int(math.ceil(2.0 / float(np.min(np.abs(dcs))) - 1e-9)))
 
 
-def _pairs(v, axis_pad):
-    """Complex array ``v[..., i] + 1j * v[..., i + 1]`` after zero padding the last axis."""
-    vp = jnp.pad(v, ((0, 0), axis_pad))
-    return jax.lax.complex(vp[:, :-1], vp[:, 1:])
+def gather_runs(flat, idx, size: int):
+    """``flat[idx + j]`` for ``j < size`` as one gather of contiguous runs: (..., size).
+
+    One gather of a short run beats ``size`` separate gathers (and complex-packed
+    pairs) on XLA's CPU backend. Indices must be in bounds (not checked).
+    """
+    dnums = jax.lax.GatherDimensionNumbers(offset_dims=(idx.ndim,), collapsed_slice_dims=(),
+                                           start_index_map=(0,))
+    return jax.lax.gather(flat, idx[..., None], dnums, slice_sizes=(size,),
+                          mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
 
 
 def _split(tables, chunk):
@@ -72,9 +78,8 @@ def forward(images, group, rows, steps, length, chunk: int = 2):
     _, S, _ = images.shape
     dtype = images.dtype
     num_det = steps.shape[1]
-    width = S + 2
-    pairs = jnp.concatenate([_pairs(images[0], (1, 2)).ravel(),
-                             _pairs(images[1], (1, 2)).ravel()])
+    width = S + 3                    # one zero column before, two after each row
+    flat = jnp.pad(images, ((0, 0), (0, 0), (1, 2))).ravel()
     row_base = (jnp.arange(S, dtype=jnp.int32) * width)[None, None, :]
 
     def one_chunk(tab):
@@ -82,9 +87,9 @@ def forward(images, group, rows, steps, length, chunk: int = 2):
         c = jnp.clip(rows_[:, None, :] + steps_[:, :, None], -1.0, float(S))  # (a, D, S)
         n0 = jnp.floor(c)
         idx = (group_ * (S * width))[:, None, None] + row_base + n0.astype(jnp.int32) + 1
-        v = pairs.at[idx].get(mode="promise_in_bounds")
+        v = gather_runs(flat, idx, 2)
         frac = c - n0
-        val = (1.0 - frac) * v.real + frac * v.imag
+        val = (1.0 - frac) * v[..., 0] + frac * v[..., 1]
         return jnp.sum(val, axis=-1) * len_[:, None]
 
     tables = (group.astype(jnp.int32),) + tuple(t.astype(dtype) for t in (rows, steps, length))
@@ -99,7 +104,7 @@ def forward(images, group, rows, steps, length, chunk: int = 2):
 
 
 def transpose(sino, group, rows, dcs, inv_dcs, length, size: int, num_cand: int,
-              chunk: int = 2):
+              chunk: int = 8):
     """Exact transpose of :func:`forward`: sinogram (A, D) -> ``[x, x.T]`` parts (2, S, S).
 
     The caller adds part 0 and the transpose of part 1. The first candidate cell
@@ -111,10 +116,9 @@ def transpose(sino, group, rows, dcs, inv_dcs, length, size: int, num_cand: int,
     A, D = sino.shape
     dtype = sino.dtype
     n = jnp.arange(S, dtype=dtype)
-    npairs = (num_cand + 1) // 2
-    # row (a) of pairs: index s + 1 holds (sino[a, s], sino[a, s + 1]), zeros outside
-    pairs = _pairs(sino, (1, 2 * npairs))
-    width = pairs.shape[1]
+    # row a: index s + 1 holds sino[a, s], zeros outside
+    padded = jnp.pad(sino, ((0, 0), (1, num_cand)))
+    width = padded.shape[1]
 
     def one_chunk(tab):
         group_, rows_, dcs_, inv_, len_, prow = tab
@@ -123,18 +127,16 @@ def transpose(sino, group, rows, dcs, inv_dcs, length, size: int, num_cand: int,
         lo = ((n - b) - jnp.sign(inv3)) * inv3        # lower end of |c - n| < 1 in s
         s0 = jnp.clip(jnp.floor(lo) + 1.0, -1.0, float(D - 1))           # first s > lo
         base = (jnp.arange(prow.shape[0], dtype=jnp.int32) * width)[:, None, None]
-        flat = prow.ravel()
+        v = gather_runs(prow.ravel(), base + s0.astype(jnp.int32) + 1, num_cand)
         acc = jnp.zeros(lo.shape, dtype)
-        for p in range(npairs):
-            s = s0 + 2.0 * p
-            v = flat.at[base + s.astype(jnp.int32) + 1].get(mode="promise_in_bounds")
-            c = b + s * dcs3
-            acc = acc + hat(c - n) * v.real + hat(c + dcs3 - n) * v.imag
+        for j in range(num_cand):
+            s = s0 + float(j)
+            acc = acc + hat((b + s * dcs3) - n) * v[..., j]
         onehot = (group_[:, None] == jnp.arange(2)[None, :]).astype(dtype) * len_[:, None]
         return jnp.einsum("amn,ag->gmn", acc, onehot)
 
     tables = ((group.astype(jnp.int32),)
-              + tuple(t.astype(dtype) for t in (rows, dcs, inv_dcs, length)) + (pairs,))
+              + tuple(t.astype(dtype) for t in (rows, dcs, inv_dcs, length)) + (padded,))
     full, rest = _split(tables, chunk)
     x = jnp.zeros((2, S, S), dtype)
     if full[0].shape[0]:

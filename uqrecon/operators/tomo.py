@@ -277,19 +277,27 @@ class RayTransform(LinearOperator):
             sq = jnp.pad(x, ((0, S - M), (0, S - N)))
             return _joseph.forward(jnp.stack([sq, sq.T]), t.group, t.rows, t.steps,
                                    t.length)
+        return self._fan_apply(x, runs=True)
+
+    def _fan_apply(self, x, runs):
+        """Fan-beam forward; ``runs`` picks the gather pattern (same matrix, see ``_fan``)."""
+        p, t = self.plan, self.tables
         m = p.num_major0
         parts = []
         if m > 0:
-            parts.append(_fan.forward(x, *(a[:m] for a in t[:5])))
+            parts.append(_fan.forward(x, *(a[:m] for a in t[:5]), runs=runs))
         if m < t.c0.shape[0]:
-            parts.append(_fan.forward(x.T, *(a[m:] for a in t[:5])))
+            parts.append(_fan.forward(x.T, *(a[m:] for a in t[:5]), runs=runs))
         rays = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
         return jnp.take(rays, jnp.asarray(t.inverse)).reshape(self.range_shape)
 
     def _adjoint(self, y):
-        if self.plan.kind != "parallel":
-            return super()._adjoint(y)
         y = _as_float(y)
+        if self.plan.kind != "parallel":
+            # transpose of the two-gather form: its scatters beat those of the run gather
+            x0 = jnp.zeros(self.domain_shape, y.dtype)
+            (xt,) = jax.linear_transpose(lambda v: self._fan_apply(v, runs=False), x0)(y)
+            return xt
         p, t = self.plan, self.tables
         M, N = p.shape
         parts = _joseph.transpose(y, t.group, t.rows, t.dcs, t.inv_dcs, t.length,
