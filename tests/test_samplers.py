@@ -270,3 +270,17 @@ def test_nuts_lowrank_on_ct_posterior(ct):
     assert r.provenance["config"]["lowrank_kept"] > 0
     z_mean, z_std = _zscores(r, mean, std)
     assert np.mean(z_mean <= 4) >= 0.99 and np.mean(z_std <= 4) >= 0.99
+
+
+def test_no_warmup_keeps_the_given_step_size():
+    """num_warmup=0 must not replace the user's step size by an unadapted average."""
+    from uqrecon.models import GMRF, Gaussian, Posterior
+    from uqrecon.operators import MatrixOperator
+    A = MatrixOperator(np.random.default_rng(0).standard_normal((20, 16)), domain_shape=(4, 4))
+    post = Posterior(Gaussian(A, A(jnp.ones((4, 4))), sigma=0.1), GMRF((4, 4), delta=1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = sample(post, method="mala", num_chains=2, num_samples=20, num_warmup=0, seed=0,
+                   progress=False, step_size=1e-5, preconditioner="identity")
+    np.testing.assert_allclose(r.diagnostics["step_size"], 1e-5, rtol=1e-6)
+    assert r.diagnostics["acceptance_rate"] > 0.9

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = ["map_estimate"]
@@ -127,18 +128,27 @@ def map_estimate(posterior, x0=None, method="auto", max_iter=1000, tol=1e-6, *,
     FISTA), ``'lbfgs'``, ``'adam'`` (``learning_rate``), ``'fista'`` or ``'pdhg'``.
     ``x0`` defaults to zeros (mapped into the constraint set if there is one).
     """
+    from .models.posterior import Posterior
+    if not isinstance(posterior, Posterior):
+        raise TypeError(f"map_estimate: 'posterior' must be a uqrecon Posterior, got "
+                        f"{type(posterior).__name__}")
     if method not in _METHODS:
         raise ValueError(f"map_estimate: argument 'method' must be one of {_METHODS}, "
                          f"got {method!r}")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"map_estimate: argument 'max_iter' must be a positive int")
-    if not tol > 0:
-        raise ValueError("map_estimate: argument 'tol' must be > 0")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) \
+            or max_iter < 1:
+        raise ValueError(f"map_estimate: argument 'max_iter' must be a positive int, "
+                         f"got {max_iter!r}")
+    if not isinstance(tol, (int, float, np.floating)) or not (0 < tol < np.inf):
+        raise ValueError(f"map_estimate: argument 'tol' must be a number > 0, got {tol!r}")
+    max_iter = int(max_iter)
     post = posterior
     x0 = _default_x0(post) if x0 is None else jnp.asarray(x0, post.dtype)
     if tuple(x0.shape) != post.shape:
         raise ValueError(f"map_estimate: argument 'x0' has shape {tuple(x0.shape)}, "
                          f"expected {post.shape}")
+    if not bool(jnp.all(jnp.isfinite(x0))):
+        raise ValueError("map_estimate: argument 'x0' contains NaN or inf")
     smooth_unconstrained = not post.nonsmooth
     if method == "auto":
         method = "lbfgs" if smooth_unconstrained else "fista"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .laplace import laplace
@@ -38,9 +39,20 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
     """Gaussian approximation of ``posterior`` by ``method`` ('meanfield', 'lowrank',
     'laplace'); ``config`` goes to the method. Give ``key`` or ``seed`` (default seed 0);
     the same seed gives the same result."""
+    from ..models.posterior import Posterior
+    if not isinstance(posterior, Posterior):
+        raise TypeError(f"'posterior' must be a uqrecon Posterior, got "
+                        f"{type(posterior).__name__}")
     if method not in APPROXIMATIONS:
         raise ValueError(f"unknown 'method' {method!r}; choose one of "
                          f"{sorted(APPROXIMATIONS)}")
+    if posterior.constraint is not None:
+        raise ValueError("'posterior' has a constraint (e.g. NonNegative), which a Gaussian "
+                         "approximation on all of R^n cannot represent; drop it or sample "
+                         "with 'myula'/'skrock'/'nuts'")
+    if jnp.issubdtype(jnp.dtype(posterior.dtype), jnp.complexfloating):
+        raise ValueError("'posterior' has a complex image; Gaussian approximations support "
+                         "real images only (use a real image_dtype for MRI)")
     if key is not None and seed is not None:
         raise ValueError("give either 'key' or 'seed', not both")
     if key is None:

@@ -67,11 +67,19 @@ def posterior_mean(form, tol: float, maxiter: int):
 
 
 def perturbed_rhs(form, key) -> jax.Array:
-    """``sqrt(tau) A^T e1 + L^T e2``: a zero-mean vector with covariance ``P``."""
+    """``sqrt(tau) A^H e1 + L^T e2``: a zero-mean vector with covariance ``P``.
+
+    For complex data (MRI) the likelihood gives real and imaginary parts each variance
+    ``1/tau``, so ``e1`` has independent standard normal real and imaginary parts; then
+    ``Cov(Re A^H e1) = Re(A^H A)``, the likelihood's Hessian for a real image.
+    """
     A, L = form.operator, form.prior_precision_sqrt
     dtype = form.rhs.dtype
-    k1, k2 = jax.random.split(key)
-    e1 = jax.random.normal(k1, A.range_shape, dtype)
+    k1, k2, k3 = jax.random.split(key, 3)
+    real = jnp.finfo(dtype).dtype
+    e1 = jax.random.normal(k1, A.range_shape, real)
+    if jnp.issubdtype(jnp.dtype(A.range_dtype), jnp.complexfloating):
+        e1 = e1 + 1j * jax.random.normal(k3, A.range_shape, real)
     e2 = jax.random.normal(k2, L.range_shape, dtype)
     return jnp.sqrt(form.noise_precision) * A.adjoint(e1) + L.adjoint(e2)
 

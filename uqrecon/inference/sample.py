@@ -65,7 +65,22 @@ class _Built(NamedTuple):
 # helpers
 # --------------------------------------------------------------------------------------
 def _pop(cfg: dict, name: str, default):
-    return cfg.pop(name) if name in cfg else default
+    value = cfg.pop(name) if name in cfg else default
+    if name == "step_size" and value is not None:
+        try:
+            ok = math.isfinite(float(value)) and float(value) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"'step_size' must be a finite number > 0, got {value!r}")
+    if name == "box" and value is not None:
+        try:
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"'box' must be a pair (lo, hi), got {value!r}") from None
+        if not lo < hi:
+            raise ValueError(f"'box' needs lo < hi, got {value!r}")
+    return value
 
 
 def _lipschitz(post, key) -> float:
@@ -204,6 +219,10 @@ def _build_hmc_family(kind):
 
 def _build_ula(post, key, cfg, num_chains, dtype):
     _require_smooth(post, "ula")
+    if post.constraint is not None:
+        raise ValueError("method 'ula' steps on the smooth potential and would leave the "
+                         "posterior's constraint out; use 'myula'/'skrock' (projection "
+                         "prox) or 'mala'/'nuts'/'hmc' (unconstrained space)")
     k_init, k_l = jax.random.split(key)
     step = _pop(cfg, "step_size", None)
     step = float(step) if step is not None else 1.0 / _lipschitz(post, k_l)
@@ -339,6 +358,10 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     (``RuntimeWarning``) on divergences or chains that went non-finite (those chains are
     left out of mean/variance and listed in ``diagnostics['nonfinite_chains']``).
     """
+    from ..models.posterior import Posterior
+    if not isinstance(posterior, Posterior):
+        raise TypeError(f"'posterior' must be a uqrecon Posterior, got "
+                        f"{type(posterior).__name__}")
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ValueError(f"unknown 'method' {method!r}; valid names: {sorted(METHODS)}")
     method = method.lower()
@@ -383,19 +406,20 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     for name, trace in out.traces.items():
         diagnostics[name] = trace
     draws = out.draws
-    if draws is not None and out.nonfinite_chains.any():
+    if out.nonfinite_chains.any():
         warnings.warn(f"chains {list(np.flatnonzero(out.nonfinite_chains))} reached a "
-                      "non-finite state and were left out of mean and variance",
+                      "non-finite state and were left out of mean, variance and draws",
                       RuntimeWarning, stacklevel=2)
+        if draws is not None:  # keep intervals and quantiles free of NaN chains
+            draws = np.asarray(draws)[~out.nonfinite_chains]
     if diagnostics["divergences"]:
         warnings.warn(f"{diagnostics['divergences']} divergent transitions (or failed inner "
                       "solves): the draws may be biased", RuntimeWarning, stacklevel=2)
     if draws is not None and draws.shape[1] >= 4:
-        good = ~out.nonfinite_chains
-        diag = diagnose(np.asarray(draws)[good] if not good.all() else draws)
+        diag = diagnose(draws)
         diagnostics.update(diag)
         diagnostics.update(summarize(diag["ess_bulk"], diag["rhat"]))
-        rhat = diag["rhat"] if good.sum() >= 2 else None
+        rhat = diag["rhat"] if draws.shape[0] >= 2 else None
         check_convergence(diag["ess_bulk"], rhat)
 
     timings = {"setup_s": setup_s, **out.timings}

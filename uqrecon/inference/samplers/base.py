@@ -77,8 +77,11 @@ def with_step_size_adaptation(inner_init: Callable, inner_step: Callable,
         return TunedState(inner, step_size, da, state.adapting), info
 
     def finish_warmup(state):
-        return state._replace(step_size=da_final(state.da).astype(dtype),
-                              adapting=jnp.bool_(False))
+        # With no warmup step taken (num_warmup=0) the averaged value is meaningless:
+        # keep the step size the user gave.
+        adapted = state.da.step > da_init(1.0).step
+        final = jnp.where(adapted, da_final(state.da).astype(dtype), state.step_size)
+        return state._replace(step_size=final, adapting=jnp.bool_(False))
 
     return Sampler(init=init, step=step, position=lambda state: position(state.inner),
                    finish_warmup=finish_warmup)
