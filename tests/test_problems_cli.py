@@ -63,3 +63,19 @@ def test_main_job_writes_report(tmp_path):
 def test_main_job_rejects_unknown_prior(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["--size", "16", "--priors", "gauss", "--out", str(tmp_path)])
+
+
+def test_main_job_tv_model_reports_reference_convergence(tmp_path):
+    out = tmp_path / "report"
+    with pytest.warns(Warning):  # a 40-draw reference cannot meet the criteria
+        cli.main(["--size", "12", "--num-angles", "10", "--priors", "tv",
+                  "--methods", "myula,laplace", "--num-samples", "40",
+                  "--reference-samples", "40", "--out", str(out),
+                  "--cache-dir", str(tmp_path / "cache")])
+    summary = json.loads((out / "summary.json").read_text())
+    model = summary["models"]["tv"]
+    assert model["reference"] == "skrock reference"
+    assert model["reference_convergence"]["converged"] is False
+    assert "NOT met" in (out / "summary.md").read_text()
+    rows = {r["method"]: r for r in model["comparison"]["rows"]}
+    assert set(rows) == {"skrock reference", "myula", "laplace"}
