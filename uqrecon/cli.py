@@ -219,6 +219,8 @@ def run(args, log=print) -> dict:
         folder = os.path.join(args.out, prior)
         written = write_report(folder, results, truth, baseline, reference_name=ref_name,
                                baseline_name=baseline_name)
+        for name, res in results.items():  # reloadable with uqrecon.Result.load
+            res.save(os.path.join(folder, "result_" + name.replace(" ", "_") + ".npz"))
         with open(written["json"]) as fh:
             model["comparison"] = json.load(fh)
         model["report"] = written["markdown"]

@@ -70,7 +70,8 @@ def plot_panels(path, result: Result, truth, baseline=None, title: str | None = 
         if img is None:
             ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
             continue
-        im = ax.imshow(img, cmap=cmap, vmin=a, vmax=b)
+        # images use ODL's layout x[i, j] = f(x_i, y_j): show x to the right, y up
+        im = ax.imshow(np.asarray(img).T, cmap=cmap, vmin=a, vmax=b, origin="lower")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title)

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..operators.base import LinearOperator, operator_dataclass, static_field
+from ..operators.base import (LinearOperator, largest_eigenvalue, operator_dataclass,
+                              static_field)
 from .constraints import IdentityTransform
 from .hyper import check_positive, like, real_gradient
 
@@ -34,26 +35,6 @@ def _batched(fn, core_ndim, *arrays):
     for _ in range(nb):
         fn = jax.vmap(fn)
     return fn(*arrays)
-
-
-def _power_iteration(matvec, x0, num_iter, rtol):
-    """Largest eigenvalue of a PSD operator (the Rayleigh quotient at convergence)."""
-
-    def body(carry):
-        i, v, est, _ = carry
-        w = matvec(v)
-        new = jnp.real(jnp.vdot(v.ravel(), w.ravel()))
-        nrm = jnp.linalg.norm(w.ravel())
-        return i + 1, w / jnp.where(nrm > 0, nrm, 1.0), new, est
-
-    def cond(carry):
-        i, _, est, prev = carry
-        return (i < num_iter) & (jnp.abs(est - prev) > rtol * jnp.abs(est))
-
-    v = x0 / jnp.linalg.norm(x0.ravel())
-    real = jnp.real(v).dtype
-    init = (0, v, jnp.asarray(1.0, real), jnp.asarray(0.0, real))
-    return jax.lax.while_loop(cond, body, init)[2]
 
 
 def _dykstra(prox_f, prox_g, x, max_iter=2000, tol=None):
@@ -500,4 +481,4 @@ def _jit_prox(post, x, step):
 def _jit_lipschitz(post, x, v0, num_iter, rtol):
     terms = (post.likelihood, *post.smooth_priors)
     matvec = lambda v: sum(t.lipschitz_vp(x, v) for t in terms)
-    return _power_iteration(matvec, v0, num_iter, rtol)
+    return largest_eigenvalue(matvec, v0, num_iter, rtol)

@@ -32,6 +32,7 @@ __all__ = [
     "Stacked",
     "FunctionOperator",
     "adjoint_mismatch",
+    "largest_eigenvalue",
 ]
 
 
@@ -173,7 +174,7 @@ class LinearOperator:
         dtype = self._domain_dtype_for(None)
         x = jax.random.normal(key, self.domain_shape, jnp.real(jnp.zeros((), dtype)).dtype)
         x = x.astype(dtype)
-        return _power_iteration(self.normal, x, num_iter, rtol)
+        return jnp.sqrt(largest_eigenvalue(self.normal, x, num_iter, rtol))
 
     def to_dense(self, dtype=None) -> jax.Array:
         """The matrix of the operator, shape ``(size_out, size_in)``; small sizes only."""
@@ -214,23 +215,29 @@ class LinearOperator:
                 f"range_shape={self.range_shape})")
 
 
-def _power_iteration(normal_op, x, num_iter, rtol):
+def largest_eigenvalue(matvec, x0, num_iter: int = 100, rtol: float = 1e-6):
+    """Largest eigenvalue of a positive semi-definite linear map, by power iteration.
+
+    Returns the Rayleigh quotient, stopping when it changes by less than ``rtol``
+    (relative) or after ``num_iter`` iterations. Used for operator norms and Lipschitz
+    constants.
+    """
+
     def body(carry):
-        i, x, est, prev = carry
-        y = normal_op(x)
-        nrm = jnp.linalg.norm(y.ravel())
-        x = y / jnp.where(nrm > 0, nrm, 1.0)
-        return i + 1, x, nrm, est
+        i, v, est, _ = carry
+        w = matvec(v)
+        new = jnp.real(jnp.vdot(v.ravel(), w.ravel()))
+        nrm = jnp.linalg.norm(w.ravel())
+        return i + 1, w / jnp.where(nrm > 0, nrm, 1.0), new, est
 
     def cond(carry):
         i, _, est, prev = carry
         return (i < num_iter) & (jnp.abs(est - prev) > rtol * jnp.abs(est))
 
-    x = x / jnp.linalg.norm(x.ravel())
-    real = jnp.real(x).dtype
-    init = (0, x, jnp.asarray(1.0, real), jnp.asarray(0.0, real))
-    _, _, est, _ = jax.lax.while_loop(cond, body, init)
-    return jnp.sqrt(est)
+    v = x0 / jnp.linalg.norm(x0.ravel())
+    real = jnp.real(v).dtype
+    init = (0, v, jnp.asarray(1.0, real), jnp.asarray(0.0, real))
+    return jax.lax.while_loop(cond, body, init)[2]
 
 
 # --------------------------------------------------------------------------------------
