@@ -7,8 +7,6 @@ float64 inverse) gives the under-dispersion ratio. The low-rank family contains 
 mean-field one, so its reverse KL to the posterior must be lower.
 """
 
-import math
-import warnings
 
 import jax
 import numpy as np

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,16 +25,6 @@ DEFAULT_METHODS = {
     "gmrf": ("mala", "meanfield", "laplace"),
     "tv": ("myula", "meanfield", "laplace"),
 }
-
-
-@dataclass
-class ModelSpec:
-    """A model of the problem: its prior and the hyperparameter that scales it."""
-
-    name: str
-    weight: float
-    description: str = ""
-    notes: list = field(default_factory=list)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,7 +138,7 @@ def _run_method(post, smooth_post, method: str, args, x_map):
                   seed=args.seed, progress=True)
 
 
-def _reference(post, prior, args, log):
+def _reference(post, args):
     from . import gold
     if post.gaussian_form() is not None:
         # above 64x64 the exact pixel variances are estimated from independent exact draws
@@ -202,7 +190,7 @@ def run(args, log=print) -> dict:
                          "converged": bool(map_info.get("converged", False))},
                  "timings": {}}
         log(f"  MAP PSNR {model['map']['psnr']:.2f} dB")
-        (reference, ref_name), t_ref = _timed("reference", lambda: _reference(post, prior, args, log), log)
+        (reference, ref_name), t_ref = _timed("reference", lambda: _reference(post, args), log)
         model["reference"] = ref_name
         prov = reference.provenance
         if prov.get("reference") == "mcmc":
@@ -238,7 +226,7 @@ def run(args, log=print) -> dict:
 
 
 def _summary_markdown(summary: dict) -> str:
-    lines = [f"# uqrecon report\n", f"Problem: {summary['problem']}  ",
+    lines = ["# uqrecon report\n", f"Problem: {summary['problem']}  ",
              f"Numerics: {summary['dtype']}, seed {summary['seed']}  ",
              f"{summary['baseline']['name']} PSNR: {summary['baseline']['psnr']:.2f} dB\n"]
     for prior, model in summary["models"].items():

@@ -321,7 +321,7 @@ def gaussian_kl(g1, g2, max_dense: int = 4096) -> float:
     n = g1["mean"].size
     v = g2["mean"] - g1["mean"]
     if lowrank:
-        d1, f1, d2, f2 = g1["diag"], g1["factor"], g2["diag"], g2["factor"]
+        d1, f1, d2 = g1["diag"], g1["factor"], g2["diag"]
         gm2, lc2 = _woodbury_parts(g2)
         _, lc1 = _woodbury_parts(g1)
         logdet1 = np.sum(np.log(d1)) + 2 * np.sum(np.log(np.diag(lc1)))

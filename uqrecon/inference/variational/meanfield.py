@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
