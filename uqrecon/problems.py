@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import phantoms
+from .noise import relative_gaussian_noise
 from .operators.base import LinearOperator
 
 __all__ = ["Problem", "sparse_view_ct", "limited_angle_ct", "fan_beam_ct", "mri",
@@ -77,16 +78,8 @@ def _phantom(name: str, shape, key) -> jax.Array:
 
 
 def _noisy(key, clean, noise_level):
-    """Add Gaussian noise with std ``noise_level * max|clean|`` (complex: per part)."""
-    sigma = float(noise_level * jnp.max(jnp.abs(clean)))
-    if jnp.iscomplexobj(clean):
-        k1, k2 = jax.random.split(key)
-        real = jnp.real(clean).dtype
-        noise = (jax.random.normal(k1, clean.shape, real)
-                 + 1j * jax.random.normal(k2, clean.shape, real))
-    else:
-        noise = jax.random.normal(key, clean.shape, clean.dtype)
-    return clean + sigma * noise, sigma
+    noisy, sigma = relative_gaussian_noise(key, clean, noise_level)
+    return noisy, float(sigma)
 
 
 def _ct_problem(name, operator, size, noise_level, phantom, seed, config, filter="hann"):

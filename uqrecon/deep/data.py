@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from uqrecon.noise import relative_gaussian_noise
 from uqrecon.operators.base import LinearOperator
 
 __all__ = ["Task", "Batch", "simulate", "measure", "ct_task", "mri_task", "with_insert"]
@@ -58,19 +59,8 @@ class Task:
 
 
 def _noisy(task: Task, key, y_clean):
-    """Add white noise with std ``noise_level * max|Ax|`` (per image).
-
-    For complex data (MRI k-space) real and imaginary parts each get that std.
-    """
-    sigma = task.noise_level * jnp.max(jnp.abs(y_clean))
-    if jnp.iscomplexobj(y_clean):
-        kr, ki = jax.random.split(key)
-        real = jnp.real(y_clean).dtype
-        eps = (jax.random.normal(kr, y_clean.shape, real)
-               + 1j * jax.random.normal(ki, y_clean.shape, real))
-    else:
-        eps = jax.random.normal(key, y_clean.shape, y_clean.dtype)
-    return y_clean + sigma * eps
+    """White noise with std ``noise_level * max|Ax|`` per image (the project convention)."""
+    return relative_gaussian_noise(key, y_clean, task.noise_level)[0]
 
 
 def measure(task: Task, key: jax.Array, x: jax.Array) -> Batch:
