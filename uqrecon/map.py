@@ -128,10 +128,8 @@ def map_estimate(posterior, x0=None, method="auto", max_iter=1000, tol=1e-6, *,
     FISTA), ``'lbfgs'``, ``'adam'`` (``learning_rate``), ``'fista'`` or ``'pdhg'``.
     ``x0`` defaults to zeros (mapped into the constraint set if there is one).
     """
-    from .models.posterior import Posterior
-    if not isinstance(posterior, Posterior):
-        raise TypeError(f"map_estimate: 'posterior' must be a uqrecon Posterior, got "
-                        f"{type(posterior).__name__}")
+    from .models.hyper import check_posterior
+    check_posterior(posterior, 'map_estimate')
     if method not in _METHODS:
         raise ValueError(f"map_estimate: argument 'method' must be one of {_METHODS}, "
                          f"got {method!r}")

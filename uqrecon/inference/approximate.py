@@ -39,10 +39,8 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
     """Gaussian approximation of ``posterior`` by ``method`` ('meanfield', 'lowrank',
     'laplace'); ``config`` goes to the method. Give ``key`` or ``seed`` (default seed 0);
     the same seed gives the same result."""
-    from ..models.posterior import Posterior
-    if not isinstance(posterior, Posterior):
-        raise TypeError(f"'posterior' must be a uqrecon Posterior, got "
-                        f"{type(posterior).__name__}")
+    from ..models.hyper import check_posterior
+    check_posterior(posterior)
     if method not in APPROXIMATIONS:
         raise ValueError(f"unknown 'method' {method!r}; choose one of "
                          f"{sorted(APPROXIMATIONS)}")

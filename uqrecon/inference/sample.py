@@ -358,10 +358,8 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     (``RuntimeWarning``) on divergences or chains that went non-finite (those chains are
     left out of mean/variance and listed in ``diagnostics['nonfinite_chains']``).
     """
-    from ..models.posterior import Posterior
-    if not isinstance(posterior, Posterior):
-        raise TypeError(f"'posterior' must be a uqrecon Posterior, got "
-                        f"{type(posterior).__name__}")
+    from ..models.hyper import check_posterior
+    check_posterior(posterior)
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ValueError(f"unknown 'method' {method!r}; valid names: {sorted(METHODS)}")
     method = method.lower()

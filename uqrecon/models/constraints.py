@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators.base import operator_dataclass, static_field
-from .hyper import check_shape, like
+from .hyper import FixedTerm, check_shape, like
 
 __all__ = ["NonNegative", "Box", "IdentityTransform", "SoftplusTransform",
            "SigmoidTransform"]
@@ -79,21 +79,10 @@ class SigmoidTransform:
 # --------------------------------------------------------------------------------------
 # constraints as (non-smooth) prior terms
 # --------------------------------------------------------------------------------------
-class _Constraint:
+class _Constraint(FixedTerm):
     is_smooth = False
     is_gaussian = False
     is_constraint = True
-
-    @property
-    def hyperparameters(self) -> dict:
-        return {}
-
-    hyperpriors = hyperparameters
-
-    def with_hyperparameters(self, **values):
-        if values:
-            raise ValueError(f"{type(self).__name__} has no hyperparameters {sorted(values)}")
-        return self
 
     def contains(self, x):
         lo = like(self.lower, x)

@@ -117,3 +117,27 @@ def real_gradient(f):
     """Gradient of a real function, as ``df/dRe + i df/dIm`` for complex inputs (the
     ascent direction in the real inner product ``Re<u, v>``); plain ``grad`` for real."""
     return lambda x: jnp.conj(jax.grad(f)(x))
+
+
+class FixedTerm:
+    """Mixin for model terms with no hyperparameters (constraints, TV, wavelet-l1)."""
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {}
+
+    hyperpriors = hyperparameters
+
+    def with_hyperparameters(self, **values):
+        if values:
+            raise ValueError(f"{type(self).__name__} has no hyperparameters {sorted(values)}")
+        return self
+
+
+def check_posterior(posterior, owner: str = "") -> None:
+    """TypeError naming 'posterior' unless it is a uqrecon Posterior (public entry points)."""
+    from .posterior import Posterior
+    if not isinstance(posterior, Posterior):
+        prefix = f"{owner}: " if owner else ""
+        raise TypeError(f"{prefix}'posterior' must be a uqrecon Posterior, got "
+                        f"{type(posterior).__name__}")

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ..operators.base import LinearOperator, operator_dataclass, static_field
-from .hyper import check_positive, check_shape, like, real_gradient
+from .hyper import FixedTerm, check_positive, check_shape, like, real_gradient
 from .priors import FiniteDifference
 
 __all__ = ["TV", "SmoothedNorm"]
@@ -29,23 +29,12 @@ def _safe_norm(z, axis):
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1.0)), 0.0)
 
 
-class _NormPenalty:
+class _NormPenalty(FixedTerm):
     """Shared behaviour of ``sum_i w_i |(K x)_i|`` penalties (TV, wavelet l1)."""
 
     is_smooth = False
     is_gaussian = False
     is_constraint = False
-
-    @property
-    def hyperparameters(self) -> dict:
-        return {}
-
-    hyperpriors = hyperparameters
-
-    def with_hyperparameters(self, **values):
-        if values:
-            raise ValueError(f"{type(self).__name__} has no hyperparameters {sorted(values)}")
-        return self
 
     def potential(self, x):
         mag = self.magnitude(self.analysis_operator(x))
@@ -153,7 +142,7 @@ class TV(_NormPenalty):
 
 
 @operator_dataclass
-class SmoothedNorm:
+class SmoothedNorm(FixedTerm):
     """Huber or Charbonnier surrogate of a norm penalty ``sum_i w_i |(K x)_i|``.
 
     Huber: ``|z|^2/(2 eps)`` for ``|z| <= eps``, ``|z| - eps/2`` beyond; Charbonnier:
@@ -180,17 +169,6 @@ class SmoothedNorm:
     @property
     def shape(self):
         return self.parent.shape
-
-    @property
-    def hyperparameters(self) -> dict:
-        return {}
-
-    hyperpriors = hyperparameters
-
-    def with_hyperparameters(self, **values):
-        if values:
-            raise ValueError(f"smoothed penalty has no hyperparameters {sorted(values)}")
-        return self
 
     def _phi(self, mag, eps):
         if self.kind == "charbonnier":
