@@ -5,7 +5,11 @@ noise 1 % of max|Ax|, GMRF prior delta = 10; the exact posterior mean and pixel 
 from a float64 Cholesky of the dense precision. Per method: min/median bulk ESS, ESS/s
 (run time only, and counting setup + compile + warmup), ESS per gradient evaluation, and
 the relative error of mean and std vs exact. numpyro NUTS (default diagonal adaptation)
-runs on the same posterior in the same process.
+runs on the same posterior in the same process; CUQIpy 1.5 NUTS and LinearRTO (numpy,
+float64, CSR system matrix) in a subprocess from ``.venv-cuqi`` when present (CUQIpy pins
+an older numpy than JAX: ``python3 -m venv .venv-cuqi && .venv-cuqi/bin/pip install
+cuqipy``). uqrecon's whitened samplers get a shorter warmup (``--precond-warmup``): their
+preconditioner is built before it, only the step size is tuned in it.
 
 ``--tv`` adds the 128x128 TV comparison: MYULA and SK-ROCK on TV (exact prox) and NUTS on
 Huber-smoothed TV (no exact reference; ESS per gradient evaluation is the figure).
@@ -75,13 +79,21 @@ def row(name, ess, run_s, total_s, grads, mean=None, std=None, ref=None, extra="
 
 
 def run_uqrecon(post, method, args, ref=None, **cfg):
+    warmup = args.precond_warmup if method in ("nuts", "hmc", "mala") else args.num_warmup
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = sample(post, method=method, num_chains=args.chains, num_samples=args.num_samples,
-                   num_warmup=args.num_warmup, seed=0, progress=False, **cfg)
+                   num_warmup=warmup, seed=0, progress=False, **cfg)
     d, t = r.diagnostics, r.timings
     grads = d["num_grad_evals"] + d["num_grad_evals_warmup"] + d["num_grad_evals_setup"]
-    extra = ", ".join(f"{k}={v}" for k, v in cfg.items())
+    used = r.provenance["config"]
+    shown = {k: used[k] for k in ("preconditioner", "path_length", "target_acceptance",
+                                  "solver", "step_size", "stages") if k in used}
+    extra = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in {**shown, **cfg}.items())
+    extra += f", warmup {r.provenance['config']['num_warmup']}"
+    if method in ("nuts", "hmc"):
+        extra += f", {d['num_grad_evals'] / (args.chains * args.num_samples):.1f} grads/draw"
     return row(method, d["ess_bulk"], t["run_s"], t["total_s"], grads, r.mean, r.std, ref,
                extra)
 
@@ -110,6 +122,60 @@ def run_numpyro(post, args, ref=None):
                ref, f"{steps / args.num_samples:.0f} leapfrog/draw")
 
 
+CUQI_PYTHON = Path(__file__).resolve().parents[1] / ".venv-cuqi" / "bin" / "python"
+
+
+def _dense_prior_sqrt(post):
+    """The GMRF's square-root precision L (Q = L^T L) as a scipy CSR matrix."""
+    import scipy.sparse as sp
+    L = post.gaussian_form().prior_precision_sqrt
+    return sp.csr_matrix(np.asarray(L.to_dense(), np.float64))   # includes sqrt(delta)
+
+
+def run_cuqipy(post, op, sigma, data, method, args, ref=None):
+    """CUQIpy 1.5 (numpy, float64) on the same posterior, in its own venv (see
+    ``benchmarks/cuqipy_baseline.py``); ESS by the same estimator as every other row."""
+    import scipy.sparse as sp
+    import subprocess
+    import tempfile
+
+    if not CUQI_PYTHON.exists():
+        print(f"CUQIpy baseline skipped: {CUQI_PYTHON} missing (python3 -m venv .venv-cuqi "
+              "&& .venv-cuqi/bin/pip install cuqipy)", flush=True)
+        return None
+    A = sp.csr_matrix(np.asarray(op.to_dense(), np.float64))
+    A.eliminate_zeros()
+    L = _dense_prior_sqrt(post)
+    L.eliminate_zeros()
+    with tempfile.TemporaryDirectory() as tmp:
+        prob, out = Path(tmp) / "problem.npz", Path(tmp) / "out.npz"
+        np.savez(prob, data=np.asarray(data, np.float64).ravel(), sigma=sigma,
+                 **{f"A_{k}": v for k, v in _csr_parts(A).items()},
+                 **{f"L_{k}": v for k, v in _csr_parts(L).items()})
+        cmd = [str(CUQI_PYTHON), str(Path(__file__).with_name("cuqipy_baseline.py")),
+               str(prob), str(out), "--method", method, "--num-samples",
+               str(args.num_samples), "--num-warmup", str(args.num_warmup)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"CUQIpy baseline failed:\n{done.stderr[-3000:]}")
+        with np.load(out) as f:
+            draws, run_s, total_s, steps = f["draws"], float(f["run_s"]), float(f["total_s"]), \
+                int(f["steps"])
+    draws = draws.reshape(1, -1, *op.domain_shape)
+    name = {"nuts": "CUQIpy NUTS", "linearrto": "CUQIpy LinearRTO (maxit 200)"}[method]
+    extra = (f"{A.nnz / np.prod(A.shape):.1%} non-zeros (CSR), f64"
+             + (f", {steps / args.num_samples:.0f} tree nodes/draw" if method == "nuts" else
+                ", grad evals = CGLS iterations"))
+    # total_s: CUQIpy set-up + warmup + sampling (it compiles nothing)
+    return row(name, ess_bulk(draws), run_s, total_s, steps, draws[0].mean(0),
+               draws[0].std(0, ddof=1), ref, extra)
+
+
+def _csr_parts(M):
+    return {"data": M.data, "indices": M.indices, "indptr": M.indptr,
+            "shape": np.asarray(M.shape)}
+
+
 def table(rows, title):
     has_err = any("mean_err" in r for r in rows)
     head = ("| method | min ESS | median ESS | run s | total s | grad evals | min-ESS/s | "
@@ -135,7 +201,11 @@ def main():
     ap.add_argument("--num-samples", type=int, default=1000)
     ap.add_argument("--num-warmup", type=int, default=500)
     ap.add_argument("--chains", type=int, default=1)
-    ap.add_argument("--methods", default="exact,rto,nuts,hmc,mala,gibbs,numpyro")
+    ap.add_argument("--methods",
+                    default="exact,hmc,nuts,mala,rto,gibbs,numpyro,cuqipy-nuts,cuqipy-rto")
+    ap.add_argument("--precond-warmup", type=int, default=150,
+                    help="warmup of uqrecon's whitened samplers (nuts, hmc, mala): only the "
+                         "step size is tuned, the preconditioner is built beforehand")
     ap.add_argument("--tv", action="store_true", help="also run the 128x128 TV comparison")
     ap.add_argument("--tv-size", type=int, default=128)
     ap.add_argument("--out", default="benchmarks/results/samplers.md")
@@ -161,6 +231,11 @@ def main():
     for m in args.methods.split(","):
         if m == "numpyro":
             rows.append(run_numpyro(post, args, ref))
+        elif m in ("cuqipy-nuts", "cuqipy-rto"):
+            r = run_cuqipy(post, op, sigma, data, "nuts" if m == "cuqipy-nuts"
+                           else "linearrto", args, ref)
+            if r is not None:
+                rows.append(r)
         elif m == "rto":
             rows.append(run_uqrecon(post, "rto", args, ref, solver="cg"))
         else:

@@ -91,7 +91,23 @@ def _make_chunk(sampler: Sampler, length: int, thin: int):
         state, wf, acc, grads, divs, bad, ss = carry
         return state, wf, (acc, grads, divs, bad, ss), draws, traces
 
-    return jax.vmap(one_chain, in_axes=(0, 0, 0, None, None))
+    def one_chain_iid(state, wf, key, t0, phase):
+        # i.i.d. stream: the draws of iterations t0 .. t0+length-1 in one batched call,
+        # from the same per-iteration keys as the step-by-step loop above.
+        pkey = jax.random.fold_in(key, phase)
+        keys = jax.vmap(lambda t: jax.random.fold_in(pkey, t))(t0 + jnp.arange(length))
+        xs = jax.vmap(sampler.draw)(keys)
+        dtype = xs.dtype
+        bad = ~jnp.all(jnp.isfinite(xs))
+        wf = jax.tree_util.tree_map(lambda new, old: jnp.where(phase == _PHASE_SAMPLE, new, old),
+                                    welford_update(wf, xs), wf)
+        kept = xs[thin - 1::thin]
+        stats = (jnp.asarray(length, dtype), jnp.int32(0), jnp.int32(0), bad,
+                 jnp.zeros((), dtype))
+        return xs[-1], wf, stats, kept, {}
+
+    return jax.vmap(one_chain if sampler.draw is None else one_chain_iid,
+                    in_axes=(0, 0, 0, None, None))
 
 
 _EXECUTABLES: dict = {}     # (sampler, length, thin, argument signature) -> executable

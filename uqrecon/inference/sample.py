@@ -9,8 +9,14 @@ Methods and their options (``**cfg``):
 
 - ``"nuts"`` / ``"hmc"``: ``preconditioner`` (``"dense"`` default up to 4096 pixels,
   ``"lowrank"`` above, or ``"identity"``), ``rank`` (Lanczos steps, 64),
-  ``max_num_doublings`` (NUTS, 10), ``num_integration_steps`` (HMC, 16),
-  ``target_acceptance`` (0.8). Smooth posteriors only; runs in the unconstrained space.
+  ``max_num_doublings`` (NUTS, 10), ``step_size_jitter`` (NUTS, 0: relative uniform
+  jitter of each iteration's step), ``target_acceptance`` (NUTS 0.8; HMC 0.65 with a
+  path length, the high-dimensional optimum of Beskos et al. 2013); HMC's trajectory:
+  ``path_length`` (integration time, jittered in [T/2, 3T/2]; default pi/2, a quarter
+  period of the whitened Gaussian, when preconditioned) or ``num_integration_steps``
+  (uniform in 1..2L-1; default 16 without a preconditioner). Smooth posteriors only; runs
+  in the unconstrained space, preconditioned at the posterior mean (linear-Gaussian) or
+  the unconstrained mode (L-BFGS; its gradients count as set-up).
 - ``"ula"``: ``step_size`` (default ``1/L``). ``"mala"``: ``preconditioner`` and ``rank`` as
   NUTS, ``step_size`` (initial; 1 when preconditioned, else ``1/L``),
   ``target_acceptance`` (0.574).
@@ -32,11 +38,13 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from ..result import Result, make_provenance
 from ..uq.diagnostics import check_convergence, diagnose, summarize
@@ -95,12 +103,48 @@ def _size(post) -> int:
 
 
 def _reference_image(post, dtype):
-    """The posterior mean by CG for linear-Gaussian posteriors, else the image of u = 0."""
+    """Where preconditioners are built and chains start: the posterior mean by CG for
+    linear-Gaussian posteriors, else the mode in the unconstrained space by L-BFGS (the
+    Hessian there is positive definite; far from it, e.g. at ``u = 0``, it need not be).
+    Returns ``(image, gradient evaluations spent)``; non-smooth posteriors get the image of
+    ``u = 0`` (the proximal samplers need no mode)."""
     form = post.gaussian_form()
     if form is not None:
-        mean, _, _ = _exact.posterior_mean(form, _exact.default_tol(dtype), 10 * _size(post))
-        return mean
-    return post.transform.forward(jnp.zeros(post.shape, dtype))
+        mean, it, _ = _exact.posterior_mean(form, _exact.default_tol(dtype), 10 * _size(post))
+        return mean, int(it)
+    u0 = jnp.zeros(post.shape, dtype)
+    if not post.is_smooth:
+        return post.transform.forward(u0), 0
+    u, evals = _unconstrained_mode(post, u0)
+    return post.transform.forward(u), int(evals)
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def _unconstrained_mode(post, u0, max_iter: int = 200, tol: float = 1e-5):
+    """L-BFGS on ``-logdensity_unconstrained`` (relative step ``tol``); returns
+    ``(u, gradient evaluations)`` (one per zoom line-search step, plus the first)."""
+    f = lambda u: -post.logdensity_unconstrained(u)
+    opt = optax.lbfgs()
+    vg = optax.value_and_grad_from_state(f)
+
+    def cond(c):
+        k, _, _, _, change = c
+        return (k < max_iter) & (change > tol)
+
+    def body(c):
+        k, u, state, evals, _ = c
+        value, grad = vg(u, state=state)
+        updates, state = opt.update(grad, state, u, value=value, grad=grad, value_fn=f)
+        new = optax.apply_updates(u, updates)
+        change = jnp.linalg.norm(new - u) / jnp.maximum(jnp.linalg.norm(new), 1e-12)
+        evals = evals + jnp.asarray(optax.tree_utils.tree_get(state, "num_linesearch_steps"),
+                                    jnp.int32)
+        return k + 1, new, state, evals, change
+
+    big = jnp.asarray(jnp.inf, u0.dtype)
+    _, u, _, evals, _ = jax.lax.while_loop(cond, body, (0, u0, opt.init(u0), jnp.int32(1),
+                                                        big))
+    return u, evals
 
 
 def _init_positions(post, key, cfg, num_chains, dtype, unconstrained: bool, ref=None):
@@ -110,7 +154,7 @@ def _init_positions(post, key, cfg, num_chains, dtype, unconstrained: bool, ref=
     jitter = float(_pop(cfg, "init_jitter", 0.1))
     shape = tuple(post.shape)
     if init is None:
-        ref = _reference_image(post, dtype) if ref is None else ref
+        ref = _reference_image(post, dtype)[0] if ref is None else ref
         init = jnp.broadcast_to(ref, (num_chains, *shape))
     else:
         init = jnp.asarray(init, dtype)
@@ -157,8 +201,13 @@ def _preconditioner(post, key, cfg, dtype, ref):
     u_ref = post.transform.inverse(ref)
     potential = lambda u: -post.logdensity_unconstrained(u)
     if name == "dense":
-        pc = _hmc.dense_preconditioner(_unconstrained_hessian(post, u_ref), u_ref)
-        return pc, {"preconditioner": name}, 2 * n
+        form = post.gaussian_form() if post.constraint is None else None
+        if form is not None:   # linear-Gaussian: the Hessian is P, formed from the operator
+            hess, grads = _exact.dense_precision(form), _dense_setup_grads(form)
+        else:                  # n Hessian-vector products, two gradients each
+            hess, grads = _unconstrained_hessian(post, u_ref), 2 * n
+        pc = _hmc.dense_preconditioner(hess, u_ref)
+        return pc, {"preconditioner": name}, grads
     if name == "lowrank":
         pc = _hmc.lowrank_preconditioner(potential, u_ref, key, rank=rank)
         used = {"preconditioner": name, "rank": rank, "lowrank_kept": int(pc.basis.shape[1])}
@@ -198,20 +247,32 @@ def _build_hmc_family(kind):
     def build(post, key, cfg, num_chains, dtype):
         _require_smooth(post, kind)
         k_init, k_pc = jax.random.split(key)
-        target = float(_pop(cfg, "target_acceptance", 0.8))
-        ref = _reference_image(post, dtype)
+        target = _pop(cfg, "target_acceptance", None)
+        ref, ref_grads = _reference_image(post, dtype)
         pc, used, setup_grads = _preconditioner(post, k_pc, cfg, dtype, ref)
+        setup_grads += ref_grads
         init = _init_in_z(post, k_init, cfg, num_chains, dtype, pc)
         logdensity_z = lambda z: post.logdensity_unconstrained(pc(z))
         to_image = lambda z: post.transform.forward(pc(z))
         if kind == "nuts":
             depth = int(_pop(cfg, "max_num_doublings", 10))
-            s = _hmc.nuts(logdensity_z, to_image, depth, target_acceptance=target, dtype=dtype)
-            used["max_num_doublings"] = depth
+            target = 0.8 if target is None else float(target)
+            jitter = float(_pop(cfg, "step_size_jitter", 0.0))
+            s = _hmc.nuts(logdensity_z, to_image, depth, target_acceptance=target, dtype=dtype,
+                          step_size_jitter=jitter)
+            used.update(max_num_doublings=depth, step_size_jitter=jitter)
         else:
-            steps = int(_pop(cfg, "num_integration_steps", 16))
-            s = _hmc.hmc(logdensity_z, to_image, steps, target_acceptance=target, dtype=dtype)
-            used["num_integration_steps"] = steps
+            steps = _pop(cfg, "num_integration_steps", None)
+            path = _pop(cfg, "path_length", None)
+            if path is None and steps is None and used["preconditioner"] != "identity":
+                path = math.pi / 2     # a quarter period of the whitened Gaussian
+            # 0.65: the optimal acceptance of HMC in high dimension (Beskos et al. 2013)
+            target = (0.65 if path is not None else 0.8) if target is None else float(target)
+            steps = 16 if steps is None else int(steps)
+            s = _hmc.hmc(logdensity_z, to_image, steps, target_acceptance=target,
+                         dtype=dtype, path_length=path)
+            used.update({"path_length": float(path)} if path is not None
+                        else {"num_integration_steps": steps})
         used["target_acceptance"] = target
         return _Built(_in_z(post, s, pc), init, used, {"num_grad_evals_setup": setup_grads})
     return build
@@ -236,8 +297,9 @@ def _build_mala(post, key, cfg, num_chains, dtype):
     preconditioner and ``1/L`` without one."""
     _require_smooth(post, "mala")
     k_init, k_l, k_pc = jax.random.split(key, 3)
-    ref = _reference_image(post, dtype)
+    ref, ref_grads = _reference_image(post, dtype)
     pc, used, setup_grads = _preconditioner(post, k_pc, cfg, dtype, ref)
+    setup_grads += ref_grads
     init = _init_in_z(post, k_init, cfg, num_chains, dtype, pc)
     step = _pop(cfg, "step_size", None)
     if step is None:
@@ -279,6 +341,12 @@ def _build_proximal(kind):
     return build
 
 
+def _dense_setup_grads(form) -> int:
+    """Gradient-equivalents spent forming ``P`` densely: the operator is applied
+    ``min(n, m)`` times (columns or rows), a gradient applies it twice."""
+    return math.ceil(min(form.operator.size_in, form.operator.size_out) / 2)
+
+
 def _gaussian_form_or_raise(post, method):
     form = post.gaussian_form()
     if form is None:
@@ -297,7 +365,8 @@ def _build_exact(post, key, cfg, num_chains, dtype):
     _pop(cfg, "init_jitter", None)
     if solver == "dense":
         dense = _exact.dense_factor(form)
-        s, mean, setup = _exact.dense_sampler(dense), dense.mean, {"num_grad_evals_setup": n}
+        s, mean = _exact.dense_sampler(dense), dense.mean
+        setup = {"num_grad_evals_setup": _dense_setup_grads(form)}
         used = {"solver": "dense"}
     elif solver == "cg":
         mean, it, _ = _exact.posterior_mean(form, tol, maxiter)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -177,11 +178,14 @@ class LinearOperator:
         return jnp.sqrt(largest_eigenvalue(self.normal, x, num_iter, rtol))
 
     def to_dense(self, dtype=None) -> jax.Array:
-        """The matrix of the operator, shape ``(size_out, size_in)``; small sizes only."""
-        dtype = dtype or self._domain_dtype_for(None)
-        eye = jnp.eye(self.size_in, dtype=dtype).reshape((self.size_in, *self.domain_shape))
-        cols = jax.vmap(self._apply)(eye)
-        return cols.reshape(self.size_in, self.size_out).T
+        """The matrix of the operator, shape ``(size_out, size_in)``; small sizes only.
+
+        Built from the cheaper side: ``size_in`` forward applications (columns) or, when
+        the range is smaller and both spaces are real (or both complex), ``size_out``
+        adjoint applications (conjugated rows); one application at a time, since a
+        projector vmapped over thousands of unit vectors is several times slower on CPU.
+        """
+        return _dense_matrix(self, jnp.dtype(dtype or self._domain_dtype_for(None)))
 
     # -- helpers ------------------------------------------------------------------------
     def _domain_dtype_for(self, y):
@@ -490,3 +494,16 @@ def adjoint_mismatch(op: LinearOperator, key: jax.Array, dtype=None) -> jax.Arra
                         jnp.linalg.norm(aty.ravel()) * jnp.linalg.norm(x.ravel()))
     return jnp.abs(lhs - rhs) / jnp.where(scale > 0, scale, 1.0)
 
+
+
+@partial(jax.jit, static_argnums=1)
+def _dense_matrix(op: LinearOperator, dtype) -> jax.Array:
+    same_kind = (jnp.issubdtype(jnp.dtype(op.domain_dtype), jnp.complexfloating)
+                 == jnp.issubdtype(jnp.dtype(op.range_dtype), jnp.complexfloating))
+    if same_kind and op.size_out < op.size_in:
+        eye = jnp.eye(op.size_out, dtype=dtype).reshape((op.size_out, *op.range_shape))
+        rows = jax.lax.map(op._adjoint, eye)
+        return jnp.conj(rows.reshape(op.size_out, op.size_in))
+    eye = jnp.eye(op.size_in, dtype=dtype).reshape((op.size_in, *op.domain_shape))
+    cols = jax.lax.map(op._apply, eye)
+    return cols.reshape(op.size_in, op.size_out).T

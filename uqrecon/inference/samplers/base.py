@@ -33,6 +33,10 @@ class Sampler(NamedTuple):
     state, so warmup and sampling share one compiled chunk); ``finish_warmup(state) ->
     state`` freezes the tuning; ``position(state) -> image``; ``trace(state) -> dict`` of
     scalars kept per kept draw (e.g. Gibbs hyperparameters).
+
+    ``draw(key) -> image`` (optional) marks an i.i.d. stream whose step is
+    ``position(step(key, s)) == draw(key)`` whatever the state: the runner then makes a
+    whole chunk of draws at once (one matrix product instead of one matvec per step).
     """
 
     init: Callable[[jax.Array, jax.Array], Any]
@@ -40,6 +44,7 @@ class Sampler(NamedTuple):
     position: Callable
     finish_warmup: Callable = lambda state: state
     trace: Callable = lambda state: {}
+    draw: Callable | None = None
 
 
 class TunedState(NamedTuple):
