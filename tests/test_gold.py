@@ -143,3 +143,17 @@ def test_gold_bad_input():
         mcmc_reference(post, num_chains=1, use_cache=False)
     with pytest.raises(ValueError, match="'num_samples'"):
         exact_gaussian(post, num_samples=1)
+
+
+@pytest.mark.parametrize("dense_max", [4096, 50])
+def test_exact_gaussian_second_call_compiles_nothing(dense_max):
+    """Jitted on the posterior pytree: a same-shaped problem reuses the compiled code."""
+    from test_laplace import count_compiles
+
+    first, _ = ct_posterior(seed=0)
+    second, _ = ct_posterior(seed=1)
+    with count_compiles() as c1:
+        exact_gaussian(first, dense_max=dense_max, num_samples=16)
+    with count_compiles() as c2:
+        exact_gaussian(second, dense_max=dense_max, num_samples=16)
+    assert len(c1) > 0 and len(c2) == 0, (len(c1), len(c2))

@@ -5,6 +5,7 @@ sparse-view CT problem with a GMRF prior (``inv(tau A^T A + Q)`` in float64) and
 smoothed-TV prior, the inverse of the dense Hessian from ``jax.hessian``.
 """
 
+import contextlib
 import functools
 import math
 
@@ -236,3 +237,128 @@ def test_bad_input_is_rejected_with_named_arguments():
     nonsmooth = Posterior(post.likelihood, TV(post.shape))
     with pytest.raises(ValueError, match="'posterior'.*non-smooth"):
         approximate(nonsmooth, "laplace")
+
+
+# -- compiled once, products counted, rank chosen by a rule ---------------------------
+@contextlib.contextmanager
+def count_compiles():
+    """Number of XLA compilations inside the block (any function, jitted or eager)."""
+    events = []
+
+    def listener(name, duration, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("prior,config", [
+    ("gmrf", {"rank": "auto", "dense_max": 50}),   # CG base, Lanczos grown, sampled var.
+    ("tv", {"rank": 20}),                          # diag base, MAP by L-BFGS
+])
+def test_second_call_on_a_same_shaped_posterior_compiles_nothing(prior, config):
+    first, _ = ct_posterior(prior=prior, seed=0)
+    second, _ = ct_posterior(prior=prior, seed=1)     # other data, same shapes
+    with count_compiles() as c1:
+        r1 = approximate(first, "laplace", seed=0, **config)
+    with count_compiles() as c2:
+        r2 = approximate(second, "laplace", seed=0, **config)
+    assert len(c1) > 0 and len(c2) == 0, (len(c1), len(c2))
+    assert not np.array_equal(r1.mean, r2.mean)
+
+
+def _counting_posterior(prior, dtype=np.float32):
+    """The test posterior with a forward operator that counts its applications on the
+    host (one per gradient or Gauss-Newton product), through a debug callback."""
+    from uqrecon.operators.base import operator_dataclass
+
+    calls = []
+
+    @operator_dataclass
+    class Counting(MatrixOperator):
+        def _apply(self, x):
+            jax.debug.callback(lambda v: calls.append(v.size // x.size), x)
+            return super()._apply(x)
+
+    post, _ = ct_posterior(dtype, prior=prior)
+    A = post.likelihood.operator
+    op = Counting(A.matrix, domain_shape=A.domain_shape, range_shape=A.range_shape)
+    lik = Gaussian(op, post.likelihood.data, post.likelihood.sigma)
+    return Posterior(lik, post.priors[0]), calls
+
+
+@pytest.mark.parametrize("prior,config", [
+    ("gmrf", {"rank": 20, "dense_max": 50}),                        # CG mode + Lanczos
+    ("tv", {"rank": 20, "solver": "randomized"}),  # L-BFGS MAP + diagonal probes
+])
+def test_num_grad_evals_counts_the_forward_operator_applications(prior, config):
+    post, calls = _counting_posterior(prior)
+    res = approximate(post, "laplace", seed=0, **config)
+    d = res.diagnostics
+    counted = sum(calls)
+    # map_estimate evaluates the potential once more for its report (not a gradient)
+    extra = 1 if prior == "tv" else 0
+    print(f"\n{prior} {config}: counted {counted}, reported {d['num_grad_evals']} "
+          f"(mode {d['num_grad_evals_mode']}, HVPs {d['num_hvp']})")
+    assert d["num_grad_evals"] == counted - extra
+    assert d["num_grad_evals_mode"] > 0 and d["num_hvp"] > 0
+
+
+def _prior_pencil(post):
+    """Exact eigenvalues of (tau A^T A, Q) and the exact prior and posterior covariance."""
+    _, _, P = dense_reference(post)
+    form = post.gaussian_form()
+    A = np.asarray(form.operator.matrix, np.float64)
+    H = float(form.noise_precision) * A.T @ A
+    Q = P - H
+    lam = scipy.linalg.eigh(H, Q, eigvals_only=True)[::-1]
+    return lam, np.linalg.inv(Q), np.linalg.inv(P)
+
+
+def test_rank_auto_keeps_the_pairs_above_the_threshold_and_its_bound_holds(x64):
+    """Dense path (n = 100): the whole spectrum is known, so the rule must keep exactly
+    the pairs with lambda / (1 + lambda) >= rank_tol, and every pixel variance must lie
+    in [exact, exact / (1 - largest dropped departure)]."""
+    post, _ = ct_posterior(np.float64)
+    lam, _, post_cov = _prior_pencil(post)
+    dep = lam / (1 + lam)
+    for tol in (0.1, 0.02):
+        res = approximate(post, "laplace", rank="auto", rank_tol=tol, seed=0)
+        d = res.diagnostics
+        assert d["rank"] == int(np.sum(dep >= tol))
+        assert d["rank_rule"]["criterion_met"]
+        bound = d["truncation"]["variance_ratio_bound"]
+        assert d["truncation"]["departure"] == pytest.approx(dep[d["rank"]], rel=1e-6)
+        ratio = res.variance.ravel() / np.diag(post_cov)
+        print(f"\nrank_tol {tol}: rank {d['rank']}, variance ratio in "
+              f"[{ratio.min():.4f}, {ratio.max():.4f}], bound {bound:.4f}")
+        assert ratio.min() >= 1 - 1e-8 and ratio.max() <= bound * (1 + 1e-8)
+
+
+def test_rank_auto_with_lanczos_in_the_prior_inner_product(x64):
+    """Matrix-free path (CG base): Lanczos grows until the Ritz values with their residual
+    bounds sit clearly on one side of the threshold; the rank found must match the exact
+    count, and the factored approximation must satisfy the stated variance bound."""
+    post, _ = ct_posterior(np.float64)
+    lam, prior_cov, post_cov = _prior_pencil(post)
+    n = math.prod(post.shape)
+    key = jax.random.PRNGKey(0)
+    approx, info = laplace_approximation(post, key, rank="auto", rank_tol=0.1,
+                                         dense_max=n - 1)
+    rule = info["rank_rule"]
+    rank = int(approx.theta.shape[0])
+    exact_rank = int(np.sum(lam / (1 + lam) >= 0.1))
+    V, theta = np.asarray(approx.vectors, np.float64), np.asarray(approx.theta, np.float64)
+    var = np.diag(prior_cov) - np.sum(V ** 2 * (1 - 1 / theta), axis=1)
+    ratio = var / np.diag(post_cov)
+    bound = info["truncation"]["variance_ratio_bound"]
+    print(f"\nLanczos auto: rank {rank} (exact count {exact_rank}), steps {rule['steps']}, "
+          f"ratio <= {ratio.max():.4f}, stated bound {bound:.4f}")
+    assert rule["criterion_met"] and rule["stopped_by"] == "criterion"
+    assert abs(rank - exact_rank) <= 1
+    # the bound uses the first dropped Ritz value, accurate to its residual (float64)
+    assert ratio.min() >= 1 - 1e-6 and ratio.max() <= bound + 1e-6

@@ -62,6 +62,9 @@ def test_closed_form_density_and_gaussian_form(x64):
                                rtol=1e-4)
     mu = np.linalg.solve(P, b)
     np.testing.assert_allclose(np.asarray(gf.mean_cg(tol=1e-12)).ravel(), mu, rtol=1e-8)
+    # a warm start reaches the same solution (the correction is solved to tol ||rhs||)
+    warm = gf.mean_cg(tol=1e-12, x0=np.asarray(mu).reshape(gf.shape) + 0.1)
+    np.testing.assert_allclose(np.asarray(warm).ravel(), mu, rtol=1e-8)
     assert Posterior(post.likelihood, [GMRF(SHAPE), TV(SHAPE)]).gaussian_form() is None
 
 

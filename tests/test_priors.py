@@ -176,3 +176,30 @@ def test_bad_input():
         TV(SHAPE).smoothed(0.0)
     with pytest.raises(ValueError, match="shape"):
         GMRF((0, 3))
+
+
+def test_complex_image_prior_precision_conditional_against_scipy():
+    """A complex image under ``delta/2 (x-m)^H Q (x-m)``: real and imaginary parts are
+    independent N(m, (delta Q)^-1), so the normaliser is delta^rank (2 * rank real
+    degrees of freedom, rank/2 each) and the Gamma shape is a + rank, not a + rank/2."""
+    import scipy.stats
+
+    from uqrecon.models import ComplexGaussian, Gamma, GaussianPrior, Posterior
+    from uqrecon.operators.mri import CartesianMRI
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(6)
+        shape = (6, 6)
+        mri = CartesianMRI(rng.uniform(size=shape) < 0.5, image_dtype=jnp.complex128)
+        k = rng.normal(size=mri.range_shape) + 1j * rng.normal(size=mri.range_shape)
+        post = Posterior(ComplexGaussian(mri, k, 0.5),
+                         GaussianPrior(shape, precision=Gamma(2.0, 0.5)))
+        x = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+        a, b = (float(v) for v in post.conditionals(jnp.asarray(x))["prior_precision"])
+    ts = np.linspace(0.5, 20.0, 9)
+    joint = np.array([np.sum(scipy.stats.norm.logpdf(x.real, 0, 1 / np.sqrt(t))
+                             + scipy.stats.norm.logpdf(x.imag, 0, 1 / np.sqrt(t)))
+                      + scipy.stats.gamma.logpdf(t, 2.0, scale=2.0) for t in ts])
+    diff = joint - scipy.stats.gamma.logpdf(ts, a, scale=1 / b)
+    np.testing.assert_allclose(diff - diff[0], 0.0, atol=1e-8)
+    assert a == pytest.approx(2.0 + 36)

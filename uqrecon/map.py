@@ -9,6 +9,8 @@ when the relative change of the iterate falls below ``tol`` and runs in one comp
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,21 +55,39 @@ def _loop(step_fn, carry0, max_iter, tol):
 
 
 def _smooth_solver(post, x0, optimizer, uses_state, max_iter, tol):
+    """Optax loop; returns ``(x, iterations, converged, gradient evaluations)``. For
+    L-BFGS every zoom line-search step evaluates value and gradient once (the first
+    one's value and gradient are reused by the next iteration through the state)."""
     f_real = lambda r: post.smooth_potential(_from_real(r, x0))
     r0 = _to_real(x0)
     vg = (optax.value_and_grad_from_state(f_real) if uses_state
           else lambda r, state: jax.value_and_grad(f_real)(r))
 
     def step(carry):
-        r, state = carry
+        r, state, evals = carry
         value, grad = vg(r, state=state)
         updates, state = optimizer.update(grad, state, r, value=value, grad=grad,
                                           value_fn=f_real)
         r_new = optax.apply_updates(r, updates)
-        return (r_new, state), r_new, r
+        if uses_state:
+            evals = evals + jnp.asarray(
+                optax.tree_utils.tree_get(state, "num_linesearch_steps"), jnp.int32)
+        else:
+            evals = evals + 1
+        return (r_new, state, evals), r_new, r
 
-    (r, _), k, conv = _loop(step, (r0, optimizer.init(r0)), max_iter, tol)
-    return _from_real(r, x0), k, conv
+    (r, _, evals), k, conv = _loop(step, (r0, optimizer.init(r0), jnp.int32(0)),
+                                   max_iter, tol)
+    # L-BFGS: one value-and-grad at x0 before the first line search
+    return _from_real(r, x0), k, conv, evals + (1 if uses_state else 0)
+
+
+@functools.partial(jax.jit, static_argnames=("method",))
+def _run_smooth(post, x0, max_iter, tol, learning_rate, method):
+    """Compiled once per posterior structure/shape and method: the posterior is a pytree
+    argument, ``max_iter``, ``tol`` and ``learning_rate`` are traced."""
+    opt = optax.lbfgs() if method == "lbfgs" else optax.adam(learning_rate)
+    return _smooth_solver(post, x0, opt, method == "lbfgs", max_iter, tol)
 
 
 def _fista(post, x0, step, max_iter, tol):
@@ -85,6 +105,12 @@ def _fista(post, x0, step, max_iter, tol):
     one_t = jnp.ones((), jnp.real(x0).dtype)
     (x, _, _), k, conv = _loop(one, (x0, x0, one_t), max_iter, tol)
     return x, k, conv
+
+
+@jax.jit
+def _run_fista(post, x0, step, max_iter, tol):
+    """FISTA compiled once per posterior structure/shape (one gradient per iteration)."""
+    return _fista(post, x0, step, max_iter, tol)
 
 
 def _pdhg(post, x0, lip, max_iter, tol, ratio):
@@ -113,6 +139,12 @@ def _pdhg(post, x0, lip, max_iter, tol, ratio):
     qs0 = tuple(jnp.zeros(op.range_shape, x0.dtype) for op in ops)
     (x, _), k, conv = _loop(one, (x0, qs0), max_iter, tol)
     return x, k, conv
+
+
+@jax.jit
+def _run_pdhg(post, x0, lip, max_iter, tol, ratio):
+    """Condat-Vu compiled once per posterior structure/shape (one gradient per iteration)."""
+    return _pdhg(post, x0, lip, max_iter, tol, ratio)
 
 
 def _default_x0(post):
@@ -155,21 +187,25 @@ def map_estimate(posterior, x0=None, method="auto", max_iter=1000, tol=1e-6, *,
                          f"posterior; use 'fista' or 'pdhg' (non-smooth terms: "
                          f"{[type(t).__name__ for t in post.nonsmooth]})")
     info = {"method": method}
+    dt = jnp.real(x0).dtype
+    iters_cap, tol_t = jnp.int32(max_iter), jnp.asarray(tol, dt)
     if method in ("lbfgs", "adam"):
-        opt = optax.lbfgs() if method == "lbfgs" else optax.adam(learning_rate)
-        run = jax.jit(lambda p, x: _smooth_solver(p, x, opt, method == "lbfgs", max_iter,
-                                                   tol))
-        x, k, conv = run(post, x0)
+        x, k, conv, evals = _run_smooth(post, x0, iters_cap, tol_t,
+                                        jnp.asarray(learning_rate, dt), method)
+        num_grad = int(evals)
     else:
         lip = post.lipschitz(key, x=x0)
         info["lipschitz"] = float(lip)
         if method == "fista":
             step = 1.0 / lip
             info["step"] = float(step)
-            run = jax.jit(lambda p, x, s: _fista(p, x, s, max_iter, tol))
-            x, k, conv = run(post, x0, step)
+            x, k, conv = _run_fista(post, x0, jnp.asarray(step, dt), iters_cap, tol_t)
         else:
-            run = jax.jit(lambda p, x, L: _pdhg(p, x, L, max_iter, tol, pdhg_ratio))
-            x, k, conv = run(post, x0, lip)
-    info.update(iterations=int(k), converged=bool(conv), objective=float(post.potential(x)))
+            x, k, conv = _run_pdhg(post, x0, jnp.asarray(lip, dt), iters_cap, tol_t,
+                                   jnp.asarray(pdhg_ratio, dt))
+        num_grad = int(k)
+    # num_grad_evals: gradients of the smooth potential in the optimisation loop (the
+    # power iteration behind the Lipschitz constant is not counted)
+    info.update(iterations=int(k), converged=bool(conv), num_grad_evals=num_grad,
+                objective=float(post.potential(x)))
     return x, info

@@ -21,10 +21,13 @@ Matvec = Callable[[jax.Array], jax.Array]
 
 
 class Eigh(NamedTuple):
-    """Ritz pairs: ``values`` (k,) in descending order, ``vectors`` (n, k)."""
+    """Ritz pairs: ``values`` (k,) in descending order, ``vectors`` (n, k); for Lanczos
+    also ``residuals`` (k,): ``||M^{-1} H v - theta v||_M = |beta_k s_ki|``, a bound on the
+    distance from each Ritz value to the nearest eigenvalue (``None`` where unknown)."""
 
     values: jax.Array
     vectors: jax.Array
+    residuals: jax.Array | None = None
 
 
 def _identity(v):
@@ -90,7 +93,8 @@ def lanczos_eigh(matvec: Matvec, v0: jax.Array, num_steps: int, *,
     T = jnp.diag(alpha) + jnp.diag(off, 1) + jnp.diag(off, -1)
     theta, S = jnp.linalg.eigh(T)
     order = jnp.argsort(-theta)
-    return Eigh(theta[order], V[:m].T @ S[:, order])
+    residuals = jnp.abs(beta[m] * S[m - 1, order])
+    return Eigh(theta[order], V[:m].T @ S[:, order], residuals)
 
 
 def randomized_eigh(matvec: Matvec, key: jax.Array, n: int, num_vectors: int, *,
@@ -134,10 +138,21 @@ def cg_solve(matvec: Matvec, b: jax.Array, *, x0=None, tol: float = 1e-6,
              maxiter: int = 1000) -> tuple[jax.Array, jax.Array]:
     """Conjugate gradients for an SPD ``matvec``; returns ``(x, relative residual)``.
 
-    The residual ``||b - A x|| / ||b||`` is recomputed after the solve so callers can
-    report how well the system was actually solved.
+    The solver is :func:`uqrecon.inference.exact.cg` (one CG in the package); with
+    ``x0`` it solves for the correction ``A d = b - A x0`` to the same absolute
+    tolerance ``tol ||b||``. The residual ``||b - A x|| / ||b||`` is recomputed after
+    the solve so callers can report how well the system was actually solved.
     """
-    x, _ = jax.scipy.sparse.linalg.cg(matvec, b, x0=x0, tol=tol, maxiter=maxiter)
+    from .exact import cg
+
     bn = jnp.linalg.norm(b.ravel())
+    if x0 is None:
+        x, _, _ = cg(matvec, b, tol, maxiter)
+    else:
+        r0 = b - matvec(x0)
+        rn = jnp.linalg.norm(r0.ravel())
+        rel = tol * bn / jnp.where(rn > 0, rn, 1.0)
+        d, _, _ = cg(matvec, r0, rel, maxiter)
+        x = x0 + d
     res = jnp.linalg.norm((b - matvec(x)).ravel()) / jnp.where(bn > 0, bn, 1.0)
     return x, res

@@ -160,10 +160,18 @@ class GaussianForm:
         return cols.reshape(n, n).T
 
     def mean_cg(self, tol=1e-8, maxiter=None, x0=None):
-        """The posterior mean by conjugate gradients on ``P mu = rhs``."""
-        mu, _ = jax.scipy.sparse.linalg.cg(self.precision, self.rhs, x0=x0, tol=tol,
-                                           maxiter=maxiter)
-        return mu
+        """The posterior mean by conjugate gradients on ``P mu = rhs``: the package's one
+        CG, :func:`uqrecon.inference.exact.cg` (imported lazily: models sit below
+        inference). ``maxiter`` defaults to ``10 n``. With ``x0`` the correction
+        ``P d = rhs - P x0`` is solved to the same absolute tolerance ``tol ||rhs||``."""
+        from ..inference.exact import cg
+        maxiter = 10 * math.prod(self.shape) if maxiter is None else int(maxiter)
+        if x0 is None:
+            return cg(self.precision, self.rhs, tol, maxiter)[0]
+        x0 = jnp.asarray(x0, self.rhs.dtype)
+        r0 = self.rhs - self.precision(x0)
+        bn, rn = jnp.linalg.norm(self.rhs.ravel()), jnp.linalg.norm(r0.ravel())
+        return x0 + cg(self.precision, r0, tol * bn / jnp.where(rn > 0, rn, 1.0), maxiter)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -437,7 +445,8 @@ class Posterior:
                 continue
             gamma = next(iter(t.hyperpriors.values()))
             value = next(iter(t.hyperparameters.values()))
-            k = t.num_observations if t is self.likelihood else t.rank
+            k = (t.num_observations if t is self.likelihood
+                 else t.rank * (2 if jnp.iscomplexobj(x) else 1))  # real degrees of freedom
             out = out + 0.5 * k * jnp.log(value) + gamma.log_prob(value)
         return out
 

@@ -127,8 +127,11 @@ class _GaussianPriorBase:
         return self.precision(v)
 
     def conditional_stats(self, x):
-        """``(rank/2, quadratic_form(x)/2)``: increments of the Gamma conjugate update."""
-        return 0.5 * self.rank, 0.5 * self.quadratic_form(x)
+        """``(k/2, quadratic_form(x)/2)``: increments of the Gamma conjugate update, with
+        ``k`` the real degrees of freedom the precision acts on: ``rank`` for a real
+        image, ``2 rank`` for a complex one (real and imaginary parts each get ``Q``)."""
+        k = self.rank * (2 if jnp.iscomplexobj(x) else 1)
+        return 0.5 * k, 0.5 * self.quadratic_form(x)
 
     @property
     def hyperparameters(self) -> dict:

@@ -80,11 +80,13 @@ class ODLOperator(LinearOperator):
 
     @property
     def domain_dtype(self):
-        return jnp.dtype(self.odl_operator.domain.dtype)
+        """The ODL domain's dtype, as the active x64 setting makes it."""
+        return _active(self.odl_operator.domain.dtype)
 
     @property
     def range_dtype(self):
-        return jnp.dtype(self.odl_operator.range.dtype)
+        """The ODL range's dtype, as the active x64 setting makes it."""
+        return _active(self.odl_operator.range.dtype)
 
     def _apply(self, x):
         return _bridge_forward(self.handle, x)
@@ -117,9 +119,37 @@ def _transpose_host(handle, y):
     return out.astype(op.domain.dtype, copy=False)
 
 
+def _active(dtype):
+    """``dtype`` as the active x64 setting makes it (float64 -> float32 when x64 is off)."""
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
 def _callback(fn, handle, arg, shape, dtype):
-    out = jax.ShapeDtypeStruct(shape, dtype)
-    return jax.pure_callback(lambda a: fn(handle, a), out, arg, vmap_method="sequential")
+    """Run ``fn(handle, arg)`` on the host; the result has the ODL space's dtype as the
+    active x64 setting makes it.
+
+    A 64-bit result crosses the callback boundary as ``uint32`` words and is bitcast
+    back: JAX canonicalises a callback's numpy result with the x64 flag of the thread
+    that runs it, and a local ``with jax.enable_x64(True):`` does not reach XLA's
+    callback thread, so a float64 result would arrive as float32 and be rejected
+    ("Incorrect output dtype").
+    """
+    dtype = _active(dtype)
+    words = dtype.itemsize // 4 if dtype in (jnp.float64, jnp.complex128) else 0
+
+    def host(a):
+        out = np.ascontiguousarray(fn(handle, a), dtype=dtype)
+        return out.view(np.uint32).reshape(*shape, words) if words else out
+
+    if not words:
+        out = jax.ShapeDtypeStruct(shape, dtype)
+        return jax.pure_callback(host, out, arg, vmap_method="sequential")
+    out = jax.ShapeDtypeStruct((*shape, words), jnp.uint32)
+    raw = jax.pure_callback(host, out, arg, vmap_method="sequential")
+    if dtype == jnp.float64:
+        return jax.lax.bitcast_convert_type(raw, jnp.float64)
+    parts = jax.lax.bitcast_convert_type(raw.reshape(*raw.shape[:-1], 2, 2), jnp.float64)
+    return jax.lax.complex(parts[..., 0], parts[..., 1])
 
 
 # Forward and transpose are each other's VJP, so derivatives of any order compose.
@@ -166,13 +196,13 @@ class _HandleBox:
 
 def _bridge_forward(handle, x):
     h = handle.op
-    x = x.astype(jnp.dtype(h.domain.dtype))
+    x = x.astype(_active(h.domain.dtype))
     return _forward_core(_HandleBox(handle), x)
 
 
 def _bridge_transpose(handle, y):
     h = handle.op
-    y = y.astype(jnp.dtype(h.range.dtype))
+    y = y.astype(_active(h.range.dtype))
     return _transpose_core(_HandleBox(handle), y)
 
 
