@@ -16,10 +16,11 @@ import pytest
 from scipy import integrate, stats
 
 from uqrecon.deep import (LearnedGradientDescent, Predictions, Task, UNet, ct_task,
-                          deterministic_predictions, entropy_split, evaluate,
-                          gradient_step_size, mc_dropout_predictions, measure, mri_task,
-                          ood_ratio, predict, qoi_variance, simulate, to_result, train,
-                          variance_split, with_insert)
+                          default_optimizer, deterministic_predictions, entropy_split,
+                          evaluate, gradient_step_size, held_out_loss,
+                          mc_dropout_predictions, measure, mri_task, ood_ratio, predict,
+                          qoi_variance, simulate, to_result, train, variance_split,
+                          with_insert)
 from uqrecon.result import Result
 
 SHAPE = (32, 32)
@@ -45,7 +46,8 @@ def trained(task, unet):
 @pytest.fixture(scope="module")
 def ensemble(task, unet):
     """Two members trained side by side with vmap."""
-    return train(unet, task, 0, 2, batch_size=2, optimizer=OPT, loss="nll", num_members=2)
+    return train(unet, task, 0, 2, batch_size=2, optimizer=OPT, loss="nll", num_members=2,
+                 ensemble_mode="vmap")
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +131,52 @@ def test_learned_gradient_descent_trains(task):
     assert all(moved)          # every layer, including each iteration's CNN, is trained
 
 
+def test_mse_training_beats_the_input(task):
+    """Regression guard for 'the network learned nothing': 60 MSE steps with the default
+    optimizer cut the held-out MSE well below that of the zero-filled input."""
+    net = UNet(features=(16, 32), dropout_rate=0.0)
+    held_out = jax.jit(lambda k: simulate(task, k, 16))(jax.random.PRNGKey(321))
+    state, losses = train(net, task, 0, 60, batch_size=8)
+    input_mse = float(jnp.mean((held_out.x0 - held_out.x) ** 2))
+    assert held_out_loss(net, state.params, held_out) < 0.8 * input_mse
+    # at initialisation the residual head returns the input exactly
+    state0, _ = train(net, task, 0, 0, batch_size=8)
+    np.testing.assert_allclose(held_out_loss(net, state0.params, held_out), input_mse,
+                               rtol=1e-6)
+
+
+def test_default_optimizer_schedule_and_cache():
+    opt = default_optimizer(100, 1e-3)
+    assert opt is default_optimizer(100, 1e-3)        # cached: compiled steps are reused
+    params = {"w": jnp.zeros(3)}
+    state = opt.init(params)
+    sizes = []
+    for _ in range(100):                               # unit gradient: |update| = lr(t)
+        upd, state = opt.update({"w": jnp.full(3, 0.1)}, state, params)
+        sizes.append(float(jnp.abs(upd["w"][0])))
+    sizes = np.asarray(sizes)
+    assert sizes[0] < 1e-4 and sizes.argmax() in (4, 5)         # 5 % linear warm-up
+    np.testing.assert_allclose(sizes.max(), 1e-3, rtol=1e-3)
+    assert sizes[-1] < 0.05 * sizes.max()                        # cosine decay to 2 %
+    with pytest.raises(ValueError, match="num_steps"):
+        default_optimizer(0)
+
+
+def test_callback_and_held_out_loss(task, unet):
+    seen = []
+    state, losses = train(unet, task, 2, 5, batch_size=2, optimizer=OPT, loss="nll",
+                          callback=lambda step, st: seen.append((step, int(st.step))),
+                          callback_every=2)
+    assert seen == [(0, 0), (2, 2), (4, 4), (5, 5)]
+    batch = jax.jit(lambda k: simulate(task, k, 2))(jax.random.PRNGKey(3))
+    mean, log_var = unet.apply({"params": state.params}, batch.x0, batch.y)
+    want = 0.5 * jnp.mean(log_var + (batch.x - mean) ** 2 * jnp.exp(-log_var))
+    np.testing.assert_allclose(held_out_loss(unet, state.params, batch, "nll"), want,
+                               rtol=1e-5)
+    with pytest.raises(TypeError, match="callback"):
+        train(unet, task, 2, 1, optimizer=OPT, loss="nll", callback=3)
+
+
 # -- checkpoint / resume -----------------------------------------------------------------
 def test_resume_is_exact(task, unet, tmp_path):
     """train(6) == train(3) interrupted + resumed to 6, bit for bit (weights, Adam, key)."""
@@ -163,6 +211,28 @@ def test_ensemble_members_match_individual_runs(task, unet, ensemble):
     assert not np.allclose(p[0], p[1])        # members start from different seeds
 
 
+def test_sequential_ensemble_matches_vmap_and_resumes(task, unet, ensemble, tmp_path):
+    """Members trained one after another == the vmapped ensemble (same split keys), and a
+    sequential run interrupted mid-ensemble resumes to the same weights."""
+    state_v, losses_v = ensemble
+    kw = dict(batch_size=2, optimizer=OPT, loss="nll", num_members=2,
+              ensemble_mode="sequential")
+    state_s, losses_s = train(unet, task, 0, 2, **kw)
+    assert losses_s.shape == (2, 2)
+    np.testing.assert_allclose(losses_s, losses_v, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state_s.params), jax.tree.leaves(state_v.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    ckpt = str(tmp_path / "ens.msgpack")
+    train(unet, task, 0, 1, **kw, checkpoint=ckpt)          # both members at step 1
+    os.remove(ckpt + ".member1")                            # member 1 'never ran'
+    state_r, losses_r = train(unet, task, 0, 2, **kw, checkpoint=ckpt)
+    np.testing.assert_array_equal(losses_r, losses_s)
+    for a, b in zip(jax.tree.leaves(state_r), jax.tree.leaves(state_s)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="ensemble_mode"):
+        train(unet, task, 0, 1, num_members=2, ensemble_mode="parallel")
+
+
 # -- MC dropout, ensembles, Result ---------------------------------------------------------
 def test_mc_dropout_passes_differ_and_are_seeded(unet, trained, held_out):
     params = trained[0].params
@@ -195,6 +265,13 @@ def test_predict_returns_results(unet, trained, held_out, method):
     assert d["num_members"] == s and d["mutual_information"].shape == SHAPE
     if method == "deterministic":
         assert np.all(d["epistemic_variance"] == 0)
+    else:       # the same passes without the predicted variances: epistemic part only
+        (e, _) = predict(unet, trained[0].params, held_out.x0, held_out.y,
+                         jax.random.PRNGKey(5), method=method, num_passes=4,
+                         aleatoric=False)
+        np.testing.assert_allclose(e.variance, d["epistemic_variance"], rtol=1e-6)
+        assert np.all(e.diagnostics["aleatoric_variance"] == 0)
+        assert e.provenance["config"]["aleatoric"] is False
     assert r.provenance["method"] == method
     assert {"compile_s", "run_s", "total_s"} <= set(r.timings)
     lo, hi = r.interval(0.9)
@@ -322,6 +399,7 @@ def test_evaluate_against_direct_computation(unet, trained, held_out):
     assert -1 <= ev["ssim"] <= 1 and ev["ause"] >= 0
     levels, cover = ev["calibration"]
     assert levels.shape == cover.shape and np.all(np.diff(cover) >= -1e-12)
+    np.testing.assert_allclose(ev["calibration_error"], np.mean(np.abs(cover - levels)))
 
 
 # -- bad inputs --------------------------------------------------------------------------
@@ -331,6 +409,9 @@ def test_bad_inputs(task, unet, trained, held_out):
         predict(unet, params, held_out.x0, held_out.y, jax.random.PRNGKey(0), method="bnn")
     with pytest.raises(ValueError, match="num_passes"):
         predict(unet, params, held_out.x0, held_out.y, jax.random.PRNGKey(0), num_passes=0)
+    with pytest.raises(ValueError, match="aleatoric"):
+        predict(unet, params, held_out.x0, held_out.y, jax.random.PRNGKey(0),
+                method="deterministic", aleatoric=False)
     with pytest.raises(ValueError, match="num_draws"):
         to_result(Predictions(jnp.ones((2, 3, 3)), None), jax.random.PRNGKey(0), method="x",
                   num_draws=0)

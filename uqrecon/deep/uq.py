@@ -216,7 +216,7 @@ def to_result(predictions: Predictions, key, *, method: str, num_draws: int = 12
 
 
 def predict(model, params, x0, y, key, *, method: str = "mc_dropout", num_passes: int = 32,
-            num_draws: int = 128) -> list[Result]:
+            num_draws: int = 128, aleatoric: bool = True) -> list[Result]:
     """Deep UQ for a batch of images: one :class:`Result` per image.
 
     ``method``: ``"mc_dropout"`` (``num_passes`` dropout passes of one network),
@@ -225,11 +225,16 @@ def predict(model, params, x0, y, key, *, method: str = "mc_dropout", num_passes
     heteroscedastic, aleatoric variance). The prediction runs twice: ``run_s`` is the
     second (warm) call, ``compile_s`` the first call's excess over it (0 when the
     compiled function was cached). ``num_draws`` is that of :func:`to_result`.
+    ``aleatoric=False`` drops a heteroscedastic head's predicted variances, leaving the
+    epistemic part alone (plain MC dropout / plain ensemble from the same network).
     """
     if method not in METHODS:
         raise ValueError(f"argument 'method' must be one of {METHODS}, got {method!r}")
     if method == "mc_dropout" and int(num_passes) < 1:
         raise ValueError(f"argument 'num_passes' must be >= 1, got {num_passes}")
+    if method == "deterministic" and not aleatoric:
+        raise ValueError("argument 'aleatoric'=False with method='deterministic' leaves no "
+                         "uncertainty at all")
     x0, y = _batched(x0, y)
     k_pred, k_draw = jax.random.split(_raw_key(key))
     if method == "mc_dropout":
@@ -246,6 +251,9 @@ def predict(model, params, x0, y, key, *, method: str = "mc_dropout", num_passes
     t1 = time.perf_counter()
     preds = jax.block_until_ready(run())
     t2 = time.perf_counter()
+    if not aleatoric:
+        preds = Predictions(preds.means, None)
+    config["aleatoric"] = bool(aleatoric and preds.variances is not None)
     timings = {"compile_s": max(t1 - t0 - (t2 - t1), 0.0), "run_s": t2 - t1,
                "batch_size": int(x0.shape[0])}
     keys = jax.random.split(k_draw, x0.shape[0])
@@ -260,7 +268,8 @@ def evaluate(result: Result, truth, level: float = 0.9, levels=None) -> dict:
     """Test-set figures of one result against the true image.
 
     PSNR/SSIM of the mean, coverage of the ``level`` intervals (``coverage_90`` for 0.9),
-    the calibration curve ``(levels, coverage)``, Pearson/Spearman correlation of
+    the calibration curve ``(levels, coverage)`` and its calibration error (mean
+    ``|coverage(a) - a|`` over the levels), Pearson/Spearman correlation of
     ``|mean - truth|`` with the std, and the sparsification curve with its AUSE, all
     from :mod:`uqrecon.uq.metrics` (one definition everywhere).
     """
@@ -272,9 +281,11 @@ def evaluate(result: Result, truth, level: float = 0.9, levels=None) -> dict:
     err = np.abs(result.mean - truth)
     corr = M.error_uncertainty_correlation(err, result.std)
     sparse = M.sparsification(err, result.std)
+    calibration = M.calibration_curve(result, truth, levels)
     return {"psnr": M.psnr(result.mean, truth), "ssim": M.ssim(result.mean, truth),
             f"coverage_{round(100 * level)}": M.coverage(lo, hi, truth),
-            "calibration": M.calibration_curve(result, truth, levels),
+            "calibration": calibration,
+            "calibration_error": float(np.mean(np.abs(calibration[1] - calibration[0]))),
             "pearson_error_std": corr["pearson"], "spearman_error_std": corr["spearman"],
             "ause": sparse["ause"], "sparsification": sparse}
 
