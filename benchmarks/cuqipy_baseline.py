@@ -65,7 +65,10 @@ def main():
     np.random.seed(0)
     if args.method == "nuts":
         sampler = cuqi.sampler.NUTS(posterior)
-        sampler.warmup(args.num_warmup)
+        # dual averaging at every warmup step (Hoffman & Gelman): CUQIpy's default
+        # tune_freq=0.1 adapts only 10 times, and on this posterior the chain then
+        # sticks (measured: min ESS 1.3 of 1000 draws)
+        sampler.warmup(args.num_warmup, tune_freq=1.0 / args.num_warmup)
         t1 = time.perf_counter()
         sampler.sample(args.num_samples)
         steps = int(np.sum(sampler.num_tree_node_list))   # warmup and sampling

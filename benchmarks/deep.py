@@ -113,7 +113,7 @@ def _train_logged(name, model, task, seed, args, ckpt, val, test, members=None):
     steps = args.steps if members is None else args.ensemble_steps
 
     def cb(step, state):
-        if step == 0:
+        if step == 0 or not curves:      # a new member, or a run resumed mid-way
             curves.append(_Curve(model, val, test))
         curves[-1](step, state)
 

@@ -358,3 +358,18 @@ def test_nuts_on_a_constrained_posterior_starts_at_the_unconstrained_mode():
     se = np.sqrt(r.std ** 2 / r.diagnostics["ess_bulk"]
                  + out["mala"].std ** 2 / out["mala"].diagnostics["ess_bulk"])
     assert np.mean(np.abs(r.mean - out["mala"].mean) <= 4 * se) >= 0.98
+
+
+def test_upper_triangular_blocks_match_the_dense_product():
+    """The blocked whitening factor (non-zero blocks only) is the same linear map as the
+    dense upper-triangular matrix, for sizes not divisible by the block count, and under
+    vmap and grad."""
+    from uqrecon.inference.samplers.hmc import UpperTriangular
+    for n in (1000, 1030):
+        M = jnp.triu(jax.random.normal(jax.random.PRNGKey(n), (n, n))) / np.sqrt(n)
+        U = UpperTriangular.from_dense(M)
+        assert U.blocks.shape[0] == 36          # 8 x 8 grid, upper half
+        V = jax.random.normal(jax.random.PRNGKey(1), (3, n))
+        np.testing.assert_allclose(jax.vmap(lambda v: U @ v)(V), V @ M.T, atol=2e-5)
+        g = jax.grad(lambda v: jnp.sum(jnp.sin(U @ v)))(V[0])
+        np.testing.assert_allclose(g, M.T @ jnp.cos(M @ V[0]), atol=2e-5)

@@ -16,6 +16,7 @@ The step size is tuned by dual averaging during warmup (target 0.8) and then fro
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import blackjax
@@ -26,7 +27,7 @@ import jax.scipy.linalg as jsl
 from ..lanczos import lanczos_eigh
 from .base import Sampler, StepInfo, with_step_size_adaptation
 
-__all__ = ["DensePreconditioner", "LowRankPreconditioner", "IdentityPreconditioner",
+__all__ = ["UpperTriangular", "DensePreconditioner", "LowRankPreconditioner", "IdentityPreconditioner",
            "hessian_matrix", "dense_preconditioner", "lowrank_preconditioner", "hmc", "nuts"]
 
 
@@ -42,17 +43,50 @@ class IdentityPreconditioner(NamedTuple):
         return u - self.u0
 
 
+class UpperTriangular(NamedTuple):
+    """An upper-triangular matrix kept as its ``k(k+1)/2`` non-zero square blocks.
+
+    A dense matvec with a whitening factor is memory-bound; skipping the zero half reads
+    about half the bytes: measured 2.4x faster than the dense matvec for n = 4096
+    (single chain, gradient = both products; 1.65x under a 1-chain vmap, 0.85x with 4
+    vmapped chains, where the dense product is already a GEMM).
+    """
+
+    blocks: jax.Array   # (num_blocks, b, b)
+    rows: jax.Array     # (num_blocks,) block row
+    cols: jax.Array     # (num_blocks,) block column
+
+    @classmethod
+    def from_dense(cls, M: jax.Array, k: int = 8) -> "UpperTriangular":
+        n = M.shape[0]
+        b = -(-n // k)
+        Mp = jnp.pad(M, ((0, k * b - n), (0, k * b - n)))
+        idx = [(i, j) for i in range(k) for j in range(i, k)]
+        blocks = jnp.stack([Mp[i * b:(i + 1) * b, j * b:(j + 1) * b] for i, j in idx])
+        return cls(blocks, jnp.asarray([i for i, _ in idx], jnp.int32),
+                   jnp.asarray([j for _, j in idx], jnp.int32))
+
+    def __matmul__(self, v: jax.Array) -> jax.Array:
+        num, b, _ = self.blocks.shape
+        k = (math.isqrt(8 * num + 1) - 1) // 2
+        n = v.shape[0]
+        vb = jnp.pad(v, (0, k * b - n)).reshape(k, b)
+        prod = jnp.einsum("ibj,ij->ib", self.blocks, vb[self.cols])
+        return jax.ops.segment_sum(prod, self.rows, num_segments=k).reshape(-1)[:n]
+
+
 class DensePreconditioner(NamedTuple):
     """``u = u0 + R^{-T} z`` with ``H = R R^T`` (R the Cholesky factor, or ``V |L|^{1/2}``
     from an eigendecomposition when ``H`` is indefinite).
 
-    ``R^{-T}`` is formed once: a matrix product vectorises over chains into one GEMM,
-    whereas a batched triangular solve inside every gradient is orders slower on CPU.
+    ``R^{-T}`` is formed once (dense, or its non-zero blocks as :class:`UpperTriangular`
+    from 1024 pixels): a matrix product per gradient, whereas a triangular solve inside
+    every gradient is several times slower on CPU.
     """
 
     u0: jax.Array
     chol: jax.Array      # R
-    factor: jax.Array    # R^{-T}
+    factor: object       # R^{-T}: an array or UpperTriangular
 
     def __call__(self, z):
         return self.u0 + (self.factor @ z.ravel()).reshape(self.u0.shape)
@@ -106,6 +140,8 @@ def dense_preconditioner(hess: jax.Array, u0: jax.Array,
     chol = jnp.linalg.cholesky(hess)
     if bool(jnp.all(jnp.isfinite(chol))):
         factor = jsl.solve_triangular(chol.T, jnp.eye(u0.size, dtype=chol.dtype), lower=False)
+        if u0.size >= 1024:   # R^{-T} is upper triangular: store its non-zero blocks
+            factor = UpperTriangular.from_dense(factor)
         return DensePreconditioner(u0, chol, factor)
     lam, V = jnp.linalg.eigh(hess)
     if not bool(jnp.all(jnp.isfinite(lam))) or not float(jnp.max(jnp.abs(lam))) > 0:
