@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--out", default=os.path.join("out", "demo"), help="report folder")
     p.add_argument("--cache-dir", default=None,
-                   help="where MCMC references are cached (default: .uqrecon_cache)")
+                   help="where MCMC references are cached (default: $UQRECON_CACHE, else "
+                        "~/.cache/uqrecon/gold)")
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for a smoke run (64x64, short chains)")
     return p

@@ -15,9 +15,10 @@ Methods and their options (``**cfg``):
   ``path_length`` (integration time, jittered in [T/2, 3T/2]; default pi/2, a quarter
   period of the whitened Gaussian, with the dense preconditioner) or
   ``num_integration_steps`` (uniform in 1..2L-1; default 16 otherwise: measured on
-  Huber-TV at 128x128 with the rank-64 preconditioner, pi/2 gave min ESS 1.4 of 1000). Smooth posteriors only; runs
-  in the unconstrained space, preconditioned at the posterior mean (linear-Gaussian) or
-  the unconstrained mode (L-BFGS; its gradients count as set-up).
+  Huber-TV at 128x128 with the rank-64 preconditioner, pi/2 gave min ESS 1.4 of 1000).
+  Smooth posteriors only; runs in the unconstrained space, preconditioned at the
+  posterior mean (linear-Gaussian) or the unconstrained mode (L-BFGS; its gradients
+  count as set-up, as do those of any sampler's default starting point).
 - ``"ula"``: ``step_size`` (default ``1/L``). ``"mala"``: ``preconditioner`` and ``rank`` as
   NUTS, ``step_size`` (initial; 1 when preconditioned, else ``1/L``),
   ``target_acceptance`` (0.574).
@@ -150,12 +151,15 @@ def _unconstrained_mode(post, u0, max_iter: int = 200, tol: float = 1e-5):
 
 def _init_positions(post, key, cfg, num_chains, dtype, unconstrained: bool, ref=None):
     """Starting images: ``init`` if given, else ``ref`` (default: a reference image);
-    jittered per chain by ``init_jitter`` (in the unconstrained space if asked)."""
+    jittered per chain by ``init_jitter`` (in the unconstrained space if asked). Returns
+    ``(images, gradient evaluations spent finding the reference)``."""
     init = _pop(cfg, "init", None)
     jitter = float(_pop(cfg, "init_jitter", 0.1))
     shape = tuple(post.shape)
+    grads = 0
     if init is None:
-        ref = _reference_image(post, dtype)[0] if ref is None else ref
+        if ref is None:
+            ref, grads = _reference_image(post, dtype)
         init = jnp.broadcast_to(ref, (num_chains, *shape))
     else:
         init = jnp.asarray(init, dtype)
@@ -171,7 +175,7 @@ def _init_positions(post, key, cfg, num_chains, dtype, unconstrained: bool, ref=
             init = jax.vmap(post.transform.forward)(u + noise)
         else:
             init = init + noise
-    return init
+    return init, grads
 
 
 def _require_smooth(post, method):
@@ -230,7 +234,7 @@ def _init_in_z(post, key, cfg, num_chains, dtype, pc):
     from the Gaussian that defines the preconditioner (jitter 1.0 by default), so chains
     start at the posterior's own scale instead of a fixed pixel jitter."""
     if cfg.get("init") is not None:
-        return _init_positions(post, key, cfg, num_chains, dtype, True)
+        return _init_positions(post, key, cfg, num_chains, dtype, True)[0]
     jitter = float(_pop(cfg, "init_jitter", 1.0))
     _pop(cfg, "init", None)
     z = jitter * jax.random.normal(key, (num_chains, *post.shape), dtype)
@@ -290,9 +294,9 @@ def _build_ula(post, key, cfg, num_chains, dtype):
     k_init, k_l = jax.random.split(key)
     step = _pop(cfg, "step_size", None)
     step = float(step) if step is not None else 1.0 / _lipschitz(post, k_l)
-    init = _init_positions(post, k_init, cfg, num_chains, dtype, unconstrained=False)
+    init, grads = _init_positions(post, k_init, cfg, num_chains, dtype, unconstrained=False)
     return _Built(_langevin.ula(post.grad_smooth_potential, step, dtype), init,
-                  {"step_size": step}, {})
+                  {"step_size": step}, {"num_grad_evals_setup": grads})
 
 
 def _build_mala(post, key, cfg, num_chains, dtype):
@@ -331,7 +335,8 @@ def _build_proximal(kind):
             step = frac * (_proximal.skrock_max_step(L_total, stages, eta)
                            if kind == "skrock" else 1.0 / L_total)
         step = float(step)
-        init = _init_positions(post, k_init, cfg, num_chains, dtype, unconstrained=False)
+        init, grads = _init_positions(post, k_init, cfg, num_chains, dtype,
+                                      unconstrained=False)
         if kind == "skrock":
             s = _proximal.skrock(post.grad_smooth_potential, proxes, lam, step, stages, eta,
                                  dtype)
@@ -340,7 +345,7 @@ def _build_proximal(kind):
             s = _proximal.myula(post.grad_smooth_potential, proxes, lam, step, dtype)
             used = {}
         used.update(lam=lam, step_size=step, lipschitz=L, num_prox_terms=len(proxes))
-        return _Built(s, init, used, {})
+        return _Built(s, init, used, {"num_grad_evals_setup": grads})
     return build
 
 
@@ -386,13 +391,14 @@ def _build_gibbs(post, key, cfg, num_chains, dtype):
     n = _size(post)
     tol = float(_pop(cfg, "tol", _exact.default_tol(dtype)))
     maxiter = int(_pop(cfg, "maxiter", 10 * n))
-    init = _init_positions(post, key, cfg, num_chains, dtype, unconstrained=False)
+    init, grads = _init_positions(post, key, cfg, num_chains, dtype, unconstrained=False)
     names = sorted(post.hyperparameters)
     fixed = {k: jnp.asarray(v, dtype) for k, v in post.hyperparameters.items()}
     form_of = lambda h: post.with_hyperparameters(**h).gaussian_form()
     s = _gibbs.gibbs(post.conditionals, _gibbs.exact_image_draw(form_of, tol, maxiter),
                      lambda x: dict(fixed), dtype)
-    return _Built(s, init, {"tol": tol, "maxiter": maxiter, "hyperparameters": names}, {})
+    return _Built(s, init, {"tol": tol, "maxiter": maxiter, "hyperparameters": names},
+                  {"num_grad_evals_setup": grads})
 
 
 METHODS: dict[str, Callable] = {
