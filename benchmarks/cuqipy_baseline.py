@@ -3,8 +3,8 @@ older numpy than JAX wants).
 
 Reads the problem written by ``samplers.py`` (system matrix and prior square-root
 precision as CSR, data, noise std), builds the same linear-Gaussian posterior in CUQIpy
-(``x ~ N(0, Q^{-1})``, ``Q = L^T L``: a GMRF, ``y ~ N(A x, sigma^2 I)``) and runs NUTS or LinearRTO; writes
-draws and timings. Set up once with::
+(``x ~ N(0, Q^{-1})`` with ``Q = L^T L`` the GMRF precision, ``y ~ N(A x, sigma^2 I)``)
+and runs NUTS or LinearRTO; writes draws and timings. Set up once with::
 
     python3 -m venv .venv-cuqi && .venv-cuqi/bin/pip install cuqipy
 """

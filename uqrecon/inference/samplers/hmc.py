@@ -27,8 +27,9 @@ import jax.scipy.linalg as jsl
 from ..lanczos import lanczos_eigh
 from .base import Sampler, StepInfo, with_step_size_adaptation
 
-__all__ = ["UpperTriangular", "DensePreconditioner", "LowRankPreconditioner", "IdentityPreconditioner",
-           "hessian_matrix", "dense_preconditioner", "lowrank_preconditioner", "hmc", "nuts"]
+__all__ = ["UpperTriangular", "DensePreconditioner", "LowRankPreconditioner",
+           "IdentityPreconditioner", "hessian_matrix", "dense_preconditioner",
+           "lowrank_preconditioner", "hmc", "nuts"]
 
 
 class IdentityPreconditioner(NamedTuple):
@@ -231,7 +232,8 @@ def nuts(logdensity_z: Callable, to_image: Callable, max_num_doublings: int = 10
     ``2 pi / eps``, and NUTS's U-turn checks (made only at tree doublings) sometimes miss
     the turn: on a whitened 16x16 CT posterior most runs took 15 leapfrog steps per draw,
     some 40-170, by seed. Jitter (0.2, 0.4) did not cure it (17-31 steps per draw), so it
-    is off by default; HMC with a quarter-period path length is the better kernel there.
+    is off by default. HMC with a quarter-period path avoids the issue (on the 64x64
+    benchmark both reach about the same ESS per gradient).
     """
     kernel = blackjax.nuts.build_kernel()
     if not 0.0 <= float(step_size_jitter) < 1.0:
