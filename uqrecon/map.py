@@ -54,11 +54,12 @@ def _loop(step_fn, carry0, max_iter, tol):
     return carry, k, change <= tol
 
 
-def _smooth_solver(post, x0, optimizer, uses_state, max_iter, tol):
-    """Optax loop; returns ``(x, iterations, converged, gradient evaluations)``. For
-    L-BFGS every zoom line-search step evaluates value and gradient once (the first
-    one's value and gradient are reused by the next iteration through the state)."""
-    f_real = lambda r: post.smooth_potential(_from_real(r, x0))
+def _smooth_solver(potential, x0, optimizer, uses_state, max_iter, tol):
+    """Optax loop minimising ``potential``; returns ``(x, iterations, converged, gradient
+    evaluations)``. For L-BFGS every zoom line-search step evaluates value and gradient
+    once (the first one's value and gradient are reused by the next iteration through
+    the state). Also used by the samplers to find the unconstrained mode."""
+    f_real = lambda r: potential(_from_real(r, x0))
     r0 = _to_real(x0)
     vg = (optax.value_and_grad_from_state(f_real) if uses_state
           else lambda r, state: jax.value_and_grad(f_real)(r))
@@ -87,7 +88,7 @@ def _run_smooth(post, x0, max_iter, tol, learning_rate, method):
     """Compiled once per posterior structure/shape and method: the posterior is a pytree
     argument, ``max_iter``, ``tol`` and ``learning_rate`` are traced."""
     opt = optax.lbfgs() if method == "lbfgs" else optax.adam(learning_rate)
-    return _smooth_solver(post, x0, opt, method == "lbfgs", max_iter, tol)
+    return _smooth_solver(post.smooth_potential, x0, opt, method == "lbfgs", max_iter, tol)
 
 
 def _fista(post, x0, step, max_iter, tol):

@@ -135,6 +135,15 @@ def entropy_split(means, variances) -> dict:
             "mutual_information": total - aleatoric}
 
 
+def _one_image_means(predictions: Predictions) -> jax.Array:
+    """The ``(S, H, W)`` means of one image's ``S`` predictions, or a clear error."""
+    means = jnp.asarray(predictions.means)
+    if means.ndim != 3:
+        raise ValueError(f"argument 'predictions' must hold one image, means of shape "
+                         f"(S, H, W), got {means.shape}")
+    return means
+
+
 def qoi_variance(qoi: Callable, predictions: Predictions, key, num_inner: int = 64) -> dict:
     """Epistemic and aleatoric variance of a quantity of interest ``f(x)`` by double sampling.
 
@@ -145,10 +154,7 @@ def qoi_variance(qoi: Callable, predictions: Predictions, key, num_inner: int = 
     sum). The finite inner sample inflates ``epistemic`` by about
     ``(1 - 1/S) aleatoric / num_inner``; ``epistemic_debiased`` subtracts that estimate.
     """
-    means = jnp.asarray(predictions.means)
-    if means.ndim != 3:
-        raise ValueError(f"argument 'predictions' must hold one image, means of shape "
-                         f"(S, H, W), got {means.shape}")
+    means = _one_image_means(predictions)
     if int(num_inner) < 2:
         raise ValueError(f"argument 'num_inner' must be >= 2, got {num_inner}")
     return _qoi_jit(qoi, int(num_inner), means, predictions.variances, _raw_key(key))
@@ -188,10 +194,7 @@ def to_result(predictions: Predictions, key, *, method: str, num_draws: int = 12
     the ``S`` means themselves. ``diagnostics`` hold ``epistemic_variance``,
     ``aleatoric_variance`` and, with a heteroscedastic head, the entropy split maps.
     """
-    means = jnp.asarray(predictions.means)
-    if means.ndim != 3:
-        raise ValueError(f"argument 'predictions' must hold one image, means of shape "
-                         f"(S, H, W), got {means.shape}")
+    means = _one_image_means(predictions)
     if int(num_draws) < 1:
         raise ValueError(f"argument 'num_draws' must be >= 1, got {num_draws}")
     per_member = -(-int(num_draws) // means.shape[0])

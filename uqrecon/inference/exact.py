@@ -125,22 +125,10 @@ class DenseGaussian(NamedTuple):
         return self.mean + x.T.reshape(*num, *self.mean.shape)
 
 
-@jax.jit
 def dense_precision(form) -> jax.Array:
-    """``P = tau Re(A^H A) + Q`` as an n x n matrix: the operator densified once (from its
-    cheaper side) and squared by one matrix product, ``Q`` from n prior-precision
-    applications (finite-difference stencils: cheap). n HVPs through the operator cost
-    several times more."""
-    shape, dtype = form.shape, form.rhs.dtype
-    n = math.prod(shape)
-    op = form.operator
-    A = op.to_dense(op._domain_dtype_for(form.rhs))
-    AhA = jnp.conj(A).T @ A
-    AhA = (jnp.real(AhA) if form.real_image else AhA).astype(dtype)
-    eye = jnp.eye(n, dtype=dtype).reshape((n, *shape))
-    Q = jax.lax.map(form.prior_precision, eye, batch_size=min(n, 256)).reshape(n, n).T
-    P = jnp.asarray(form.noise_precision, jnp.real(AhA).dtype) * AhA + Q
-    return 0.5 * (P + jnp.conj(P).T)
+    """``P`` as an n x n matrix (:meth:`GaussianForm.precision_matrix`: the operator
+    densified once and squared, not n products with P)."""
+    return form.precision_matrix()
 
 
 @jax.jit

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..map import _smooth_solver
 from ..result import Result, make_provenance
 from ..uq.diagnostics import check_convergence, diagnose, summarize
 from . import exact as _exact
@@ -123,29 +124,10 @@ def _reference_image(post, dtype):
 
 @partial(jax.jit, static_argnames=("max_iter",))
 def _unconstrained_mode(post, u0, max_iter: int = 200, tol: float = 1e-5):
-    """L-BFGS on ``-logdensity_unconstrained`` (relative step ``tol``); returns
-    ``(u, gradient evaluations)`` (one per zoom line-search step, plus the first)."""
-    f = lambda u: -post.logdensity_unconstrained(u)
-    opt = optax.lbfgs()
-    vg = optax.value_and_grad_from_state(f)
-
-    def cond(c):
-        k, _, _, _, change = c
-        return (k < max_iter) & (change > tol)
-
-    def body(c):
-        k, u, state, evals, _ = c
-        value, grad = vg(u, state=state)
-        updates, state = opt.update(grad, state, u, value=value, grad=grad, value_fn=f)
-        new = optax.apply_updates(u, updates)
-        change = jnp.linalg.norm(new - u) / jnp.maximum(jnp.linalg.norm(new), 1e-12)
-        evals = evals + jnp.asarray(optax.tree_utils.tree_get(state, "num_linesearch_steps"),
-                                    jnp.int32)
-        return k + 1, new, state, evals, change
-
-    big = jnp.asarray(jnp.inf, u0.dtype)
-    _, u, _, evals, _ = jax.lax.while_loop(cond, body, (0, u0, opt.init(u0), jnp.int32(1),
-                                                        big))
+    """L-BFGS (the MAP solver's loop) on ``-logdensity_unconstrained``, stopping at a
+    relative step ``tol``; returns ``(u, gradient evaluations)``."""
+    u, _, _, evals = _smooth_solver(lambda v: -post.logdensity_unconstrained(v), u0,
+                                    optax.lbfgs(), True, max_iter, tol)
     return u, evals
 
 

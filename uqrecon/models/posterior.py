@@ -151,13 +151,10 @@ class GaussianForm:
         return tau * aty + prior
 
     def precision_matrix(self, dtype=None):
-        """Dense ``P`` (n x n); small problems only."""
-        rhs = self.rhs
-        dtype = dtype or rhs.dtype
-        n = math.prod(self.shape)
-        eye = jnp.eye(n, dtype=dtype).reshape((n, *self.shape))
-        cols = jax.jit(jax.vmap(lambda f, e: f.precision(e), (None, 0)))(self, eye)
-        return cols.reshape(n, n).T
+        """Dense ``P`` (n x n); small problems only. Built from the densified operator
+        (one matrix product) and n prior-precision applications, not n products with P."""
+        P = _precision_matrix(self)
+        return P if dtype is None else P.astype(dtype)
 
     def mean_cg(self, tol=1e-8, maxiter=None, x0=None):
         """The posterior mean by conjugate gradients on ``P mu = rhs``: the package's one
@@ -172,6 +169,22 @@ class GaussianForm:
         r0 = self.rhs - self.precision(x0)
         bn, rn = jnp.linalg.norm(self.rhs.ravel()), jnp.linalg.norm(r0.ravel())
         return x0 + cg(self.precision, r0, tol * bn / jnp.where(rn > 0, rn, 1.0), maxiter)[0]
+
+
+@jax.jit
+def _precision_matrix(form: GaussianForm) -> jax.Array:
+    """``P = tau Re(A^H A) + Q``: the operator densified once (from its cheaper side) and
+    squared, ``Q`` from n applications of the prior precision (stencils: cheap)."""
+    shape, dtype = form.shape, form.rhs.dtype
+    n = math.prod(shape)
+    op = form.operator
+    A = op.to_dense(op._domain_dtype_for(form.rhs))
+    AhA = jnp.conj(A).T @ A
+    AhA = (jnp.real(AhA) if form.real_image else AhA).astype(dtype)
+    eye = jnp.eye(n, dtype=dtype).reshape((n, *shape))
+    Q = jax.lax.map(form.prior_precision, eye, batch_size=min(n, 256)).reshape(n, n).T
+    P = jnp.asarray(form.noise_precision, jnp.real(AhA).dtype) * AhA + Q
+    return 0.5 * (P + jnp.conj(P).T)
 
 
 # --------------------------------------------------------------------------------------
