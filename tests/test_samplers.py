@@ -12,8 +12,7 @@ from scipy import stats
 
 from uqrecon.inference import METHODS, sample
 from uqrecon.inference.samplers.langevin import ula
-from uqrecon.inference.samplers.proximal import (myula, skrock, skrock_coefficients,
-                                                 skrock_max_step)
+from uqrecon.inference.samplers.proximal import myula, skrock, skrock_max_step
 from uqrecon.inference.runner import run_chains
 from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.operators.tomo import sparse_view
@@ -140,9 +139,8 @@ def test_skrock_stability_polynomial_is_shifted_chebyshev():
         gains.append(float(x1[0]) / 1e6)
     expected = cheb(w0 - w1 * z) / cheb(w0)
     np.testing.assert_allclose(gains, expected, atol=1e-4)
+    # skrock_max_step stays inside the polynomial's stability region
     assert np.all(np.abs(expected) < 1.0 + 1e-9)
-    mu, nu, kappa = skrock_coefficients(s, eta)
-    np.testing.assert_allclose(nu[1:] + kappa[1:], 1.0)
 
 
 def test_myula_box_bias_shrinks_like_sqrt_lambda():
