@@ -14,6 +14,7 @@ from uqrecon.inference import METHODS, sample
 from uqrecon.inference.samplers.langevin import ula
 from uqrecon.inference.samplers.proximal import myula, skrock, skrock_max_step
 from uqrecon.inference.runner import run_chains
+from uqrecon.inference.samplers.base import adapt
 from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.operators.tomo import sparse_view
 
@@ -112,7 +113,7 @@ def test_ula_stationary_variance_matches_closed_form():
     lam = jnp.asarray(np.linspace(0.5, 4.0, 8), jnp.float32)
     h = 0.3
     s = ula(lambda x: lam * x, h)
-    out = run_chains(s, jnp.zeros((4, 8)), jax.random.PRNGKey(0), num_warmup=100,
+    out = run_chains(*adapt(s), jnp.zeros((4, 8)), jax.random.PRNGKey(0), num_warmup=100,
                      num_samples=20000, keep_draws=False, progress=False)
     expected = 1.0 / (lam * (1 - h * lam / 2))
     # ~80000 strongly correlated iterations: a few per cent Monte Carlo error
@@ -154,7 +155,7 @@ def test_myula_box_bias_shrinks_like_sqrt_lambda():
     for lam in (0.5, 0.05):
         step = 1.0 / (1.0 + 1.0 / lam)
         s = myula(lambda x: x - mu, [lambda x, t: jnp.maximum(x, 0.0)], lam, step)
-        out = run_chains(s, jnp.ones((4, 16)), jax.random.PRNGKey(1), num_warmup=200,
+        out = run_chains(*adapt(s), jnp.ones((4, 16)), jax.random.PRNGKey(1), num_warmup=200,
                          num_samples=20000, keep_draws=False, progress=False)
         errs.append(np.abs(out.mean - exact).max())
     ratio = errs[1] / errs[0]

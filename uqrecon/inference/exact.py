@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from .samplers.base import Sampler, StepInfo
+from .samplers.base import LegacySampler, StepInfo
 
 __all__ = ["cg", "default_tol", "posterior_mean", "perturbed_rhs", "dense_factor",
            "po_sampler", "dense_sampler", "DenseGaussian", "dense_precision"]
@@ -86,7 +86,7 @@ def perturbed_rhs(form, key) -> jax.Array:
     return jnp.sqrt(form.noise_precision) * A.adjoint(e1) + L.adjoint(e2)
 
 
-def po_sampler(form, tol: float, maxiter: int, mean: jax.Array) -> Sampler:
+def po_sampler(form, tol: float, maxiter: int, mean: jax.Array) -> LegacySampler:
     """Independent draws by perturbation-optimisation; one CG solve per step.
 
     ``num_grad_evals`` reports the CG iterations (one application of P each).
@@ -99,7 +99,7 @@ def po_sampler(form, tol: float, maxiter: int, mean: jax.Array) -> Sampler:
         return mean + d, StepInfo(jnp.where(ok, 1.0, 0.0).astype(dtype), k, ~ok,
                                   jnp.asarray(tol, dtype))
 
-    return Sampler(init=lambda key, x: x, step=step, position=lambda x: x)
+    return LegacySampler(init=lambda key, x: x, step=step, position=lambda x: x)
 
 
 class DenseGaussian(NamedTuple):
@@ -147,7 +147,7 @@ def dense_factor(form) -> DenseGaussian:
     return dense
 
 
-def dense_sampler(dense: DenseGaussian) -> Sampler:
+def dense_sampler(dense: DenseGaussian) -> LegacySampler:
     """Independent draws ``mean + R^{-T} eps``; no gradient evaluations. An i.i.d. stream
     (``draw``): the runner makes each chunk's draws in one blocked solve."""
     dtype = dense.mean.dtype
@@ -156,5 +156,5 @@ def dense_sampler(dense: DenseGaussian) -> Sampler:
         return dense.sample(key), StepInfo(jnp.ones((), dtype), jnp.int32(0),
                                            jnp.bool_(False), jnp.zeros((), dtype))
 
-    return Sampler(init=lambda key, x: x, step=step, position=lambda x: x,
+    return LegacySampler(init=lambda key, x: x, step=step, position=lambda x: x,
                    draw=lambda key: dense.sample(key))

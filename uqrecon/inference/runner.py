@@ -1,9 +1,12 @@
 """One chunked, multi-chain loop for every sampler.
 
 Chains are vectorised with ``vmap`` (and sharded over devices when there are several);
-steps run in compiled ``lax.scan`` chunks, each chunk length compiled once ahead of time
-(so compile time and run time are measured apart). Between chunks: progress bar,
-checkpoint, and draws written to memory or to a ``.npy`` memmap on disk. Every
+steps run in ``lax.scan`` chunks of one module-level jitted function that takes the
+sampler's functions as a static argument and the problem (``params``) as a traced one, so
+it compiles once per problem *structure* for the whole process, not once per call (no
+executable cache of our own: jit's). Compile and run time are measured apart from JAX's
+compilation events. Between chunks: progress bar, checkpoint, and draws written to memory
+or to a ``.npy`` memmap on disk. Every
 post-warmup iteration enters a per-pixel Welford mean/variance; only every ``thin``-th is
 kept as a draw, so memory stays bounded however long the run.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +32,7 @@ from ..uq.diagnostics import (welford_finalize, welford_init,
 from .checkpoint import load_checkpoint, save_checkpoint
 from .samplers.base import Sampler
 
-__all__ = ["RunOutput", "run_chains"]
+__all__ = ["RunOutput", "run_chains", "CompileMonitor"]
 
 _PHASE_INIT, _PHASE_WARMUP, _PHASE_SAMPLE = 0, 1, 2
 
@@ -57,93 +61,108 @@ def _chain_keys(key, num_chains):
     return jax.random.split(key, num_chains)
 
 
-def _make_chunk(sampler: Sampler, length: int, thin: int):
-    """A jit-able function running ``length`` steps of every chain from iteration ``t0``.
+def _one_chain(sampler: Sampler, length: int, thin: int, params, state, wf, key, t0, phase):
+    """``length`` steps of one chain from iteration ``t0``; every ``thin``-th position kept.
 
     Warmup and sampling share it (``phase`` is traced): in warmup the Welford update is
     masked out and the draws it returns are discarded.
     """
+    pkey = jax.random.fold_in(key, phase)
+    collect = phase == _PHASE_SAMPLE
+    dtype = sampler.position(state, params).dtype
 
-    def one_chain(state, wf, key, t0, phase):
-        pkey = jax.random.fold_in(key, phase)
-        collect = phase == _PHASE_SAMPLE
-        dtype = sampler.position(state).dtype
-
-        def inner(carry, t):
-            state, wf, acc, grads, divs, bad, ss = carry
-            state, info = sampler.step(jax.random.fold_in(pkey, t), state)
-            x = sampler.position(state)
-            bad = bad | ~jnp.all(jnp.isfinite(x))
-            wf = jax.tree_util.tree_map(lambda new, old: jnp.where(collect, new, old),
-                                        welford_update(wf, x[None]), wf)
-            acc = acc + jnp.where(jnp.isfinite(info.acceptance), info.acceptance, 0.0)
-            return (state, wf, acc, grads + info.num_grad_evals.astype(jnp.int32),
-                    divs + info.divergent.astype(jnp.int32), bad,
-                    jnp.asarray(info.step_size, dtype)), None
-
-        def outer(carry, j):
-            carry, _ = jax.lax.scan(inner, carry, t0 + j * thin + jnp.arange(thin))
-            return carry, (sampler.position(carry[0]), sampler.trace(carry[0]))
-
-        carry = (state, wf, jnp.zeros((), dtype), jnp.int32(0), jnp.int32(0),
-                 jnp.bool_(False), jnp.zeros((), dtype))
-        carry, (draws, traces) = jax.lax.scan(outer, carry, jnp.arange(length // thin))
+    def inner(carry, t):
         state, wf, acc, grads, divs, bad, ss = carry
-        return state, wf, (acc, grads, divs, bad, ss), draws, traces
+        state, info = sampler.step(jax.random.fold_in(pkey, t), state, params)
+        x = sampler.position(state, params)
+        bad = bad | ~jnp.all(jnp.isfinite(x))
+        wf = jax.tree_util.tree_map(lambda new, old: jnp.where(collect, new, old),
+                                    welford_update(wf, x[None]), wf)
+        acc = acc + jnp.where(jnp.isfinite(info.acceptance), info.acceptance, 0.0)
+        return (state, wf, acc, grads + info.num_grad_evals.astype(jnp.int32),
+                divs + info.divergent.astype(jnp.int32), bad,
+                jnp.asarray(info.step_size, dtype)), None
 
-    def one_chain_iid(state, wf, key, t0, phase):
-        # i.i.d. stream: the draws of iterations t0 .. t0+length-1 in one batched call,
-        # from the same per-iteration keys as the step-by-step loop above.
-        pkey = jax.random.fold_in(key, phase)
-        keys = jax.vmap(lambda t: jax.random.fold_in(pkey, t))(t0 + jnp.arange(length))
-        xs = jax.vmap(sampler.draw)(keys)
-        dtype = xs.dtype
-        bad = ~jnp.all(jnp.isfinite(xs))
-        wf = jax.tree_util.tree_map(lambda new, old: jnp.where(phase == _PHASE_SAMPLE, new, old),
-                                    welford_update(wf, xs), wf)
-        kept = xs[thin - 1::thin]
-        stats = (jnp.asarray(length, dtype), jnp.int32(0), jnp.int32(0), bad,
-                 jnp.zeros((), dtype))
-        return xs[-1], wf, stats, kept, {}
+    def outer(carry, j):
+        carry, _ = jax.lax.scan(inner, carry, t0 + j * thin + jnp.arange(thin))
+        return carry, (sampler.position(carry[0], params), sampler.trace(carry[0], params))
 
-    return jax.vmap(one_chain if sampler.draw is None else one_chain_iid,
-                    in_axes=(0, 0, 0, None, None))
-
-
-_EXECUTABLES: dict = {}     # (sampler, length, thin, argument signature) -> executable
-_MAX_EXECUTABLES = 16
+    carry = (state, wf, jnp.zeros((), dtype), jnp.int32(0), jnp.int32(0),
+             jnp.bool_(False), jnp.zeros((), dtype))
+    carry, (draws, traces) = jax.lax.scan(outer, carry, jnp.arange(length // thin))
+    state, wf, acc, grads, divs, bad, ss = carry
+    return state, wf, (acc, grads, divs, bad, ss), draws, traces
 
 
-def _signature(args):
-    leaves, tree = jax.tree_util.tree_flatten(args)
-    return tree, tuple((a.shape, a.dtype, getattr(a, "sharding", None)) for a in leaves)
+def _one_chain_iid(sampler: Sampler, length: int, thin: int, params, state, wf, key, t0,
+                   phase):
+    """An i.i.d. stream: the draws of iterations ``t0 .. t0+length-1`` in one batched
+    call, from the same per-iteration keys as the step-by-step loop of :func:`_one_chain`."""
+    pkey = jax.random.fold_in(key, phase)
+    keys = jax.vmap(lambda t: jax.random.fold_in(pkey, t))(t0 + jnp.arange(length))
+    xs = jax.vmap(sampler.draw, in_axes=(0, None))(keys, params)
+    dtype = xs.dtype
+    bad = ~jnp.all(jnp.isfinite(xs))
+    wf = jax.tree_util.tree_map(lambda new, old: jnp.where(phase == _PHASE_SAMPLE, new, old),
+                                welford_update(wf, xs), wf)
+    kept = xs[thin - 1::thin]
+    stats = (jnp.asarray(length, dtype), jnp.int32(0), jnp.int32(0), bad,
+             jnp.zeros((), dtype))
+    return xs[-1], wf, stats, kept, {}
 
 
-class _Compiled:
-    """AOT-compiled chunk functions keyed by (length, thin), with compile time summed.
+@partial(jax.jit, static_argnames=("sampler", "length", "thin"))
+def _chunk(params, states, wf, keys, t0, phase, *, sampler: Sampler, length: int, thin: int):
+    """``length`` iterations of every chain (vmapped), jitted once at module level: the
+    Sampler (module-level functions) and the loop structure are static, everything that
+    varies between problems (``params``) and between chunks (states, ``t0``) is traced."""
+    one = _one_chain if sampler.draw is None else _one_chain_iid
+    return jax.vmap(lambda s, w, k: one(sampler, length, thin, params, s, w, k, t0, phase))(
+        states, wf, keys)
 
-    Executables are also kept in a small module-level cache keyed by the sampler object,
-    so running the same Sampler again (e.g. a resumed run) compiles nothing.
-    """
 
-    def __init__(self, sampler):
-        self.sampler = sampler
-        self.cache: dict = {}
+@partial(jax.jit, static_argnames=("sampler",))
+def _init_states(params, keys, positions, *, sampler: Sampler):
+    """Every chain's initial state from its starting image (phase-0 keys)."""
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, _PHASE_INIT))(keys)
+    return jax.vmap(sampler.init, in_axes=(0, 0, None))(init_keys, positions, params)
+
+
+@partial(jax.jit, static_argnames=("sampler",))
+def _finish_warmup(params, states, *, sampler: Sampler):
+    return jax.vmap(sampler.finish_warmup, in_axes=(0, None))(states, params)
+
+
+class CompileMonitor:
+    """Counts the XLA compilations (and sums the time spent tracing, lowering and
+    compiling) that happen while it is active, from JAX's own monitoring events: an
+    executable taken from a cache fires none, so this counts what really compiled.
+    Global: compilations of other threads in the same process are counted too."""
+
+    _EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+               "/jax/core/compile/jaxpr_to_mlir_module_duration",
+               "/jax/core/compile/backend_compile_duration")
+    BACKEND = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.num_compiles = 0
         self.compile_s = 0.0
+        self.names: list[str] = []
 
-    def get(self, length, thin, args):
-        k = (length, thin)
-        if k not in self.cache:
-            gkey = (self.sampler, length, thin, _signature(args))
-            if gkey not in _EXECUTABLES:
-                t = time.perf_counter()
-                fn = jax.jit(_make_chunk(self.sampler, length, thin))
-                _EXECUTABLES[gkey] = fn.lower(*args).compile()
-                self.compile_s += time.perf_counter() - t
-                while len(_EXECUTABLES) > _MAX_EXECUTABLES:
-                    _EXECUTABLES.pop(next(iter(_EXECUTABLES)))
-            self.cache[k] = _EXECUTABLES[gkey]
-        return self.cache[k]
+    def _listener(self, event, duration, **kw):
+        if event in self._EVENTS:
+            self.compile_s += float(duration)
+        if event == self.BACKEND:
+            self.num_compiles += 1
+            self.names.append(str(kw.get("fun_name", "?")))
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+        return False
 
 
 def _chain_sharding(num_chains):
@@ -159,12 +178,19 @@ def _fingerprint(**kw):
     return {k: (v if not isinstance(v, np.ndarray) else v.tolist()) for k, v in kw.items()}
 
 
-def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_samples: int,
-               thin: int = 1, chunk_size: int | None = None, checkpoint_dir=None,
-               draws_dir=None, keep_draws: bool = True, progress: bool = True,
+def run_chains(sampler: Sampler, params, init_positions, key, *, num_warmup: int,
+               num_samples: int, thin: int = 1, chunk_size: int | None = None,
+               checkpoint_dir=None, draws_dir=None, keep_draws: bool = True,
+               progress: bool = True,
                callback: Callable[[dict], Any] | None = None,
                fingerprint: dict | None = None) -> RunOutput:
-    """Run ``C = len(init_positions)`` chains of ``sampler``: warmup, then sampling.
+    """Run ``C = len(init_positions)`` chains of ``sampler`` on ``params``: warmup, then
+    sampling.
+
+    ``sampler`` is a static :class:`Sampler` (module-level functions) and ``params`` the
+    pytree its functions take (posterior, preconditioner, step sizes...); the chunk is
+    jitted once per (sampler, chunk length, thin, params structure and shapes) for the
+    whole process, so a second run on a same-shaped problem compiles nothing.
 
     ``num_samples`` counts post-warmup iterations; every one enters the Welford mean and
     variance, every ``thin``-th is kept (``num_samples // thin`` draws per chain).
@@ -172,8 +198,29 @@ def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_sa
     With ``checkpoint_dir`` the state is saved after every chunk and a run started with
     the same arguments resumes from it. With ``draws_dir`` draws go to
     ``draws_dir/draws.npy`` (a memmap) instead of memory. ``callback(info)`` is called
-    after each chunk (``info``: phase, iterations done, total).
+    after each chunk (``info``: phase, iterations done, total). ``timings`` holds
+    ``compile_s`` (tracing, lowering and XLA compilation that actually happened in this
+    call), ``run_s`` (the rest of the chunks' wall time), ``num_compiles`` (XLA
+    compilations in this call) and ``chunks_run`` (chunks executed by this call: after a
+    resume, only the ones the checkpoint did not hold).
     """
+    monitor = CompileMonitor().__enter__()
+    try:
+        return _run_chains(monitor, sampler, params, init_positions, key,
+                           num_warmup=num_warmup, num_samples=num_samples, thin=thin,
+                           chunk_size=chunk_size, checkpoint_dir=checkpoint_dir,
+                           draws_dir=draws_dir, keep_draws=keep_draws, progress=progress,
+                           callback=callback, fingerprint=fingerprint)
+    finally:
+        monitor.__exit__()
+
+
+def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, num_samples,
+                thin, chunk_size, checkpoint_dir, draws_dir, keep_draws, progress, callback,
+                fingerprint):
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"run_chains: 'sampler' must be a Sampler, got "
+                        f"{type(sampler).__name__}")
     init_positions = jnp.asarray(init_positions)
     C = init_positions.shape[0]
     shape = init_positions.shape[1:]
@@ -191,7 +238,6 @@ def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_sa
     num_kept = num_samples // thin
     sharding, num_devices = _chain_sharding(C)
     put = (lambda t: jax.device_put(t, sharding)) if sharding is not None else (lambda t: t)
-    compiled = _Compiled(sampler)
     fp = _fingerprint(num_chains=C, shape=list(shape), dtype=str(dtype), thin=thin,
                       num_warmup=num_warmup, num_samples=num_samples, chunk_size=chunk_size,
                       key=np.asarray(jax.random.key_data(key) if jnp.issubdtype(
@@ -203,8 +249,7 @@ def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_sa
     draws = None
     traces: dict[str, np.ndarray] = {}
     totals = {"acc": np.zeros(C), "grads_s": 0, "grads_w": 0, "divs": np.zeros(C, np.int64),
-              "bad": np.zeros(C, bool), "step": np.zeros(C), "warm_done": 0, "samp_done": 0,
-              "run_s": 0.0}
+              "bad": np.zeros(C, bool), "step": np.zeros(C), "warm_done": 0, "samp_done": 0}
     if draws_dir is not None and keep_draws:
         Path(draws_dir).mkdir(parents=True, exist_ok=True)
     draws_path = Path(draws_dir) / "draws.npy" if draws_dir is not None else None
@@ -221,8 +266,7 @@ def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_sa
             draws = (np.lib.format.open_memmap(draws_path, mode="r+") if draws_path
                      else ckpt["draws"])
     else:
-        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, _PHASE_INIT))(keys)
-        states = put(jax.vmap(sampler.init)(init_keys, init_positions))
+        states = put(_init_states(params, keys, init_positions, sampler=sampler))
         wf = put(jax.vmap(lambda _: welford_init(shape, dtype))(jnp.arange(C)))
         if keep_draws:
             draws = (np.lib.format.open_memmap(draws_path, mode="w+", dtype=dtype,
@@ -230,6 +274,7 @@ def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_sa
                      if draws_path else np.zeros((C, num_kept, *shape), dtype))
     keys = put(keys)
 
+    run_s, chunks_run = 0.0, 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -249,17 +294,18 @@ def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_sa
                                    (_PHASE_SAMPLE, num_samples, "samp_done")):
         if phase == _PHASE_SAMPLE and totals["warm_done"] == num_warmup \
                 and totals["samp_done"] == 0 and not totals.get("finished_warmup"):
-            states = jax.vmap(sampler.finish_warmup)(states)
+            states = _finish_warmup(params, states, sampler=sampler)
             totals["finished_warmup"] = True
         while totals[done_key] < total:
             t0 = totals[done_key]
             length = min(chunk_size, total - t0)
-            args = (states, wf, keys, jnp.int32(t0), jnp.int32(phase))
-            chunk = compiled.get(length, thin if length % thin == 0 else 1, args)
-            t_run = time.perf_counter()
-            states, wf, stats, chunk_draws, chunk_traces = chunk(*args)
+            t_run, c_run = time.perf_counter(), monitor.compile_s
+            states, wf, stats, chunk_draws, chunk_traces = _chunk(
+                params, states, wf, keys, jnp.int32(t0), jnp.int32(phase), sampler=sampler,
+                length=length, thin=thin if length % thin == 0 else 1)
             acc, grads, divs, bad, step = jax.device_get(stats)
-            totals["run_s"] += time.perf_counter() - t_run
+            run_s += time.perf_counter() - t_run - (monitor.compile_s - c_run)
+            chunks_run += 1
             grads_total = int(np.asarray(grads, np.int64).sum())
             if phase == _PHASE_SAMPLE:
                 totals["acc"] = totals["acc"] + np.asarray(acc, np.float64)
@@ -299,6 +345,6 @@ def run_chains(sampler: Sampler, init_positions, key, *, num_warmup: int, num_sa
         acceptance_rate=totals["acc"] / max(num_samples, 1), divergences=totals["divs"],
         step_size=totals["step"], num_grad_evals=totals["grads_s"],
         num_grad_evals_warmup=totals["grads_w"], nonfinite_chains=totals["bad"],
-        timings={"compile_s": compiled.compile_s, "run_s": totals["run_s"],
-                 "num_compiles": len(compiled.cache)},
+        timings={"compile_s": monitor.compile_s, "run_s": run_s,
+                 "num_compiles": monitor.num_compiles, "chunks_run": chunks_run},
         num_devices=num_devices)

@@ -57,7 +57,7 @@ from .samplers import gibbs as _gibbs
 from .samplers import hmc as _hmc
 from .samplers import langevin as _langevin
 from .samplers import proximal as _proximal
-from .samplers.base import Sampler
+from .samplers.base import Sampler, adapt
 
 __all__ = ["sample", "METHODS"]
 
@@ -444,8 +444,10 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     if built.num_warmup is not None:
         num_warmup = built.num_warmup
 
-    out = run_chains(built.sampler, built.init_positions, key_run, num_warmup=num_warmup,
-                     num_samples=num_samples, thin=thin, chunk_size=chunk_size,
+    sampler, params = adapt(built.sampler)
+    out = run_chains(sampler, params, built.init_positions, key_run,
+                     num_warmup=num_warmup, num_samples=num_samples, thin=thin,
+                     chunk_size=chunk_size,
                      checkpoint_dir=checkpoint_dir, draws_dir=draws_dir,
                      keep_draws=keep_draws, progress=progress,
                      fingerprint={"method": method, "seed": seed, "config": repr(requested)})
@@ -483,6 +485,7 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     timings = {"setup_s": setup_s, **out.timings}
     timings["total_s"] = setup_s + out.timings["compile_s"] + out.timings["run_s"]
     diagnostics["num_compiles"] = timings.pop("num_compiles")
+    timings.pop("chunks_run", None)
     provenance = make_provenance(
         method, config={**built.config, "num_chains": num_chains, "num_samples": num_samples,
                         "num_warmup": num_warmup, "thin": thin},

@@ -1,8 +1,14 @@
 """The sampler protocol shared by every MCMC method, and step-size adaptation.
 
-A :class:`Sampler` is a bundle of pure functions in blackjax style. The runner
-(:mod:`uqrecon.inference.runner`) only ever calls these, so every method (NUTS, MALA,
-SK-ROCK, Gibbs, exact draws) runs through the same chunked, checkpointed loop.
+A :class:`Sampler` is a static bundle of module-level pure functions in blackjax style;
+everything that varies between problems (the posterior, a preconditioner, step sizes,
+tolerances) travels separately as ``params``, any pytree. The runner
+(:mod:`uqrecon.inference.runner`) passes the Sampler to its jitted chunk as a *static*
+argument and ``params`` as a traced one, so two runs on same-shaped problems (other data,
+other noise level, other tuned step) reuse one compiled executable: the Sampler values
+compare equal (same functions) and the params have the same tree structure and shapes.
+Every method (NUTS, MALA, SK-ROCK, Gibbs, exact draws) runs through that one chunked,
+checkpointed loop.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import jax
 import jax.numpy as jnp
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 
-__all__ = ["StepInfo", "Sampler", "TunedState", "with_step_size_adaptation", "as_float"]
+from ...operators.base import operator_dataclass, static_field
+
+__all__ = ["StepInfo", "Sampler", "TunedState", "tuned_init", "tuned_step",
+           "tuned_finish_warmup", "as_float", "LegacySampler", "adapt"]
 
 
 class StepInfo(NamedTuple):
@@ -25,25 +34,38 @@ class StepInfo(NamedTuple):
     step_size: jax.Array       # step size used
 
 
+def keep_state(state, params):
+    """Default ``finish_warmup``: nothing to freeze."""
+    return state
+
+
+def no_trace(state, params):
+    """Default ``trace``: no per-draw scalars."""
+    return {}
+
+
 class Sampler(NamedTuple):
-    """Pure functions that define a Markov chain (or an i.i.d. stream) on images.
+    """Static bundle of module-level pure functions: hashable, passed to jit as a static
+    argument (so it must compare equal across calls: never build one from closures).
 
-    ``init(key, x) -> state``; ``step(key, state) -> (state, StepInfo)``, the same
-    function in warmup and sampling (adaptive samplers carry an ``adapting`` flag in their
-    state, so warmup and sampling share one compiled chunk); ``finish_warmup(state) ->
-    state`` freezes the tuning; ``position(state) -> image``; ``trace(state) -> dict`` of
-    scalars kept per kept draw (e.g. Gibbs hyperparameters).
+    ``init(key, x, params) -> state``; ``step(key, state, params) -> (state, StepInfo)``,
+    the same function in warmup and sampling (adaptive samplers carry an ``adapting``
+    flag in their state, so warmup and sampling share one compiled chunk);
+    ``position(state, params) -> image``; ``finish_warmup(state, params) -> state``
+    freezes the tuning; ``trace(state, params) -> dict`` of scalars kept per kept draw
+    (e.g. Gibbs hyperparameters).
 
-    ``draw(key) -> image`` (optional) marks an i.i.d. stream whose step is
-    ``position(step(key, s)) == draw(key)`` whatever the state: the runner then makes a
-    whole chunk of draws at once (one matrix product instead of one matvec per step).
+    ``draw(key, params) -> image`` (optional) marks an i.i.d. stream whose step is
+    ``position(step(key, s, p), p) == draw(key, p)`` whatever the state: the runner then
+    makes a whole chunk of draws at once (one matrix product instead of one matvec per
+    step).
     """
 
-    init: Callable[[jax.Array, jax.Array], Any]
+    init: Callable
     step: Callable
     position: Callable
-    finish_warmup: Callable = lambda state: state
-    trace: Callable = lambda state: {}
+    finish_warmup: Callable = keep_state
+    trace: Callable = no_trace
     draw: Callable | None = None
 
 
@@ -60,12 +82,98 @@ def as_float(value, dtype) -> jax.Array:
     return jnp.asarray(value, dtype=dtype)
 
 
+def tuned_init(inner_state, initial_step_size, target_acceptance) -> TunedState:
+    """Wrap a kernel state for dual-averaging step-size adaptation (Hoffman & Gelman
+    2014) starting at ``initial_step_size`` (an array: its dtype is the step's)."""
+    step = jnp.asarray(initial_step_size)
+    da_init, _, _ = dual_averaging_adaptation(target_acceptance)
+    return TunedState(inner_state, step, da_init(step), jnp.bool_(True))
+
+
+def tuned_step(inner_step: Callable, key, state: TunedState, params, target_acceptance):
+    """One ``inner_step(key, inner_state, step_size, params) -> (inner, StepInfo)`` with
+    the step size updated towards ``target_acceptance`` while ``state.adapting``.
+    Called from module-level step functions (``inner_step`` is module-level too)."""
+    inner, info = inner_step(key, state.inner, state.step_size, params)
+    _, da_update, _ = dual_averaging_adaptation(target_acceptance)
+    acc = jnp.where(jnp.isfinite(info.acceptance), info.acceptance, 0.0)
+    da = jax.tree_util.tree_map(lambda new, old: jnp.where(state.adapting, new, old),
+                                da_update(state.da, acc), state.da)
+    dtype = state.step_size.dtype
+    step_size = jnp.where(state.adapting, jnp.exp(da.log_step_size).astype(dtype),
+                          state.step_size)
+    return TunedState(inner, step_size, da, state.adapting), info
+
+
+def tuned_finish_warmup(state: TunedState, params) -> TunedState:
+    """Freeze the step at its dual-averaged value. With no warmup step taken
+    (``num_warmup=0``) the average is meaningless: keep the initial step."""
+    da_init, _, da_final = dual_averaging_adaptation(0.5)   # final() ignores the target
+    adapted = state.da.step > da_init(1.0).step
+    dtype = state.step_size.dtype
+    final = jnp.where(adapted, da_final(state.da).astype(dtype), state.step_size)
+    return state._replace(step_size=final, adapting=jnp.bool_(False))
+
+
+# --------------------------------------------------------------------------------------
+# temporary adapter: closure-style samplers (compile per object, as before)
+# --------------------------------------------------------------------------------------
+class LegacySampler(NamedTuple):
+    """The former protocol: functions closing over the posterior (``init(key, x)``,
+    ``step(key, state)``, ...). Run through :func:`adapt`; every new object compiles."""
+
+    init: Callable
+    step: Callable
+    position: Callable
+    finish_warmup: Callable = lambda state: state
+    trace: Callable = lambda state: {}
+    draw: Callable | None = None
+
+
+@operator_dataclass
+class _LegacyParams:
+    legacy: Any = static_field()
+
+
+def _legacy_init(key, x, params):
+    return params.legacy.init(key, x)
+
+
+def _legacy_step(key, state, params):
+    return params.legacy.step(key, state)
+
+
+def _legacy_position(state, params):
+    return params.legacy.position(state)
+
+
+def _legacy_finish(state, params):
+    return params.legacy.finish_warmup(state)
+
+
+def _legacy_trace(state, params):
+    return params.legacy.trace(state)
+
+
+def _legacy_draw(key, params):
+    return params.legacy.draw(key)
+
+
+_LEGACY = Sampler(_legacy_init, _legacy_step, _legacy_position, _legacy_finish,
+                  _legacy_trace)
+_LEGACY_IID = _LEGACY._replace(draw=_legacy_draw)
+
+
+def adapt(legacy: LegacySampler):
+    """``(Sampler, params)`` running a closure-style sampler under the new protocol (the
+    closures ride in the params' static part, so each new object compiles once)."""
+    return (_LEGACY if legacy.draw is None else _LEGACY_IID), _LegacyParams(legacy)
+
+
 def with_step_size_adaptation(inner_init: Callable, inner_step: Callable,
                               position: Callable, initial_step_size: float,
-                              target_acceptance: float, dtype) -> Sampler:
-    """Wrap ``inner_step(key, state, step_size) -> (state, StepInfo)`` into a Sampler
-    whose warmup tunes the step size to ``target_acceptance`` by dual averaging
-    (Hoffman & Gelman 2014), then freezes it at the averaged value."""
+                              target_acceptance: float, dtype) -> LegacySampler:
+    """Closure-style dual averaging (temporary, for samplers not yet converted)."""
     da_init, da_update, da_final = dual_averaging_adaptation(target_acceptance)
 
     def init(key, x):
@@ -82,11 +190,9 @@ def with_step_size_adaptation(inner_init: Callable, inner_step: Callable,
         return TunedState(inner, step_size, da, state.adapting), info
 
     def finish_warmup(state):
-        # With no warmup step taken (num_warmup=0) the averaged value is meaningless:
-        # keep the step size the user gave.
         adapted = state.da.step > da_init(1.0).step
         final = jnp.where(adapted, da_final(state.da).astype(dtype), state.step_size)
         return state._replace(step_size=final, adapting=jnp.bool_(False))
 
-    return Sampler(init=init, step=step, position=lambda state: position(state.inner),
-                   finish_warmup=finish_warmup)
+    return LegacySampler(init=init, step=step, position=lambda state: position(state.inner),
+                         finish_warmup=finish_warmup)

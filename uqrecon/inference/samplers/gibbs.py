@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ..exact import cg, perturbed_rhs
-from .base import Sampler, StepInfo
+from .base import LegacySampler, StepInfo
 
 __all__ = ["GibbsState", "gibbs", "gamma_draws", "exact_image_draw"]
 
@@ -47,7 +47,7 @@ def exact_image_draw(form_of: Callable, tol: float, maxiter: int) -> Callable:
 
 
 def gibbs(conditionals: Callable, image_draw: Callable, init_hypers: Callable,
-          dtype=jnp.float32) -> Sampler:
+          dtype=jnp.float32) -> LegacySampler:
     """Gibbs sampler from ``conditionals(x) -> {name: (shape, rate)}``, an image draw
     ``image_draw(key, x, hypers) -> (x, grads, ok)`` and ``init_hypers(x) -> dict``.
 
@@ -62,5 +62,5 @@ def gibbs(conditionals: Callable, image_draw: Callable, init_hypers: Callable,
         return GibbsState(x, hypers), StepInfo(jnp.where(ok, 1.0, 0.0).astype(dtype),
                                                k.astype(jnp.int32), ~ok, jnp.zeros((), dtype))
 
-    return Sampler(init=lambda key, x: GibbsState(x, init_hypers(x)), step=step,
+    return LegacySampler(init=lambda key, x: GibbsState(x, init_hypers(x)), step=step,
                    position=lambda s: s.x, trace=lambda s: dict(s.hypers))

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from ..lanczos import lanczos_eigh
-from .base import Sampler, StepInfo, with_step_size_adaptation
+from .base import LegacySampler, StepInfo, with_step_size_adaptation
 
 __all__ = ["UpperTriangular", "DensePreconditioner", "LowRankPreconditioner",
            "IdentityPreconditioner", "hessian_matrix", "dense_preconditioner",
@@ -184,7 +184,7 @@ def _unit_mass(state):
 def hmc(logdensity_z: Callable, to_image: Callable, num_integration_steps: int = 16,
         initial_step_size: float = 0.5, target_acceptance: float = 0.8,
         dtype=jnp.float32, path_length: float | None = None,
-        max_integration_steps: int = 1024) -> Sampler:
+        max_integration_steps: int = 1024) -> LegacySampler:
     """HMC (blackjax) on ``z`` with a random trajectory length.
 
     A fixed path resonates with the near-harmonic dynamics of a whitened Gaussian (a path
@@ -224,7 +224,7 @@ def hmc(logdensity_z: Callable, to_image: Callable, num_integration_steps: int =
 
 def nuts(logdensity_z: Callable, to_image: Callable, max_num_doublings: int = 10,
          initial_step_size: float = 0.5, target_acceptance: float = 0.8,
-         dtype=jnp.float32, step_size_jitter: float = 0.0) -> Sampler:
+         dtype=jnp.float32, step_size_jitter: float = 0.0) -> LegacySampler:
     """NUTS (blackjax) on ``z``; counts the leapfrog steps of each trajectory.
 
     ``step_size_jitter`` draws each iteration's step uniformly in ``eps (1 +/- j)``.

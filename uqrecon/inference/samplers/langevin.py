@@ -13,12 +13,13 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
-from .base import Sampler, StepInfo, as_float, with_step_size_adaptation
+from .base import (LegacySampler, StepInfo, as_float,
+                   with_step_size_adaptation)
 
 __all__ = ["ula", "mala"]
 
 
-def ula(grad_potential: Callable, step_size: float, dtype=jnp.float32) -> Sampler:
+def ula(grad_potential: Callable, step_size: float, dtype=jnp.float32) -> LegacySampler:
     """Unadjusted Langevin: ``x' = x - h grad U(x) + sqrt(2h) xi``; one gradient a step."""
     h = as_float(step_size, dtype)
 
@@ -27,11 +28,11 @@ def ula(grad_potential: Callable, step_size: float, dtype=jnp.float32) -> Sample
         x_new = x - h * grad_potential(x) + jnp.sqrt(2 * h) * xi
         return x_new, StepInfo(jnp.ones((), dtype), jnp.int32(1), jnp.bool_(False), h)
 
-    return Sampler(init=lambda key, x: x, step=step, position=lambda x: x)
+    return LegacySampler(init=lambda key, x: x, step=step, position=lambda x: x)
 
 
 def mala(logdensity: Callable, initial_step_size: float, target_acceptance: float = 0.574,
-         dtype=jnp.float32) -> Sampler:
+         dtype=jnp.float32) -> LegacySampler:
     """MALA from blackjax with the step tuned by dual averaging during warmup.
 
     The step convention is blackjax's: ``x' = x + h grad log p + sqrt(2h) xi``.

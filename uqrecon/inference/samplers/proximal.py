@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import Sampler, StepInfo, as_float
+from .base import LegacySampler, StepInfo, as_float
 
 __all__ = ["moreau_gradient", "myula", "skrock", "skrock_coefficients", "skrock_max_step"]
 
@@ -37,7 +37,7 @@ def moreau_gradient(grad_smooth: Callable, proxes: Sequence[Callable], lam) -> C
 
 
 def myula(grad_smooth: Callable, proxes: Sequence[Callable], lam: float, step_size: float,
-          dtype=jnp.float32) -> Sampler:
+          dtype=jnp.float32) -> LegacySampler:
     """MYULA: ``x' = x - h grad U_lam(x) + sqrt(2h) xi``; one gradient (and prox) a step."""
     lam_, h = as_float(lam, dtype), as_float(step_size, dtype)
     grad = moreau_gradient(grad_smooth, proxes, lam_)
@@ -47,7 +47,7 @@ def myula(grad_smooth: Callable, proxes: Sequence[Callable], lam: float, step_si
         x_new = x - h * grad(x) + jnp.sqrt(2 * h) * xi
         return x_new, StepInfo(jnp.ones((), dtype), jnp.int32(1), jnp.bool_(False), h)
 
-    return Sampler(init=lambda key, x: x, step=step, position=lambda x: x)
+    return LegacySampler(init=lambda key, x: x, step=step, position=lambda x: x)
 
 
 def skrock_coefficients(s: int, eta: float = 0.05):
@@ -80,7 +80,7 @@ def skrock_max_step(lipschitz: float, s: int, eta: float = 0.05) -> float:
 
 
 def skrock(grad_smooth: Callable, proxes: Sequence[Callable], lam: float, step_size: float,
-           stages: int = 10, eta: float = 0.05, dtype=jnp.float32) -> Sampler:
+           stages: int = 10, eta: float = 0.05, dtype=jnp.float32) -> LegacySampler:
     """SK-ROCK on the Moreau-Yosida smoothed target; ``stages`` gradients a step."""
     lam_, h = as_float(lam, dtype), as_float(step_size, dtype)
     grad = moreau_gradient(grad_smooth, proxes, lam_)
@@ -100,4 +100,4 @@ def skrock(grad_smooth: Callable, proxes: Sequence[Callable], lam: float, step_s
         (_, cur), _ = jax.lax.scan(stage, (prev, cur), (mu[1:], nu[1:], kappa[1:]))
         return cur, StepInfo(jnp.ones((), dtype), jnp.int32(stages), jnp.bool_(False), h)
 
-    return Sampler(init=lambda key, x: x, step=step, position=lambda x: x)
+    return LegacySampler(init=lambda key, x: x, step=step, position=lambda x: x)
