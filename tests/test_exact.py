@@ -82,9 +82,9 @@ def test_draws_are_exactly_the_posterior(small, path):
         x = np.asarray(d.sample(jax.random.PRNGKey(3), 20000), np.float64)
     else:
         m, _, _ = posterior_mean(form, default_tol(jnp.float32), 10 * n)
-        s = po_sampler(form, default_tol(jnp.float32), 10 * n, m)
+        s, params = po_sampler(form, default_tol(jnp.float32), 10 * n, m)
         keys = jax.random.split(jax.random.PRNGKey(3), 20000)
-        x, info = jax.vmap(lambda k: s.step(k, m))(keys)
+        x, info = jax.vmap(lambda k: s.step(k, m, params))(keys)
         x = np.asarray(x, np.float64)
         assert np.all(np.asarray(info.divergent) == 0)     # every solve converged
     R = np.linalg.cholesky(np.linalg.inv(cov))

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 
 from uqrecon.inference import run_chains, sample
-from uqrecon.inference.samplers.base import adapt
 from uqrecon.inference.samplers.langevin import mala
 from uqrecon.models import GMRF, Gaussian, Posterior
 from uqrecon.operators.matrix import MatrixOperator
@@ -22,11 +22,22 @@ D = 6
 _P = np.diag(np.linspace(1.0, 4.0, D)).astype(np.float32)
 
 
-def _logdensity(x):
-    return -0.5 * x @ (jnp.asarray(_P) @ x)
+class _Gauss(NamedTuple):
+    """N(0, P^{-1}) as a MALA target (a pytree: it travels in the sampler's params)."""
+
+    P: jax.Array
+
+    def logdensity(self, x):
+        return -0.5 * x @ (self.P @ x)
+
+    def to_image(self, z):
+        return z
+
+    def from_image(self, x):
+        return x
 
 
-_MALA = adapt(mala(_logdensity, 0.3))   # one object: its compiled chunks are reused
+_MALA = mala(_Gauss(jnp.asarray(_P)), 0.3)   # (Sampler, params)
 
 
 def _run(**kw):
@@ -78,9 +89,14 @@ class _Kill(Exception):
 
 @pytest.mark.parametrize("on_disk", [False, True])
 def test_resume_after_kill_is_bitwise_identical(tmp_path, on_disk):
-    """Killed after 3 chunks (inside sampling), resumed from the checkpoint: identical
-    draws, statistics, step sizes and counters to an uninterrupted run."""
+    """Killed after 3 of 5 chunks (2 warmup + 1 sampling), resumed from the checkpoint:
+    only the 2 remaining chunks run (counted by the callback, which the runner calls
+    after every chunk it executes, and by ``chunks_run``), and the draws, statistics,
+    step sizes and counters are identical to an uninterrupted run. Catches a runner
+    that ignores or mis-reads the checkpoint: restarting from scratch gives the same
+    draws (same seed) but runs 5 chunks."""
     ref = _run()
+    assert ref.timings["chunks_run"] == 5
     calls = []
 
     def killer(info):
@@ -93,7 +109,10 @@ def test_resume_after_kill_is_bitwise_identical(tmp_path, on_disk):
     with pytest.raises(_Kill):
         _run(checkpoint_dir=ck, draws_dir=dd, callback=killer)
     assert calls[-1]["phase"] == "sampling"
-    resumed = _run(checkpoint_dir=ck, draws_dir=dd)
+    after = []
+    resumed = _run(checkpoint_dir=ck, draws_dir=dd, callback=after.append)
+    assert [(c["phase"], c["done"]) for c in after] == [("sampling", 80), ("sampling", 120)]
+    assert resumed.timings["chunks_run"] == 2
     np.testing.assert_array_equal(np.asarray(resumed.draws), ref.draws)
     np.testing.assert_array_equal(resumed.mean, ref.mean)
     np.testing.assert_array_equal(resumed.variance, ref.variance)
@@ -180,12 +199,12 @@ def test_iid_stream_block_path_equals_step_path():
     B = rng.normal(size=(D, D))
     R = jnp.asarray(np.linalg.cholesky(B @ B.T + D * np.eye(D)), jnp.float32)
     dense = DenseGaussian(jnp.asarray(rng.normal(size=D), jnp.float32), R)
-    block = dense_sampler(dense)
+    block, params = dense_sampler(dense)
     stepwise = block._replace(draw=None)
     kw = dict(num_warmup=0, num_samples=90, thin=3, chunk_size=30, progress=False)
     init = jnp.broadcast_to(dense.mean, (2, D))
-    a = run_chains(*adapt(block), init, jax.random.PRNGKey(4), **kw)
-    b = run_chains(*adapt(stepwise), init, jax.random.PRNGKey(4), **kw)
+    a = run_chains(block, params, init, jax.random.PRNGKey(4), **kw)
+    b = run_chains(stepwise, params, init, jax.random.PRNGKey(4), **kw)
     assert a.draws.shape == b.draws.shape == (2, 30, D)
     np.testing.assert_allclose(a.draws, b.draws, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@ whose mean and covariance are computed in float64 numpy (independent of the samp
 closed-form stationary laws of the unadjusted schemes, and bad input."""
 
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +13,31 @@ from scipy import stats
 
 from uqrecon.inference import METHODS, sample
 from uqrecon.inference.samplers.langevin import ula
-from uqrecon.inference.samplers.proximal import myula, skrock, skrock_max_step
+from uqrecon.inference.samplers.proximal import Box, myula, skrock, skrock_max_step
 from uqrecon.inference.runner import run_chains
-from uqrecon.inference.samplers.base import adapt
 from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.operators.tomo import sparse_view
 
 N = 16
+
+
+class _Linear(NamedTuple):
+    """A Gaussian target given by its potential's gradient ``lam * (x - mu)``."""
+
+    lam: jax.Array
+    mu: jax.Array = 0.0
+
+    def grad_smooth_potential(self, x):
+        return self.lam * (x - self.mu)
+
+
+class _Quadratic(NamedTuple):
+    """``u -> u^T H u / 2`` as a pytree callable (what lowrank_preconditioner takes)."""
+
+    H: jax.Array
+
+    def __call__(self, u):
+        return 0.5 * u @ (self.H @ u)
 
 
 def _ct_problem(size, num_angles):
@@ -112,8 +131,8 @@ def test_ula_stationary_variance_matches_closed_form():
     """ULA on N(0, 1/lam): stationary variance 1 / (lam (1 - h lam / 2)) (biased, exact)."""
     lam = jnp.asarray(np.linspace(0.5, 4.0, 8), jnp.float32)
     h = 0.3
-    s = ula(lambda x: lam * x, h)
-    out = run_chains(*adapt(s), jnp.zeros((4, 8)), jax.random.PRNGKey(0), num_warmup=100,
+    s = ula(_Linear(lam), h)
+    out = run_chains(*s, jnp.zeros((4, 8)), jax.random.PRNGKey(0), num_warmup=100,
                      num_samples=20000, keep_draws=False, progress=False)
     expected = 1.0 / (lam * (1 - h * lam / 2))
     # ~80000 strongly correlated iterations: a few per cent Monte Carlo error
@@ -134,9 +153,10 @@ def test_skrock_stability_polynomial_is_shifted_chebyshev():
     z = np.linspace(0.0, lmax, 50)
     gains = []
     for zz in z:
-        k = skrock(lambda x, lam=float(zz): lam * x, [], 1.0, 1.0, stages=s, eta=eta)
+        k, params = skrock(_Linear(jnp.float32(zz)), (), 1.0, 1.0, stages=s, eta=eta)
         # start far out so the O(1) noise term is negligible against the drift
-        x1, _ = k.step(jax.random.PRNGKey(0), jnp.asarray([1e6], jnp.float32))
+        x1, _ = jax.jit(k.step)(jax.random.PRNGKey(0), jnp.asarray([1e6], jnp.float32),
+                                params)
         gains.append(float(x1[0]) / 1e6)
     expected = cheb(w0 - w1 * z) / cheb(w0)
     np.testing.assert_allclose(gains, expected, atol=1e-4)
@@ -154,8 +174,9 @@ def test_myula_box_bias_shrinks_like_sqrt_lambda():
     errs = []
     for lam in (0.5, 0.05):
         step = 1.0 / (1.0 + 1.0 / lam)
-        s = myula(lambda x: x - mu, [lambda x, t: jnp.maximum(x, 0.0)], lam, step)
-        out = run_chains(*adapt(s), jnp.ones((4, 16)), jax.random.PRNGKey(1), num_warmup=200,
+        s = myula(_Linear(jnp.float32(1.0), mu), (Box(jnp.float32(0.0), jnp.float32(jnp.inf)),),
+                  lam, step)
+        out = run_chains(*s, jnp.ones((4, 16)), jax.random.PRNGKey(1), num_warmup=200,
                          num_samples=20000, keep_draws=False, progress=False)
         errs.append(np.abs(out.mean - exact).max())
     ratio = errs[1] / errs[0]
@@ -250,6 +271,46 @@ def test_bad_input_errors(ct):
                             "exact", "rto"}
 
 
+@pytest.mark.parametrize("method,option", [
+    ("exact", {"tol": 0.0}), ("exact", {"tol": -1.0}), ("exact", {"maxiter": 0}),
+    ("rto", {"solver": "cg", "tol": -1.0}), ("rto", {"solver": "cg", "maxiter": 0}),
+    ("gibbs", {"tol": -1.0}), ("gibbs", {"maxiter": 0}),
+    ("skrock", {"eta": -1.0}), ("skrock", {"eta": 0.0}), ("skrock", {"stages": 0}),
+    ("skrock", {"stages": 1}), ("skrock", {"lam": -1.0}), ("myula", {"lam": -1.0}),
+    ("myula", {"lam": 0.0}), ("myula", {"step_fraction": 0.0}),
+    ("skrock", {"step_fraction": -0.5}),
+    ("mala", {"target_acceptance": 1.5}), ("mala", {"target_acceptance": 0.0}),
+    ("nuts", {"target_acceptance": 1.0}), ("hmc", {"target_acceptance": -0.2}),
+    ("nuts", {"max_num_doublings": 0}), ("nuts", {"step_size_jitter": 1.0}),
+    ("hmc", {"num_integration_steps": 0}), ("hmc", {"path_length": 0.0}),
+    ("hmc", {"path_length": -1.0}), ("nuts", {"preconditioner": "lowrank", "rank": 0}),
+    ("mala", {"rank": 0}), ("ula", {"init_jitter": -0.1}), ("myula", {"init_jitter": -1.0}),
+    ("nuts", {"init_jitter": -1.0}), ("gibbs", {"init_jitter": -1.0}),
+    ("exact", {"init_jitter": -1.0}), ("ula", {"step_size": -1.0}),
+])
+def test_invalid_options_raise_before_any_work(ct, monkeypatch, method, option):
+    """Every invalid option is a ValueError naming it (issue 11 item 7: before, e.g.
+    eta=-1 gave means ~1e8, tol=-1 a zero std, max_num_doublings=0 a bare IndexError),
+    raised before any expensive set-up: the reference image, preconditioner, Lipschitz
+    constant, dense factor, CG mean and starting points are patched to fail loudly, so a
+    check placed after them (or missing) fails this test."""
+    import importlib
+    smod = importlib.import_module("uqrecon.inference.sample")
+    post, _, _ = ct
+
+    def expensive(*a, **k):
+        raise AssertionError("expensive set-up ran before the options were validated")
+
+    for name in ("_reference_image", "_lipschitz", "_preconditioner", "_init_positions",
+                 "_init_in_z"):
+        monkeypatch.setattr(smod, name, expensive)
+    monkeypatch.setattr(smod._exact, "dense_factor", expensive)
+    monkeypatch.setattr(smod._exact, "posterior_mean", expensive)
+    name = next(k for k in option if k not in ("solver", "preconditioner"))
+    with pytest.raises(ValueError, match=f"'{name}'"):
+        sample(post, method=method, num_chains=2, num_samples=10, progress=False, **option)
+
+
 def test_nonfinite_chains_are_reported(ct):
     """A step far past the stability bound blows up: an error, never a silent average."""
     post, _, _ = ct
@@ -267,8 +328,7 @@ def test_lowrank_preconditioner_whitens_the_stiff_subspace():
     U, _ = np.linalg.qr(rng.normal(size=(n, n)))
     spec = np.concatenate([np.geomspace(1e4, 1e2, 10), np.linspace(1.0, 2.0, n - 10)])
     H = jnp.asarray((U * spec) @ U.T, jnp.float32)
-    pot = lambda u: 0.5 * u @ (H @ u)
-    pc = lowrank_preconditioner(pot, jnp.zeros(n), jax.random.PRNGKey(0), rank=30)
+    pc = lowrank_preconditioner(_Quadratic(H), jnp.zeros(n), jax.random.PRNGKey(0), rank=30)
     C = np.asarray(jax.vmap(pc, in_axes=1, out_axes=1)(jnp.eye(n)), np.float64)
     ev = np.linalg.eigvalsh(C.T @ np.asarray(H, np.float64) @ C)
     assert ev.max() < 1.5 and ev.max() / ev.min() < 10, (ev.min(), ev.max())

@@ -14,6 +14,7 @@ from scipy import stats
 
 from uqrecon.inference.exact import default_tol, po_sampler, posterior_mean
 from uqrecon.inference.samplers import hmc as _hmc
+from uqrecon.inference.samplers.base import Whitened
 from uqrecon.inference.samplers.langevin import mala
 from uqrecon.models import GMRF, Gaussian, Posterior
 from uqrecon.operators.matrix import MatrixOperator
@@ -45,20 +46,20 @@ def replicates():
     return stacked, x_true.reshape(R, *S), pc
 
 
-def _chain(sampler, x0, key, num_warmup, thin):
+def _chain(sampler, params, x0, key, num_warmup, thin):
     """Warmup, freeze, then L draws every ``thin`` steps (one replicate, traceable)."""
-    state = sampler.init(key, x0)
+    state = sampler.init(key, x0, params)
 
     def body(state, k):
-        return sampler.step(k, state)[0], None
+        return sampler.step(k, state, params)[0], None
 
     kw, ks = jax.random.split(key)
     state, _ = jax.lax.scan(body, state, jax.random.split(kw, num_warmup))
-    state = sampler.finish_warmup(state)
+    state = sampler.finish_warmup(state, params)
 
     def keep(state, k):
         state, _ = jax.lax.scan(body, state, jax.random.split(k, thin))
-        return state, sampler.position(state)
+        return state, sampler.position(state, params)
 
     _, draws = jax.lax.scan(keep, state, jax.random.split(ks, L))
     return draws
@@ -68,19 +69,17 @@ def _draws(method, post, key, pc):
     if method == "exact":
         form = post.gaussian_form()
         m, _, _ = posterior_mean(form, default_tol(jnp.float32), 40)
-        s = po_sampler(form, default_tol(jnp.float32), 40, m)
-        return jax.vmap(lambda k: s.step(k, m)[0])(jax.random.split(key, L))
-    ld = lambda z: post.logdensity_unconstrained(pc(z))
-    to_image = lambda z: pc(z)
+        s, params = po_sampler(form, default_tol(jnp.float32), 40, m)
+        return jax.vmap(lambda k: s.step(k, m, params)[0])(jax.random.split(key, L))
+    target = Whitened(post, pc)
     if method == "nuts":
-        s, thin = _hmc.nuts(ld, to_image), 2
+        (s, params), thin = _hmc.nuts(target), 2
     elif method == "hmc":
-        s, thin = _hmc.hmc(ld, to_image, num_integration_steps=4), 2
+        (s, params), thin = _hmc.hmc(target, num_integration_steps=4), 2
     else:
-        s, thin = mala(ld, 1.0), 8
-        s = s._replace(position=lambda st, z=s.position: pc(z(st)))   # MALA keeps z
+        (s, params), thin = mala(target, 1.0), 8
     x0 = jnp.zeros(S, jnp.float32)
-    return _chain(s, x0, key, 300, thin)
+    return _chain(s, params, x0, key, 300, thin)
 
 
 @pytest.mark.parametrize("method", ["exact", "nuts", "hmc", "mala"])

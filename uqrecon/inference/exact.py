@@ -11,22 +11,28 @@ posterior is ``N(P^{-1} b, P^{-1})`` with ``P = tau A^T A + Q`` and ``b = tau A^
   of one gradient), solved to a relative residual ``tol`` of the *perturbation* (solving
   ``P d = eta - b`` and adding the mean), so the tolerance controls the std error directly.
   Draws are batched with ``vmap``.
+
+:data:`EXACT_DENSE` and :data:`PO` are :class:`~.samplers.base.Sampler` bundles of
+module-level functions; the factor (:class:`DenseGaussian`) or the form, tolerance and
+mean (:class:`POParams`) travel as ``params``, so runs on same-shaped problems share one
+compilation.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from .samplers.base import LegacySampler, StepInfo
+from .samplers.base import (Sampler, StepInfo, check_int, check_positive, image_init,
+                           image_position)
 
 __all__ = ["cg", "default_tol", "posterior_mean", "perturbed_rhs", "dense_factor",
-           "po_sampler", "dense_sampler", "DenseGaussian", "dense_precision"]
+           "po_sampler", "dense_sampler", "DenseGaussian", "dense_precision", "PO",
+           "POParams", "EXACT_DENSE"]
 
 
 def default_tol(dtype) -> float:
@@ -61,11 +67,19 @@ def cg(matvec: Callable, b: jax.Array, tol: float, maxiter: int):
     return x, k, jnp.sqrt(rr / jnp.where(bnorm2 > 0, bnorm2, 1.0))
 
 
-@partial(jax.jit, static_argnames=("tol", "maxiter"))
-def posterior_mean(form, tol: float, maxiter: int):
-    """``P^{-1} b`` by CG; returns (mean, iterations, relres). Jitted on the form (a
-    pytree), so repeated calls on same-shaped problems reuse the compiled solver."""
+@jax.jit
+def _posterior_mean(form, tol, maxiter):
     return cg(form.precision, form.rhs, tol, maxiter)
+
+
+def posterior_mean(form, tol: float, maxiter: int):
+    """``P^{-1} b`` by CG; returns (mean, iterations, relres). Jitted at module level on
+    the form (a pytree) with ``tol`` and ``maxiter`` as traced scalars, so repeated calls
+    on same-shaped problems reuse the compiled solver whatever the data, noise level or
+    tolerance."""
+    # Python scalars enter as weak-typed traced scalars: no dtype needed here (asking
+    # form.rhs for one would apply the operator eagerly)
+    return _posterior_mean(form, float(tol), int(maxiter))
 
 
 def perturbed_rhs(form, key) -> jax.Array:
@@ -86,20 +100,37 @@ def perturbed_rhs(form, key) -> jax.Array:
     return jnp.sqrt(form.noise_precision) * A.adjoint(e1) + L.adjoint(e2)
 
 
-def po_sampler(form, tol: float, maxiter: int, mean: jax.Array) -> LegacySampler:
-    """Independent draws by perturbation-optimisation; one CG solve per step.
+class POParams(NamedTuple):
+    """Perturbation-optimisation settings: the Gaussian form, CG tolerance and iteration
+    cap (arrays) and the posterior mean the draws are centred on."""
 
-    ``num_grad_evals`` reports the CG iterations (one application of P each).
-    """
-    dtype = form.rhs.dtype
+    form: object
+    tol: jax.Array
+    maxiter: jax.Array
+    mean: jax.Array
 
-    def step(key, x):
-        d, k, relres = cg(form.precision, perturbed_rhs(form, key), tol, maxiter)
-        ok = relres <= tol
-        return mean + d, StepInfo(jnp.where(ok, 1.0, 0.0).astype(dtype), k, ~ok,
-                                  jnp.asarray(tol, dtype))
 
-    return LegacySampler(init=lambda key, x: x, step=step, position=lambda x: x)
+def _po_step(key, x, params: POParams):
+    """One independent draw: one CG solve of ``P d = eta - b``; ``num_grad_evals``
+    reports the CG iterations (one application of P each)."""
+    dtype = params.mean.dtype
+    tol = params.tol.astype(jnp.finfo(dtype).dtype)
+    d, k, relres = cg(params.form.precision, perturbed_rhs(params.form, key), tol,
+                      params.maxiter)
+    ok = relres <= tol
+    return params.mean + d, StepInfo(jnp.where(ok, 1.0, 0.0).astype(dtype), k, ~ok,
+                                     tol.astype(dtype))
+
+
+PO = Sampler(init=image_init, step=_po_step, position=image_position)
+
+
+def po_sampler(form, tol: float, maxiter: int, mean: jax.Array):
+    """``(PO, POParams)``: independent draws by perturbation-optimisation."""
+    mean = jnp.asarray(mean)
+    real = jnp.finfo(mean.dtype).dtype
+    return PO, POParams(form, jnp.asarray(check_positive("tol", tol), real),
+                        jnp.asarray(check_int("maxiter", maxiter, 1), jnp.int32), mean)
 
 
 class DenseGaussian(NamedTuple):
@@ -147,14 +178,22 @@ def dense_factor(form) -> DenseGaussian:
     return dense
 
 
-def dense_sampler(dense: DenseGaussian) -> LegacySampler:
-    """Independent draws ``mean + R^{-T} eps``; no gradient evaluations. An i.i.d. stream
-    (``draw``): the runner makes each chunk's draws in one blocked solve."""
-    dtype = dense.mean.dtype
+def _dense_step(key, x, params: DenseGaussian):
+    dtype = params.mean.dtype
+    return params.sample(key), StepInfo(jnp.ones((), dtype), jnp.int32(0),
+                                        jnp.bool_(False), jnp.zeros((), dtype))
 
-    def step(key, x):
-        return dense.sample(key), StepInfo(jnp.ones((), dtype), jnp.int32(0),
-                                           jnp.bool_(False), jnp.zeros((), dtype))
 
-    return LegacySampler(init=lambda key, x: x, step=step, position=lambda x: x,
-                   draw=lambda key: dense.sample(key))
+def _dense_draw(key, params: DenseGaussian):
+    return params.sample(key)
+
+
+EXACT_DENSE = Sampler(init=image_init, step=_dense_step, position=image_position,
+                      draw=_dense_draw)
+
+
+def dense_sampler(dense: DenseGaussian):
+    """``(EXACT_DENSE, dense)``: independent draws ``mean + R^{-T} eps``; no gradient
+    evaluations. An i.i.d. stream (``draw``): the runner makes each chunk's draws in one
+    blocked solve."""
+    return EXACT_DENSE, dense

@@ -1,9 +1,13 @@
 """``sample(posterior, method=...)``: the one entry point for posterior sampling.
 
 Each method is a builder ``(posterior, key, cfg) -> _Built`` that turns a Posterior
-(used only through the contract in docs/interfaces.md) into a :class:`Sampler` plus the
-chains' starting images; :func:`run_chains` runs it and :func:`sample` packs a Result
-with diagnostics, timings and provenance.
+(used only through the contract in docs/interfaces.md) into a static :class:`Sampler`
+(module-level functions), its ``params`` pytree (posterior, preconditioner, step sizes...)
+and the chains' starting images; :func:`run_chains` runs it and :func:`sample` packs a
+Result with diagnostics, timings and provenance. Every builder validates all of its
+options before any expensive set-up (reference image, preconditioner, Lipschitz
+constant), and all set-up computations are module-level jits on the posterior pytree, so
+a second call on a same-shaped problem (other data, other noise level) compiles nothing.
 
 Methods and their options (``**cfg``):
 
@@ -52,12 +56,13 @@ from ..map import _smooth_solver
 from ..result import Result, make_provenance
 from ..uq.diagnostics import check_convergence, diagnose, summarize
 from . import exact as _exact
-from .runner import run_chains
+from .runner import CompileMonitor, run_chains
 from .samplers import gibbs as _gibbs
 from .samplers import hmc as _hmc
 from .samplers import langevin as _langevin
 from .samplers import proximal as _proximal
-from .samplers.base import Sampler, adapt
+from .samplers.base import (Sampler, Whitened, check_int, check_positive,
+                            check_unit_interval)
 
 __all__ = ["sample", "METHODS"]
 
@@ -65,7 +70,8 @@ _DENSE_MAX_PIXELS = 4096
 
 
 class _Built(NamedTuple):
-    sampler: Sampler
+    sampler: Sampler                  # static: module-level functions
+    params: Any                       # pytree: what the sampler's functions take
     init_positions: jax.Array         # (chains, *shape) images
     config: dict                      # the settings actually used
     setup: dict                       # e.g. num_grad_evals_setup, preconditioner info
@@ -73,17 +79,12 @@ class _Built(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------
-# helpers
+# options: popped and validated before any expensive work
 # --------------------------------------------------------------------------------------
 def _pop(cfg: dict, name: str, default):
     value = cfg.pop(name) if name in cfg else default
     if name == "step_size" and value is not None:
-        try:
-            ok = math.isfinite(float(value)) and float(value) > 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"'step_size' must be a finite number > 0, got {value!r}")
+        value = check_positive("step_size", value)
     if name == "box" and value is not None:
         try:
             lo, hi = (float(v) for v in value)
@@ -91,9 +92,60 @@ def _pop(cfg: dict, name: str, default):
             raise ValueError(f"'box' must be a pair (lo, hi), got {value!r}") from None
         if not lo < hi:
             raise ValueError(f"'box' needs lo < hi, got {value!r}")
+        value = (lo, hi)
     return value
 
 
+def _pop_positive(cfg, name, default):
+    value = _pop(cfg, name, default)
+    return None if value is None else check_positive(name, value)
+
+
+def _pop_int(cfg, name, default, minimum):
+    value = _pop(cfg, name, default)
+    return None if value is None else check_int(name, value, minimum)
+
+
+def _pop_unit(cfg, name, default):
+    value = _pop(cfg, name, default)
+    return None if value is None else check_unit_interval(name, value)
+
+
+def _pop_init(cfg, default_jitter):
+    """``(init, init_jitter)``; the jitter must be a finite number >= 0 (None: the
+    method's default)."""
+    init = _pop(cfg, "init", None)
+    jitter = _pop(cfg, "init_jitter", None)
+    if jitter is not None:
+        try:
+            ok = math.isfinite(float(jitter)) and float(jitter) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"'init_jitter' must be a finite number >= 0, got {jitter!r}")
+        jitter = float(jitter)
+    return init, (default_jitter if jitter is None else jitter)
+
+
+def _reject_unknown(cfg, method):
+    """Called by every builder once it has popped its options, before any work."""
+    if cfg:
+        raise TypeError(f"method={method!r} got unknown options {sorted(cfg)}")
+
+
+def _pop_preconditioner(cfg, post):
+    n = _size(post)
+    name = _pop(cfg, "preconditioner", "dense" if n <= _DENSE_MAX_PIXELS else "lowrank")
+    if name not in ("dense", "lowrank", "identity"):
+        raise ValueError(f"'preconditioner' must be 'dense', 'lowrank' or 'identity', "
+                         f"got {name!r}")
+    rank = _pop_int(cfg, "rank", 64, 1)
+    return name, rank
+
+
+# --------------------------------------------------------------------------------------
+# set-up helpers (module-level jits on the posterior pytree)
+# --------------------------------------------------------------------------------------
 def _lipschitz(post, key) -> float:
     L = float(post.lipschitz(key))
     if not (math.isfinite(L) and L > 0):
@@ -117,9 +169,14 @@ def _reference_image(post, dtype):
         return mean, int(it)
     u0 = jnp.zeros(post.shape, dtype)
     if not post.is_smooth:
-        return post.transform.forward(u0), 0
+        return _forward(post, u0), 0
     u, evals = _unconstrained_mode(post, u0)
-    return post.transform.forward(u), int(evals)
+    return _forward(post, u), int(evals)
+
+
+@jax.jit
+def _forward(post, u):
+    return post.transform.forward(u)
 
 
 @partial(jax.jit, static_argnames=("max_iter",))
@@ -131,12 +188,18 @@ def _unconstrained_mode(post, u0, max_iter: int = 200, tol: float = 1e-5):
     return u, evals
 
 
-def _init_positions(post, key, cfg, num_chains, dtype, unconstrained: bool, ref=None):
+@jax.jit
+def _jitter_images(post, images, noise):
+    """``forward(inverse(x) + noise)`` per chain: jitter in the unconstrained space."""
+    u = jax.vmap(post.transform.inverse)(images)
+    return jax.vmap(post.transform.forward)(u + noise)
+
+
+def _init_positions(post, key, init, jitter, num_chains, dtype, unconstrained: bool,
+                    ref=None):
     """Starting images: ``init`` if given, else ``ref`` (default: a reference image);
-    jittered per chain by ``init_jitter`` (in the unconstrained space if asked). Returns
+    jittered per chain by ``jitter`` (in the unconstrained space if asked). Returns
     ``(images, gradient evaluations spent finding the reference)``."""
-    init = _pop(cfg, "init", None)
-    jitter = float(_pop(cfg, "init_jitter", 0.1))
     shape = tuple(post.shape)
     grads = 0
     if init is None:
@@ -152,11 +215,7 @@ def _init_positions(post, key, cfg, num_chains, dtype, unconstrained: bool, ref=
                              f"got {init.shape}")
     if jitter > 0:
         noise = jitter * jax.random.normal(key, init.shape, dtype)
-        if unconstrained:
-            u = jax.vmap(post.transform.inverse)(init)
-            init = jax.vmap(post.transform.forward)(u + noise)
-        else:
-            init = init + noise
+        init = _jitter_images(post, init, noise) if unconstrained else init + noise
     return init, grads
 
 
@@ -167,26 +226,31 @@ def _require_smooth(post, method):
                          "or a smoothed prior (e.g. TV with a smoothing parameter)")
 
 
-def _proxes(post, cfg):
-    proxes = [term.prox for term in post.nonsmooth]
-    box = _pop(cfg, "box", None)
-    if box is not None:
-        lo, hi = box
-        proxes.append(lambda x, step, lo=lo, hi=hi: jnp.clip(x, lo, hi))
-    return proxes
+class _NegLogUnconstrained(NamedTuple):
+    """``u -> -logdensity_unconstrained(u)`` as a pytree callable (a jit argument)."""
+
+    posterior: Any
+
+    def __call__(self, u):
+        return -self.posterior.logdensity_unconstrained(u)
 
 
-# --------------------------------------------------------------------------------------
-# builders
-# --------------------------------------------------------------------------------------
-def _preconditioner(post, key, cfg, dtype, ref):
-    """The linear change of variables ``u = pc(z)`` from the ``preconditioner`` option,
-    built at ``u_ref = transform.inverse(ref)``; returns (pc, settings, setup gradients)."""
+@jax.jit
+def _unconstrained_hessian(post, u):
+    """Dense Hessian of ``-logdensity_unconstrained`` (jitted on the posterior pytree)."""
+    return _hmc.hessian_matrix(_NegLogUnconstrained(post), u)
+
+
+@jax.jit
+def _inverse(post, x):
+    return post.transform.inverse(x)
+
+
+def _preconditioner(post, key, name, rank, ref):
+    """The linear change of variables ``u = pc(z)`` named ``name``, built at
+    ``u_ref = transform.inverse(ref)``; returns (pc, settings, setup gradients)."""
     n = _size(post)
-    name = _pop(cfg, "preconditioner", "dense" if n <= _DENSE_MAX_PIXELS else "lowrank")
-    rank = int(_pop(cfg, "rank", 64))
-    u_ref = post.transform.inverse(ref)
-    potential = lambda u: -post.logdensity_unconstrained(u)
+    u_ref = _inverse(post, ref)
     if name == "dense":
         form = post.gaussian_form() if post.constraint is None else None
         if form is not None:   # linear-Gaussian: the Hessian is P, formed from the operator
@@ -196,74 +260,80 @@ def _preconditioner(post, key, cfg, dtype, ref):
         pc = _hmc.dense_preconditioner(hess, u_ref)
         return pc, {"preconditioner": name}, grads
     if name == "lowrank":
-        pc = _hmc.lowrank_preconditioner(potential, u_ref, key, rank=rank)
-        used = {"preconditioner": name, "rank": rank, "lowrank_kept": int(pc.basis.shape[1])}
+        pc = _hmc.lowrank_preconditioner(_NegLogUnconstrained(post), u_ref, key, rank=rank)
+        used = {"preconditioner": name, "rank": rank,
+                "lowrank_kept": int(jnp.count_nonzero(jnp.any(pc.basis != 0, axis=0)))}
         return pc, used, 2 * 2 * rank   # Lanczos + residual check, 2 gradients per HVP
-    if name == "identity":
-        return _hmc.IdentityPreconditioner(u_ref), {"preconditioner": name}, 0
-    raise ValueError(f"'preconditioner' must be 'dense', 'lowrank' or 'identity', got {name!r}")
+    return _hmc.IdentityPreconditioner(u_ref), {"preconditioner": name}, 0
 
 
 @jax.jit
-def _unconstrained_hessian(post, u):
-    """Dense Hessian of ``-logdensity_unconstrained`` (jitted on the posterior pytree)."""
-    return _hmc.hessian_matrix(lambda v: -post.logdensity_unconstrained(v), u)
+def _z_to_images(target, z):
+    return jax.vmap(target.to_image)(z)
 
 
-def _init_in_z(post, key, cfg, num_chains, dtype, pc):
+def _init_in_z(post, key, init, jitter, num_chains, dtype, target):
     """Starting images for samplers on ``z``: ``init`` if given (jittered by
-    ``init_jitter`` in the unconstrained space), else ``pc(init_jitter * xi)``, i.e. draws
-    from the Gaussian that defines the preconditioner (jitter 1.0 by default), so chains
-    start at the posterior's own scale instead of a fixed pixel jitter."""
-    if cfg.get("init") is not None:
-        return _init_positions(post, key, cfg, num_chains, dtype, True)[0]
-    jitter = float(_pop(cfg, "init_jitter", 1.0))
-    _pop(cfg, "init", None)
+    ``init_jitter``, default 0.1, in the unconstrained space), else
+    ``to_image(init_jitter * xi)``, i.e. draws from the Gaussian that defines the
+    preconditioner (jitter 1.0 by default), so chains start at the posterior's own scale
+    instead of a fixed pixel jitter."""
+    if init is not None:
+        return _init_positions(post, key, init, 0.1 if jitter is None else jitter,
+                               num_chains, dtype, True)[0]
+    jitter = 1.0 if jitter is None else jitter
     z = jitter * jax.random.normal(key, (num_chains, *post.shape), dtype)
-    return jax.vmap(lambda zz: post.transform.forward(pc(zz)))(z)
+    return _z_to_images(target, z)
 
 
-def _in_z(post, sampler: Sampler, pc) -> Sampler:
-    """Start a sampler on ``z`` from images: ``z = pc^{-1}(transform.inverse(x))``."""
-    base_init = sampler.init
-    return sampler._replace(
-        init=lambda k, x: base_init(k, pc.inverse(post.transform.inverse(x))))
-
-
+# --------------------------------------------------------------------------------------
+# builders
+# --------------------------------------------------------------------------------------
 def _build_hmc_family(kind):
     def build(post, key, cfg, num_chains, dtype):
         _require_smooth(post, kind)
-        k_init, k_pc = jax.random.split(key)
-        target = _pop(cfg, "target_acceptance", None)
-        ref, ref_grads = _reference_image(post, dtype)
-        pc, used, setup_grads = _preconditioner(post, k_pc, cfg, dtype, ref)
-        setup_grads += ref_grads
-        init = _init_in_z(post, k_init, cfg, num_chains, dtype, pc)
-        logdensity_z = lambda z: post.logdensity_unconstrained(pc(z))
-        to_image = lambda z: post.transform.forward(pc(z))
+        pc_name, rank = _pop_preconditioner(cfg, post)
+        init, jitter = _pop_init(cfg, None)
+        target = _pop_unit(cfg, "target_acceptance", None)
         if kind == "nuts":
-            depth = int(_pop(cfg, "max_num_doublings", 10))
-            target = 0.8 if target is None else float(target)
-            jitter = float(_pop(cfg, "step_size_jitter", 0.0))
-            s = _hmc.nuts(logdensity_z, to_image, depth, target_acceptance=target, dtype=dtype,
-                          step_size_jitter=jitter)
-            used.update(max_num_doublings=depth, step_size_jitter=jitter)
+            depth = _pop_int(cfg, "max_num_doublings", 10, 1)
+            given = _pop(cfg, "step_size_jitter", 0.0)
+            try:
+                sjitter = float(given)
+            except (TypeError, ValueError):
+                sjitter = float("nan")
+            if not 0.0 <= sjitter < 1.0:
+                raise ValueError(f"'step_size_jitter' must be in [0, 1), got {given!r}")
+            target = 0.8 if target is None else target
         else:
-            steps = _pop(cfg, "num_integration_steps", None)
-            path = _pop(cfg, "path_length", None)
-            if path is None and steps is None and used["preconditioner"] == "dense":
+            steps = _pop_int(cfg, "num_integration_steps", None, 1)
+            path = _pop_positive(cfg, "path_length", None)
+            if path is None and steps is None and pc_name == "dense":
                 # a quarter period of the whitened Gaussian; a low-rank whitening leaves
                 # soft directions with std >> 1, where this path would be far too short
                 path = math.pi / 2
             # 0.65: the optimal acceptance of HMC in high dimension (Beskos et al. 2013)
-            target = (0.65 if path is not None else 0.8) if target is None else float(target)
-            steps = 16 if steps is None else int(steps)
-            s = _hmc.hmc(logdensity_z, to_image, steps, target_acceptance=target,
-                         dtype=dtype, path_length=path)
+            target = (0.65 if path is not None else 0.8) if target is None else target
+            steps = 16 if steps is None else steps
+        _reject_unknown(cfg, kind)
+
+        k_init, k_pc = jax.random.split(key)
+        ref, ref_grads = _reference_image(post, dtype)
+        pc, used, setup_grads = _preconditioner(post, k_pc, pc_name, rank, ref)
+        setup_grads += ref_grads
+        whitened = Whitened(post, pc)
+        init = _init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
+        if kind == "nuts":
+            sampler, params = _hmc.nuts(whitened, depth, target_acceptance=target,
+                                        dtype=dtype, step_size_jitter=sjitter)
+            used.update(max_num_doublings=depth, step_size_jitter=float(sjitter))
+        else:
+            sampler, params = _hmc.hmc(whitened, steps, target_acceptance=target,
+                                       dtype=dtype, path_length=path)
             used.update({"path_length": float(path)} if path is not None
                         else {"num_integration_steps": steps})
         used["target_acceptance"] = target
-        return _Built(_in_z(post, s, pc), init, used, {"num_grad_evals_setup": setup_grads})
+        return _Built(sampler, params, init, used, {"num_grad_evals_setup": setup_grads})
     return build
 
 
@@ -273,61 +343,75 @@ def _build_ula(post, key, cfg, num_chains, dtype):
         raise ValueError("method 'ula' steps on the smooth potential and would leave the "
                          "posterior's constraint out; use 'myula'/'skrock' (projection "
                          "prox) or 'mala'/'nuts'/'hmc' (unconstrained space)")
-    k_init, k_l = jax.random.split(key)
     step = _pop(cfg, "step_size", None)
-    step = float(step) if step is not None else 1.0 / _lipschitz(post, k_l)
-    init, grads = _init_positions(post, k_init, cfg, num_chains, dtype, unconstrained=False)
-    return _Built(_langevin.ula(post.grad_smooth_potential, step, dtype), init,
-                  {"step_size": step}, {"num_grad_evals_setup": grads})
+    init, jitter = _pop_init(cfg, 0.1)
+    _reject_unknown(cfg, "ula")
+    k_init, k_l = jax.random.split(key)
+    step = step if step is not None else 1.0 / _lipschitz(post, k_l)
+    init, grads = _init_positions(post, k_init, init, jitter, num_chains, dtype,
+                                  unconstrained=False)
+    sampler, params = _langevin.ula(post, step, dtype)
+    return _Built(sampler, params, init, {"step_size": step},
+                  {"num_grad_evals_setup": grads})
 
 
 def _build_mala(post, key, cfg, num_chains, dtype):
     """MALA on ``z`` (preconditioned like NUTS); the initial step is 1 for a whitening
     preconditioner and ``1/L`` without one."""
     _require_smooth(post, "mala")
+    pc_name, rank = _pop_preconditioner(cfg, post)
+    init, jitter = _pop_init(cfg, None)
+    step = _pop(cfg, "step_size", None)
+    target = _pop_unit(cfg, "target_acceptance", 0.574)
+    _reject_unknown(cfg, "mala")
     k_init, k_l, k_pc = jax.random.split(key, 3)
     ref, ref_grads = _reference_image(post, dtype)
-    pc, used, setup_grads = _preconditioner(post, k_pc, cfg, dtype, ref)
+    pc, used, setup_grads = _preconditioner(post, k_pc, pc_name, rank, ref)
     setup_grads += ref_grads
-    init = _init_in_z(post, k_init, cfg, num_chains, dtype, pc)
-    step = _pop(cfg, "step_size", None)
+    whitened = Whitened(post, pc)
+    init = _init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
     if step is None:
-        step = 1.0 / _lipschitz(post, k_l) if used["preconditioner"] == "identity" else 1.0
-    target = float(_pop(cfg, "target_acceptance", 0.574))
-    s = _langevin.mala(lambda z: post.logdensity_unconstrained(pc(z)), float(step), target,
-                       dtype)
-    base_pos = s.position
-    s = s._replace(position=lambda st: post.transform.forward(pc(base_pos(st))))
+        step = 1.0 / _lipschitz(post, k_l) if pc_name == "identity" else 1.0
+    sampler, params = _langevin.mala(whitened, step, target, dtype)
     used.update(initial_step_size=float(step), target_acceptance=target)
-    return _Built(_in_z(post, s, pc), init, used, {"num_grad_evals_setup": setup_grads})
+    return _Built(sampler, params, init, used, {"num_grad_evals_setup": setup_grads})
 
 
 def _build_proximal(kind):
     def build(post, key, cfg, num_chains, dtype):
-        k_init, k_l = jax.random.split(key)
-        proxes = _proxes(post, cfg)
-        L = _lipschitz(post, k_l)
-        lam = float(_pop(cfg, "lam", 1.0 / L))
-        L_total = L + len(proxes) / lam
-        stages = int(_pop(cfg, "stages", 10)) if kind == "skrock" else 1
-        eta = float(_pop(cfg, "eta", 0.05)) if kind == "skrock" else 0.0
-        frac = float(_pop(cfg, "step_fraction", 0.9 if kind == "skrock" else 1.0))
+        box = _pop(cfg, "box", None)
+        lam = _pop_positive(cfg, "lam", None)
+        stages = _pop_int(cfg, "stages", 10, 1) if kind == "skrock" else 1
+        eta = _pop_positive(cfg, "eta", 0.05) if kind == "skrock" else 0.0
+        frac = _pop_positive(cfg, "step_fraction", 0.9 if kind == "skrock" else 1.0)
         step = _pop(cfg, "step_size", None)
+        init, jitter = _pop_init(cfg, 0.1)
+        _reject_unknown(cfg, kind)
+        if kind == "skrock" and step is None and _proximal.skrock_max_step(1.0, stages,
+                                                                          eta) <= 0:
+            raise ValueError(f"'stages'={stages} has no stable default SK-ROCK step (eta="
+                             f"{eta}); use stages >= 2 or pass 'step_size'")
+        k_init, k_l = jax.random.split(key)
+        proxes = tuple(post.nonsmooth)
+        if box is not None:
+            proxes += (_proximal.Box(jnp.asarray(box[0], dtype), jnp.asarray(box[1], dtype)),)
+        L = _lipschitz(post, k_l)
+        lam = 1.0 / L if lam is None else lam
+        L_total = L + len(proxes) / lam
         if step is None:
             step = frac * (_proximal.skrock_max_step(L_total, stages, eta)
                            if kind == "skrock" else 1.0 / L_total)
         step = float(step)
-        init, grads = _init_positions(post, k_init, cfg, num_chains, dtype,
+        init, grads = _init_positions(post, k_init, init, jitter, num_chains, dtype,
                                       unconstrained=False)
         if kind == "skrock":
-            s = _proximal.skrock(post.grad_smooth_potential, proxes, lam, step, stages, eta,
-                                 dtype)
+            sampler, params = _proximal.skrock(post, proxes, lam, step, stages, eta, dtype)
             used = {"stages": stages, "eta": eta}
         else:
-            s = _proximal.myula(post.grad_smooth_potential, proxes, lam, step, dtype)
+            sampler, params = _proximal.myula(post, proxes, lam, step, dtype)
             used = {}
         used.update(lam=lam, step_size=step, lipschitz=L, num_prox_terms=len(proxes))
-        return _Built(s, init, used, {"num_grad_evals_setup": grads})
+        return _Built(sampler, params, init, used, {"num_grad_evals_setup": grads})
     return build
 
 
@@ -345,41 +429,43 @@ def _gaussian_form_or_raise(post, method):
     return form
 
 
-def _build_exact(post, key, cfg, num_chains, dtype):
-    form = _gaussian_form_or_raise(post, "exact")
+def _build_exact(post, key, cfg, num_chains, dtype, method="exact"):
+    form = _gaussian_form_or_raise(post, method)
     n = _size(post)
     solver = _pop(cfg, "solver", "dense" if n <= _DENSE_MAX_PIXELS else "cg")
-    tol = float(_pop(cfg, "tol", _exact.default_tol(dtype)))
-    maxiter = int(_pop(cfg, "maxiter", 10 * n))
-    _pop(cfg, "init", None)
-    _pop(cfg, "init_jitter", None)
+    if solver not in ("dense", "cg"):
+        raise ValueError(f"'solver' must be 'dense' or 'cg', got {solver!r}")
+    tol = _pop_positive(cfg, "tol", _exact.default_tol(dtype))
+    maxiter = _pop_int(cfg, "maxiter", 10 * n, 1)
+    _pop_init(cfg, None)      # validated, unused: exact draws need no starting point
+    _reject_unknown(cfg, method)
     if solver == "dense":
         dense = _exact.dense_factor(form)
-        s, mean = _exact.dense_sampler(dense), dense.mean
+        (sampler, params), mean = _exact.dense_sampler(dense), dense.mean
         setup = {"num_grad_evals_setup": _dense_setup_grads(form)}
         used = {"solver": "dense"}
-    elif solver == "cg":
-        mean, it, _ = _exact.posterior_mean(form, tol, maxiter)
-        s, setup = _exact.po_sampler(form, tol, maxiter, mean), {"num_grad_evals_setup": int(it)}
-        used = {"solver": "cg", "tol": tol, "maxiter": maxiter}
     else:
-        raise ValueError(f"'solver' must be 'dense' or 'cg', got {solver!r}")
+        mean, it, _ = _exact.posterior_mean(form, tol, maxiter)
+        sampler, params = _exact.po_sampler(form, tol, maxiter, mean)
+        setup = {"num_grad_evals_setup": int(it)}
+        used = {"solver": "cg", "tol": tol, "maxiter": maxiter}
     init = jnp.broadcast_to(mean, (num_chains, *post.shape))
-    return _Built(s, init, used, setup, num_warmup=0)
+    return _Built(sampler, params, init, used, setup, num_warmup=0)
 
 
 def _build_gibbs(post, key, cfg, num_chains, dtype):
     _gaussian_form_or_raise(post, "gibbs")
     n = _size(post)
-    tol = float(_pop(cfg, "tol", _exact.default_tol(dtype)))
-    maxiter = int(_pop(cfg, "maxiter", 10 * n))
-    init, grads = _init_positions(post, key, cfg, num_chains, dtype, unconstrained=False)
+    tol = _pop_positive(cfg, "tol", _exact.default_tol(dtype))
+    maxiter = _pop_int(cfg, "maxiter", 10 * n, 1)
+    init, jitter = _pop_init(cfg, 0.1)
+    _reject_unknown(cfg, "gibbs")
+    init, grads = _init_positions(post, key, init, jitter, num_chains, dtype,
+                                  unconstrained=False)
     names = sorted(post.hyperparameters)
-    fixed = {k: jnp.asarray(v, dtype) for k, v in post.hyperparameters.items()}
-    form_of = lambda h: post.with_hyperparameters(**h).gaussian_form()
-    s = _gibbs.gibbs(post.conditionals, _gibbs.exact_image_draw(form_of, tol, maxiter),
-                     lambda x: dict(fixed), dtype)
-    return _Built(s, init, {"tol": tol, "maxiter": maxiter, "hyperparameters": names},
+    sampler, params = _gibbs.gibbs(post, tol, maxiter, dtype)
+    return _Built(sampler, params, init, {"tol": tol, "maxiter": maxiter,
+                                          "hyperparameters": names},
                   {"num_grad_evals_setup": grads})
 
 
@@ -392,7 +478,7 @@ METHODS: dict[str, Callable] = {
     "skrock": _build_proximal("skrock"),
     "gibbs": _build_gibbs,
     "exact": _build_exact,
-    "rto": _build_exact,
+    "rto": partial(_build_exact, method="rto"),
 }
 
 
@@ -431,26 +517,31 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     dtype = jnp.dtype(posterior.dtype)
     cfg = dict(cfg)
     chunk_size = _pop(cfg, "chunk_size", None)
+    if chunk_size is not None:
+        chunk_size = _check_int("chunk_size", chunk_size, 1)
+    # the runner's own checks, made here too so they come before any set-up work
+    if num_samples % thin or (chunk_size is not None and chunk_size % thin):
+        raise ValueError(f"'num_samples' ({num_samples}) and 'chunk_size' ({chunk_size}) "
+                         f"must be multiples of 'thin' ({thin})")
     keep_draws = bool(_pop(cfg, "keep_draws", True))
     requested = dict(cfg)
 
-    t0 = time.perf_counter()
-    key_build, key_run = jax.random.split(jax.random.PRNGKey(seed))
-    built = METHODS[method](posterior, key_build, cfg, num_chains, dtype)
-    if cfg:
-        raise TypeError(f"method={method!r} got unknown options {sorted(cfg)}")
-    jax.block_until_ready(built.init_positions)
-    setup_s = time.perf_counter() - t0
-    if built.num_warmup is not None:
-        num_warmup = built.num_warmup
-
-    sampler, params = adapt(built.sampler)
-    out = run_chains(sampler, params, built.init_positions, key_run,
-                     num_warmup=num_warmup, num_samples=num_samples, thin=thin,
-                     chunk_size=chunk_size,
-                     checkpoint_dir=checkpoint_dir, draws_dir=draws_dir,
-                     keep_draws=keep_draws, progress=progress,
-                     fingerprint={"method": method, "seed": seed, "config": repr(requested)})
+    with CompileMonitor() as monitor:
+        t0 = time.perf_counter()
+        key_build, key_run = jax.random.split(jax.random.PRNGKey(seed))
+        built = METHODS[method](posterior, key_build, cfg, num_chains, dtype)
+        if cfg:
+            raise TypeError(f"method={method!r} got unknown options {sorted(cfg)}")
+        jax.block_until_ready((built.init_positions, built.params))
+        setup_s = time.perf_counter() - t0 - monitor.compile_s
+        if built.num_warmup is not None:
+            num_warmup = built.num_warmup
+        out = run_chains(built.sampler, built.params, built.init_positions, key_run,
+                         num_warmup=num_warmup, num_samples=num_samples, thin=thin,
+                         chunk_size=chunk_size, checkpoint_dir=checkpoint_dir,
+                         draws_dir=draws_dir, keep_draws=keep_draws, progress=progress,
+                         fingerprint={"method": method, "seed": seed,
+                                      "config": repr(requested)})
 
     diagnostics: dict[str, Any] = {
         "acceptance_rate": float(np.mean(out.acceptance_rate)),
@@ -482,10 +573,12 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
         rhat = diag["rhat"] if draws.shape[0] >= 2 else None
         check_convergence(diag["ess_bulk"], rhat)
 
-    timings = {"setup_s": setup_s, **out.timings}
-    timings["total_s"] = setup_s + out.timings["compile_s"] + out.timings["run_s"]
-    diagnostics["num_compiles"] = timings.pop("num_compiles")
-    timings.pop("chunks_run", None)
+    # compile_s: all tracing/lowering/XLA compilation of this call (set-up included);
+    # setup_s and run_s exclude it; num_compiles: XLA compilations that really happened
+    timings = {"setup_s": setup_s, "compile_s": monitor.compile_s,
+               "run_s": out.timings["run_s"]}
+    timings["total_s"] = setup_s + timings["compile_s"] + timings["run_s"]
+    diagnostics["num_compiles"] = monitor.num_compiles
     provenance = make_provenance(
         method, config={**built.config, "num_chains": num_chains, "num_samples": num_samples,
                         "num_warmup": num_warmup, "thin": thin},

@@ -13,16 +13,17 @@ checkpointed loop.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 
-from ...operators.base import operator_dataclass, static_field
-
-__all__ = ["StepInfo", "Sampler", "TunedState", "tuned_init", "tuned_step",
-           "tuned_finish_warmup", "as_float", "LegacySampler", "adapt"]
+__all__ = ["StepInfo", "Sampler", "TunedState", "Whitened", "tuned_init", "tuned_step",
+           "tuned_finish_warmup", "keep_state", "no_trace", "image_init", "image_position",
+           "as_float", "check_positive", "check_int", "check_unit_interval"]
 
 
 class StepInfo(NamedTuple):
@@ -32,6 +33,16 @@ class StepInfo(NamedTuple):
     num_grad_evals: jax.Array  # gradient evaluations spent in this transition (int32)
     divergent: jax.Array       # bool: energy error past the divergence threshold
     step_size: jax.Array       # step size used
+
+
+def image_init(key, x, params):
+    """``init`` of samplers whose state is the image itself."""
+    return x
+
+
+def image_position(x, params):
+    """``position`` of samplers whose state is the image itself."""
+    return x
 
 
 def keep_state(state, params):
@@ -82,6 +93,55 @@ def as_float(value, dtype) -> jax.Array:
     return jnp.asarray(value, dtype=dtype)
 
 
+def check_positive(name: str, value) -> float:
+    """``value`` as a finite float > 0, else a ValueError naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{name}' must be a finite number > 0, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"'{name}' must be a finite number > 0, got {value!r}")
+    return v
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or value < minimum:
+        raise ValueError(f"'{name}' must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_unit_interval(name: str, value) -> float:
+    """``value`` as a float strictly inside (0, 1), else a ValueError naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{name}' must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"'{name}' must be in (0, 1), got {value!r}")
+    return v
+
+
+class Whitened(NamedTuple):
+    """A posterior seen on whitened unconstrained coordinates ``z``: ``u = pc(z)``,
+    ``x = posterior.transform.forward(u)``; the target of MALA, HMC and NUTS (a pytree,
+    so it travels in ``params``). Any pytree with these three methods will do (tests
+    use plain Gaussians)."""
+
+    posterior: Any
+    preconditioner: Any
+
+    def logdensity(self, z):
+        return self.posterior.logdensity_unconstrained(self.preconditioner(z))
+
+    def to_image(self, z):
+        return self.posterior.transform.forward(self.preconditioner(z))
+
+    def from_image(self, x):
+        return self.preconditioner.inverse(self.posterior.transform.inverse(x))
+
+
 def tuned_init(inner_state, initial_step_size, target_acceptance) -> TunedState:
     """Wrap a kernel state for dual-averaging step-size adaptation (Hoffman & Gelman
     2014) starting at ``initial_step_size`` (an array: its dtype is the step's)."""
@@ -113,86 +173,3 @@ def tuned_finish_warmup(state: TunedState, params) -> TunedState:
     dtype = state.step_size.dtype
     final = jnp.where(adapted, da_final(state.da).astype(dtype), state.step_size)
     return state._replace(step_size=final, adapting=jnp.bool_(False))
-
-
-# --------------------------------------------------------------------------------------
-# temporary adapter: closure-style samplers (compile per object, as before)
-# --------------------------------------------------------------------------------------
-class LegacySampler(NamedTuple):
-    """The former protocol: functions closing over the posterior (``init(key, x)``,
-    ``step(key, state)``, ...). Run through :func:`adapt`; every new object compiles."""
-
-    init: Callable
-    step: Callable
-    position: Callable
-    finish_warmup: Callable = lambda state: state
-    trace: Callable = lambda state: {}
-    draw: Callable | None = None
-
-
-@operator_dataclass
-class _LegacyParams:
-    legacy: Any = static_field()
-
-
-def _legacy_init(key, x, params):
-    return params.legacy.init(key, x)
-
-
-def _legacy_step(key, state, params):
-    return params.legacy.step(key, state)
-
-
-def _legacy_position(state, params):
-    return params.legacy.position(state)
-
-
-def _legacy_finish(state, params):
-    return params.legacy.finish_warmup(state)
-
-
-def _legacy_trace(state, params):
-    return params.legacy.trace(state)
-
-
-def _legacy_draw(key, params):
-    return params.legacy.draw(key)
-
-
-_LEGACY = Sampler(_legacy_init, _legacy_step, _legacy_position, _legacy_finish,
-                  _legacy_trace)
-_LEGACY_IID = _LEGACY._replace(draw=_legacy_draw)
-
-
-def adapt(legacy: LegacySampler):
-    """``(Sampler, params)`` running a closure-style sampler under the new protocol (the
-    closures ride in the params' static part, so each new object compiles once)."""
-    return (_LEGACY if legacy.draw is None else _LEGACY_IID), _LegacyParams(legacy)
-
-
-def with_step_size_adaptation(inner_init: Callable, inner_step: Callable,
-                              position: Callable, initial_step_size: float,
-                              target_acceptance: float, dtype) -> LegacySampler:
-    """Closure-style dual averaging (temporary, for samplers not yet converted)."""
-    da_init, da_update, da_final = dual_averaging_adaptation(target_acceptance)
-
-    def init(key, x):
-        step = as_float(initial_step_size, dtype)
-        return TunedState(inner_init(key, x), step, da_init(step), jnp.bool_(True))
-
-    def step(key, state):
-        inner, info = inner_step(key, state.inner, state.step_size)
-        acc = jnp.where(jnp.isfinite(info.acceptance), info.acceptance, 0.0)
-        da = jax.tree_util.tree_map(lambda new, old: jnp.where(state.adapting, new, old),
-                                    da_update(state.da, acc), state.da)
-        step_size = jnp.where(state.adapting, jnp.exp(da.log_step_size).astype(dtype),
-                              state.step_size)
-        return TunedState(inner, step_size, da, state.adapting), info
-
-    def finish_warmup(state):
-        adapted = state.da.step > da_init(1.0).step
-        final = jnp.where(adapted, da_final(state.da).astype(dtype), state.step_size)
-        return state._replace(step_size=final, adapting=jnp.bool_(False))
-
-    return LegacySampler(init=init, step=step, position=lambda state: position(state.inner),
-                         finish_warmup=finish_warmup)

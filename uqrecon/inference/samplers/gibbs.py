@@ -4,24 +4,38 @@ Alternates ``hyperparameters | image`` (independent Gamma draws from their conju
 conditionals) and ``image | hyperparameters`` (an exact Gaussian draw by
 perturbation-optimisation, warm-started at the current image so the CG tolerance is
 relative to the perturbation). With no Gamma hyperpriors it reduces to exact draws.
+
+:data:`GIBBS` is a :class:`~.base.Sampler` of module-level functions; the posterior and
+the CG settings travel in :class:`GibbsParams` (tolerance and iteration cap as arrays),
+so runs on same-shaped problems share one compilation.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from ..exact import cg, perturbed_rhs
-from .base import LegacySampler, StepInfo
+from .base import Sampler, StepInfo, check_int, check_positive
 
-__all__ = ["GibbsState", "gibbs", "gamma_draws", "exact_image_draw"]
+__all__ = ["GibbsState", "GibbsParams", "GIBBS", "gibbs", "gamma_draws", "image_draw"]
 
 
 class GibbsState(NamedTuple):
     x: jax.Array
     hypers: dict
+
+
+class GibbsParams(NamedTuple):
+    """``posterior``: a hierarchical linear-Gaussian Posterior (``conditionals``,
+    ``with_hyperparameters``, ``gaussian_form``); ``tol``/``maxiter``: the image draw's
+    CG relative tolerance and iteration cap."""
+
+    posterior: Any
+    tol: jax.Array
+    maxiter: jax.Array
 
 
 def gamma_draws(key, shape_rate: dict, dtype) -> dict:
@@ -33,34 +47,46 @@ def gamma_draws(key, shape_rate: dict, dtype) -> dict:
             for n, k in zip(names, keys)}
 
 
-def exact_image_draw(form_of: Callable, tol: float, maxiter: int) -> Callable:
-    """``(key, x, hypers) -> (x_new, cg_iterations, converged)`` for the Gaussian
-    conditional ``form_of(hypers)``: solves ``P d = b + eta - P x`` and returns ``x + d``."""
-
-    def draw(key, x, hypers):
-        form = form_of(hypers)
-        b = form.rhs + perturbed_rhs(form, key) - form.precision(x)
-        d, k, relres = cg(form.precision, b, tol, maxiter)
-        return x + d, k, relres <= tol
-
-    return draw
+def image_draw(key, x, form, tol, maxiter):
+    """An exact draw from the Gaussian ``form`` warm-started at ``x``: solves
+    ``P d = b + eta - P x`` and returns ``(x + d, cg_iterations, converged)``."""
+    b = form.rhs + perturbed_rhs(form, key) - form.precision(x)
+    d, k, relres = cg(form.precision, b, tol, maxiter)
+    return x + d, k, relres <= tol
 
 
-def gibbs(conditionals: Callable, image_draw: Callable, init_hypers: Callable,
-          dtype=jnp.float32) -> LegacySampler:
-    """Gibbs sampler from ``conditionals(x) -> {name: (shape, rate)}``, an image draw
-    ``image_draw(key, x, hypers) -> (x, grads, ok)`` and ``init_hypers(x) -> dict``.
+def _gibbs_init(key, x, params: GibbsParams):
+    hypers = {k: jnp.asarray(v, x.dtype) for k, v in params.posterior.hyperparameters.items()}
+    return GibbsState(x, hypers)
 
-    ``acceptance`` reports 1 when the inner solve converged, 0 otherwise (flagged as
-    divergent), so a bad inner solve is never silently averaged.
-    """
 
-    def step(key, state):
-        kh, kx = jax.random.split(key)
-        hypers = {**state.hypers, **gamma_draws(kh, conditionals(state.x), dtype)}
-        x, k, ok = image_draw(kx, state.x, hypers)
-        return GibbsState(x, hypers), StepInfo(jnp.where(ok, 1.0, 0.0).astype(dtype),
-                                               k.astype(jnp.int32), ~ok, jnp.zeros((), dtype))
+def _gibbs_step(key, state: GibbsState, params: GibbsParams):
+    """Hyperparameters from their Gamma conditionals, then the image. ``acceptance``
+    reports 1 when the inner solve converged, 0 otherwise (flagged as divergent), so a
+    bad inner solve is never silently averaged."""
+    post = params.posterior
+    dtype = state.x.dtype
+    kh, kx = jax.random.split(key)
+    hypers = {**state.hypers, **gamma_draws(kh, post.conditionals(state.x), dtype)}
+    form = post.with_hyperparameters(**hypers).gaussian_form()
+    x, k, ok = image_draw(kx, state.x, form, params.tol.astype(dtype), params.maxiter)
+    return GibbsState(x, hypers), StepInfo(jnp.where(ok, 1.0, 0.0).astype(dtype),
+                                           k.astype(jnp.int32), ~ok, jnp.zeros((), dtype))
 
-    return LegacySampler(init=lambda key, x: GibbsState(x, init_hypers(x)), step=step,
-                   position=lambda s: s.x, trace=lambda s: dict(s.hypers))
+
+def _gibbs_position(state: GibbsState, params):
+    return state.x
+
+
+def _gibbs_trace(state: GibbsState, params):
+    return dict(state.hypers)
+
+
+GIBBS = Sampler(init=_gibbs_init, step=_gibbs_step, position=_gibbs_position,
+                trace=_gibbs_trace)
+
+
+def gibbs(posterior, tol: float, maxiter: int, dtype=jnp.float32):
+    """``(GIBBS, GibbsParams)`` for a hierarchical linear-Gaussian ``posterior``."""
+    return GIBBS, GibbsParams(posterior, jnp.asarray(check_positive("tol", tol), dtype),
+                              jnp.asarray(check_int("maxiter", maxiter, 1), jnp.int32))

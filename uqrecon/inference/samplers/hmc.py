@@ -12,24 +12,36 @@ run HMC/NUTS on ``z`` with a unit mass matrix (equivalent to mass matrix ``H``):
   ``mu_c`` the largest unconverged Ritz value (the complement's stiffest direction).
 - ``"identity"``: no preconditioning (what plain NUTS sees).
 The step size is tuned by dual averaging during warmup (target 0.8) and then frozen.
+
+:data:`HMC` and :data:`NUTS` are :class:`~.base.Sampler` bundles of module-level
+functions; the target (a :class:`~.base.Whitened` posterior: posterior + preconditioner,
+both pytrees), the step-size settings and the trajectory settings travel in ``params``
+(:class:`HMCParams`, :class:`NUTSParams`). blackjax's kernels are built inside the step,
+while tracing, from the traced target. NUTS's ``max_num_doublings`` (array sizes) and
+HMC's choice between a path length and a step count (the loop's structure) are static
+fields of the params; all other settings are arrays, so they never recompile.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from functools import partial
+from typing import Any, Callable, NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from ...operators.base import operator_dataclass, static_field
 from ..lanczos import lanczos_eigh
-from .base import LegacySampler, StepInfo, with_step_size_adaptation
+from .base import (Sampler, StepInfo, as_float, check_int, check_positive,
+                   check_unit_interval, tuned_finish_warmup, tuned_init, tuned_step)
 
 __all__ = ["UpperTriangular", "DensePreconditioner", "LowRankPreconditioner",
            "IdentityPreconditioner", "hessian_matrix", "dense_preconditioner",
-           "lowrank_preconditioner", "hmc", "nuts"]
+           "lowrank_preconditioner", "HMC", "HMCParams", "hmc", "NUTS", "NUTSParams",
+           "nuts"]
 
 
 class IdentityPreconditioner(NamedTuple):
@@ -59,13 +71,7 @@ class UpperTriangular(NamedTuple):
 
     @classmethod
     def from_dense(cls, M: jax.Array, k: int = 8) -> "UpperTriangular":
-        n = M.shape[0]
-        b = -(-n // k)
-        Mp = jnp.pad(M, ((0, k * b - n), (0, k * b - n)))
-        idx = [(i, j) for i in range(k) for j in range(i, k)]
-        blocks = jnp.stack([Mp[i * b:(i + 1) * b, j * b:(j + 1) * b] for i, j in idx])
-        return cls(blocks, jnp.asarray([i for i, _ in idx], jnp.int32),
-                   jnp.asarray([j for _, j in idx], jnp.int32))
+        return _upper_blocks(M, k)
 
     def __matmul__(self, v: jax.Array) -> jax.Array:
         num, b, _ = self.blocks.shape
@@ -74,6 +80,19 @@ class UpperTriangular(NamedTuple):
         vb = jnp.pad(v, (0, k * b - n)).reshape(k, b)
         prod = jnp.einsum("ibj,ij->ib", self.blocks, vb[self.cols])
         return jax.ops.segment_sum(prod, self.rows, num_segments=k).reshape(-1)[:n]
+
+
+@partial(jax.jit, static_argnames=("k",))
+def _upper_blocks(M: jax.Array, k: int) -> UpperTriangular:
+    """The ``k(k+1)/2`` non-zero blocks of an upper-triangular ``M`` (module-level jit:
+    the slicing compiles once per size, not once per call)."""
+    n = M.shape[0]
+    b = -(-n // k)
+    Mp = jnp.pad(M, ((0, k * b - n), (0, k * b - n)))
+    idx = [(i, j) for i in range(k) for j in range(i, k)]
+    blocks = jnp.stack([Mp[i * b:(i + 1) * b, j * b:(j + 1) * b] for i, j in idx])
+    return UpperTriangular(blocks, jnp.asarray([i for i, _ in idx], jnp.int32),
+                           jnp.asarray([j for _, j in idx], jnp.int32))
 
 
 class DensePreconditioner(NamedTuple):
@@ -97,7 +116,11 @@ class DensePreconditioner(NamedTuple):
 
 
 class LowRankPreconditioner(NamedTuple):
-    """``u = u0 + [alpha (I - V V^T) + V diag(s) V^T] z`` with orthonormal V."""
+    """``u = u0 + [alpha (I - V V^T) + V diag(s) V^T] z`` with orthonormal V.
+
+    Unconverged Ritz vectors are kept as zero columns (scale 1), so the arrays' shapes
+    depend on the requested rank only, not on how many pairs converged: the samplers'
+    compiled chunk is reused across problems."""
 
     u0: jax.Array
     basis: jax.Array      # (n, r)
@@ -130,6 +153,25 @@ def hessian_matrix(potential: Callable, u0: jax.Array) -> jax.Array:
     return 0.5 * (hess + hess.T)
 
 
+@jax.jit
+def _cholesky_whitening(hess: jax.Array):
+    """``(R, R^{-T}, finite)`` with ``hess = R R^T``."""
+    chol = jnp.linalg.cholesky(hess)
+    factor = jsl.solve_triangular(chol.T, jnp.eye(hess.shape[0], dtype=chol.dtype),
+                                  lower=False)
+    return chol, factor, jnp.all(jnp.isfinite(chol))
+
+
+@jax.jit
+def _softabs_whitening(hess: jax.Array, floor):
+    """``(V |L|^{1/2}, V |L|^{-1/2}, ok)`` with ``|L| = max(|L|, floor * max|L|)``."""
+    lam, V = jnp.linalg.eigh(hess)
+    top = jnp.max(jnp.abs(lam))
+    ok = jnp.all(jnp.isfinite(lam)) & (top > 0)
+    lam = jnp.maximum(jnp.abs(lam), floor * top)
+    return V * jnp.sqrt(lam), V / jnp.sqrt(lam), ok
+
+
 def dense_preconditioner(hess: jax.Array, u0: jax.Array,
                          floor: float = 1e-6) -> DensePreconditioner:
     """Whitening by the Cholesky factor of the Hessian matrix ``hess`` at ``u0``.
@@ -137,19 +179,38 @@ def dense_preconditioner(hess: jax.Array, u0: jax.Array,
     Away from the mode (or with a constraint's change of variables) the Hessian can be
     indefinite; then the metric is the "SoftAbs"-style ``V max(|L|, floor * max|L|) V^T``
     (Betancourt 2013) from its eigendecomposition: same curvature scales, positive.
+    The factorisations are module-level jits (no recompilation on a second call).
     """
-    chol = jnp.linalg.cholesky(hess)
-    if bool(jnp.all(jnp.isfinite(chol))):
-        factor = jsl.solve_triangular(chol.T, jnp.eye(u0.size, dtype=chol.dtype), lower=False)
+    chol, factor, ok = _cholesky_whitening(hess)
+    if bool(ok):
         if u0.size >= 1024:   # R^{-T} is upper triangular: store its non-zero blocks
             factor = UpperTriangular.from_dense(factor)
         return DensePreconditioner(u0, chol, factor)
-    lam, V = jnp.linalg.eigh(hess)
-    if not bool(jnp.all(jnp.isfinite(lam))) or not float(jnp.max(jnp.abs(lam))) > 0:
+    chol, factor, ok = _softabs_whitening(hess, jnp.asarray(floor, hess.dtype))
+    if not bool(ok):
         raise ValueError("preconditioner='dense': the Hessian at the reference point is not "
                          "finite or is zero; use preconditioner='lowrank' or 'identity'")
-    lam = jnp.maximum(jnp.abs(lam), floor * jnp.max(jnp.abs(lam)))
-    return DensePreconditioner(u0, V * jnp.sqrt(lam), V / jnp.sqrt(lam))
+    return DensePreconditioner(u0, chol, factor)
+
+
+@partial(jax.jit, static_argnames=("rank",))
+def _lowrank_factors(potential, u0, key, rank: int, rtol):
+    """Lanczos Ritz pairs of the Hessian of ``potential`` (a pytree callable) at ``u0``,
+    the converged ones marked; returns ``(preconditioner, number kept)``."""
+    hvp = _hvp(potential, u0)
+    shape = u0.shape
+    matvec = lambda v: hvp(v.reshape(shape)).ravel()
+    eig = lanczos_eigh(matvec, jax.random.normal(key, (u0.size,), u0.dtype), rank)
+    mu, V = eig.values, eig.vectors
+    res = jnp.linalg.norm(jax.vmap(matvec, in_axes=1, out_axes=1)(V) - V * mu, axis=0)
+    keep = (res <= rtol * jnp.abs(mu)) & (mu > 0)
+    # the stiffest direction left in the complement: the largest unconverged Ritz value
+    stiff = jnp.where(jnp.any(~keep), jnp.max(jnp.where(keep, -jnp.inf, mu)),
+                      jnp.min(jnp.where(keep, mu, jnp.inf)))
+    alpha = (1.0 / jnp.sqrt(stiff)).astype(u0.dtype)
+    basis = jnp.where(keep, V, 0.0)
+    scales = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, mu, 1.0)), 1.0)
+    return LowRankPreconditioner(u0, basis, scales, alpha), jnp.sum(keep)
 
 
 def lowrank_preconditioner(potential: Callable, u0: jax.Array, key: jax.Array,
@@ -157,35 +218,77 @@ def lowrank_preconditioner(potential: Callable, u0: jax.Array, key: jax.Array,
     """Low-rank-plus-scaled-identity inverse Hessian from ``rank`` Lanczos iterations.
 
     Ritz pairs whose residual is below ``rtol * mu`` are kept (both spectral ends).
+    ``potential`` must be a pytree callable (e.g. a NamedTuple with ``__call__``), not a
+    closure: it is an argument of a module-level jit, so a second call on a same-shaped
+    problem compiles nothing.
     """
-    hvp = _hvp(potential, u0)
-    shape = u0.shape
-    matvec = lambda v: hvp(v.reshape(shape)).ravel()
-    rank = min(rank, u0.size)
-    eig = lanczos_eigh(matvec, jax.random.normal(key, (u0.size,), u0.dtype), rank)
-    mu, V = eig.values, eig.vectors
-    res = jnp.linalg.norm(jax.vmap(matvec, in_axes=1, out_axes=1)(V) - V * mu, axis=0)
-    keep = (res <= rtol * jnp.abs(mu)) & (mu > 0)
-    if not bool(jnp.any(keep)):
+    rank = min(int(rank), u0.size)
+    pc, kept = _lowrank_factors(potential, u0, key, rank, jnp.asarray(rtol, u0.dtype))
+    if int(kept) == 0:
         raise ValueError("preconditioner='lowrank': no converged positive Ritz pair; "
                          "increase 'rank' or use preconditioner='identity'")
-    # the stiffest direction left in the complement: the largest unconverged Ritz value
-    stiff = jnp.where(jnp.any(~keep), jnp.max(jnp.where(keep, -jnp.inf, mu)),
-                      jnp.min(jnp.where(keep, mu, jnp.inf)))
-    alpha = 1.0 / jnp.sqrt(stiff)
-    V, mu = V[:, keep], mu[keep]
-    return LowRankPreconditioner(u0, V, 1.0 / jnp.sqrt(mu), alpha.astype(u0.dtype))
+    return pc
 
 
 def _unit_mass(state):
     return jnp.ones(state.position.size, state.position.dtype)
 
 
-def hmc(logdensity_z: Callable, to_image: Callable, num_integration_steps: int = 16,
-        initial_step_size: float = 0.5, target_acceptance: float = 0.8,
-        dtype=jnp.float32, path_length: float | None = None,
-        max_integration_steps: int = 1024) -> LegacySampler:
-    """HMC (blackjax) on ``z`` with a random trajectory length.
+def _hmc_init(key, x, params):
+    z = params.target.from_image(x)
+    return tuned_init(blackjax.hmc.init(z, params.target.logdensity),
+                      params.initial_step_size, params.target_acceptance)
+
+
+def _position(state, params):
+    return params.target.to_image(state.inner.position)
+
+
+@operator_dataclass
+class HMCParams:
+    """HMC's settings. ``use_path`` (static) picks the trajectory rule: integration time
+    uniform in ``[T/2, 3T/2]`` with ``T = path_length`` (``ceil(t / step)`` leapfrog steps,
+    capped at ``max_integration_steps``), else ``1..2L-1`` steps uniformly with
+    ``L = num_integration_steps``."""
+
+    target: Any
+    initial_step_size: jax.Array
+    target_acceptance: jax.Array
+    num_integration_steps: jax.Array
+    path_length: jax.Array
+    max_integration_steps: jax.Array
+    use_path: bool = static_field(default=False)
+
+
+def _hmc_inner(key, state, step_size, params: HMCParams):
+    k_len, k_step = jax.random.split(key)
+    if params.use_path:
+        t = params.path_length.astype(step_size.dtype) * jax.random.uniform(
+            k_len, (), step_size.dtype, 0.5, 1.5)
+        steps = jnp.clip(jnp.ceil(t / step_size), 1,
+                         params.max_integration_steps).astype(jnp.int32)
+    else:
+        steps = jax.random.randint(k_len, (), 1, 2 * params.num_integration_steps)
+    kernel = blackjax.hmc.build_kernel()
+    new, info = kernel(k_step, state, params.target.logdensity, step_size, _unit_mass(state),
+                       steps)
+    return new, StepInfo(info.acceptance_rate.astype(step_size.dtype),
+                         steps.astype(jnp.int32), info.is_divergent, step_size)
+
+
+def _hmc_step(key, state, params: HMCParams):
+    return tuned_step(_hmc_inner, key, state, params, params.target_acceptance)
+
+
+HMC = Sampler(init=_hmc_init, step=_hmc_step, position=_position,
+              finish_warmup=tuned_finish_warmup)
+
+
+def hmc(target, num_integration_steps: int = 16, initial_step_size: float = 0.5,
+        target_acceptance: float = 0.8, dtype=jnp.float32, path_length: float | None = None,
+        max_integration_steps: int = 1024):
+    """``(HMC, HMCParams)``: blackjax HMC on ``target`` (a :class:`~.base.Whitened`) with a
+    random trajectory length.
 
     A fixed path resonates with the near-harmonic dynamics of a whitened Gaussian (a path
     near pi returns the chain to where it started), so the length is jittered:
@@ -197,35 +300,54 @@ def hmc(logdensity_z: Callable, to_image: Callable, num_integration_steps: int =
       step size as it adapts. For a whitened Gaussian target, ``T = pi/2`` is a quarter
       period: the end point is (nearly) independent of the start.
     """
-    kernel = blackjax.hmc.build_kernel()
-    L = int(num_integration_steps)
-    if L < 1:
-        raise ValueError(f"'num_integration_steps' must be >= 1, got {num_integration_steps}")
-    if path_length is not None and not float(path_length) > 0:
-        raise ValueError(f"'path_length' must be > 0, got {path_length}")
-
-    def num_steps(key, step_size):
-        if path_length is not None:
-            t = float(path_length) * jax.random.uniform(key, (), dtype, 0.5, 1.5)
-            return jnp.clip(jnp.ceil(t / step_size), 1, max_integration_steps).astype(jnp.int32)
-        return jax.random.randint(key, (), 1, 2 * L) if L > 1 else jnp.int32(1)
-
-    def inner_step(key, state, step_size):
-        k_len, k_step = jax.random.split(key)
-        steps = num_steps(k_len, step_size)
-        new, info = kernel(k_step, state, logdensity_z, step_size, _unit_mass(state), steps)
-        return new, StepInfo(info.acceptance_rate.astype(dtype), steps.astype(jnp.int32),
-                             info.is_divergent, step_size)
-
-    return with_step_size_adaptation(
-        lambda key, z: blackjax.hmc.init(z, logdensity_z), inner_step,
-        lambda s: to_image(s.position), initial_step_size, target_acceptance, dtype)
+    L = check_int("num_integration_steps", num_integration_steps, 1)
+    cap = check_int("max_integration_steps", max_integration_steps, 1)
+    if path_length is not None:
+        path_length = check_positive("path_length", path_length)
+    return HMC, HMCParams(
+        target, as_float(check_positive("step_size", initial_step_size), dtype),
+        as_float(check_unit_interval("target_acceptance", target_acceptance), dtype),
+        jnp.asarray(L, jnp.int32), as_float(path_length or 0.0, dtype),
+        jnp.asarray(cap, jnp.int32), use_path=path_length is not None)
 
 
-def nuts(logdensity_z: Callable, to_image: Callable, max_num_doublings: int = 10,
-         initial_step_size: float = 0.5, target_acceptance: float = 0.8,
-         dtype=jnp.float32, step_size_jitter: float = 0.0) -> LegacySampler:
-    """NUTS (blackjax) on ``z``; counts the leapfrog steps of each trajectory.
+@operator_dataclass
+class NUTSParams:
+    """NUTS's settings; ``max_num_doublings`` sizes blackjax's trajectory buffers, so it
+    is static."""
+
+    target: Any
+    initial_step_size: jax.Array
+    target_acceptance: jax.Array
+    step_size_jitter: jax.Array
+    max_num_doublings: int = static_field(default=10)
+
+
+def _nuts_inner(key, state, step_size, params: NUTSParams):
+    k_eps, k_step = jax.random.split(key)
+    jitter = params.step_size_jitter.astype(step_size.dtype)
+    eps = step_size * (1.0 + jitter * jax.random.uniform(k_eps, (), step_size.dtype,
+                                                         -1.0, 1.0))
+    kernel = blackjax.nuts.build_kernel()
+    new, info = kernel(k_step, state, params.target.logdensity, eps, _unit_mass(state),
+                       params.max_num_doublings)
+    return new, StepInfo(info.acceptance_rate.astype(step_size.dtype),
+                         info.num_integration_steps.astype(jnp.int32),
+                         info.is_divergent, step_size)
+
+
+def _nuts_step(key, state, params: NUTSParams):
+    return tuned_step(_nuts_inner, key, state, params, params.target_acceptance)
+
+
+NUTS = Sampler(init=_hmc_init, step=_nuts_step, position=_position,
+               finish_warmup=tuned_finish_warmup)
+
+
+def nuts(target, max_num_doublings: int = 10, initial_step_size: float = 0.5,
+         target_acceptance: float = 0.8, dtype=jnp.float32, step_size_jitter: float = 0.0):
+    """``(NUTS, NUTSParams)``: blackjax NUTS on ``target`` (a :class:`~.base.Whitened`);
+    counts the leapfrog steps of each trajectory.
 
     ``step_size_jitter`` draws each iteration's step uniformly in ``eps (1 +/- j)``.
     Note: after exact whitening every direction oscillates with the same period
@@ -235,20 +357,14 @@ def nuts(logdensity_z: Callable, to_image: Callable, max_num_doublings: int = 10
     is off by default. HMC with a quarter-period path avoids the issue (on the 64x64
     benchmark both reach about the same ESS per gradient).
     """
-    kernel = blackjax.nuts.build_kernel()
-    if not 0.0 <= float(step_size_jitter) < 1.0:
-        raise ValueError(f"'step_size_jitter' must be in [0, 1), got {step_size_jitter}")
-
-    def inner_step(key, state, step_size):
-        k_eps, k_step = jax.random.split(key)
-        eps = step_size * (1.0 + step_size_jitter * jax.random.uniform(k_eps, (), dtype,
-                                                                      -1.0, 1.0))
-        new, info = kernel(k_step, state, logdensity_z, eps, _unit_mass(state),
-                           max_num_doublings)
-        return new, StepInfo(info.acceptance_rate.astype(dtype),
-                             info.num_integration_steps.astype(jnp.int32),
-                             info.is_divergent, step_size)
-
-    return with_step_size_adaptation(
-        lambda key, z: blackjax.nuts.init(z, logdensity_z), inner_step,
-        lambda s: to_image(s.position), initial_step_size, target_acceptance, dtype)
+    depth = check_int("max_num_doublings", max_num_doublings, 1)
+    try:
+        jit_ok = 0.0 <= float(step_size_jitter) < 1.0
+    except (TypeError, ValueError):
+        jit_ok = False
+    if not jit_ok:
+        raise ValueError(f"'step_size_jitter' must be in [0, 1), got {step_size_jitter!r}")
+    return NUTS, NUTSParams(
+        target, as_float(check_positive("step_size", initial_step_size), dtype),
+        as_float(check_unit_interval("target_acceptance", target_acceptance), dtype),
+        as_float(step_size_jitter, dtype), max_num_doublings=depth)
