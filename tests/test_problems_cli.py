@@ -65,17 +65,31 @@ def test_main_job_rejects_unknown_prior(tmp_path):
         cli.main(["--size", "16", "--priors", "gauss", "--out", str(tmp_path)])
 
 
-def test_main_job_tv_model_reports_reference_convergence(tmp_path):
+def test_main_job_grades_tv_and_huber_tv_against_their_own_references(tmp_path):
+    """TV is graded against the exact GSM sampler, Huber-TV against its NUTS reference,
+    and the TV reference sits in the Huber-TV table as a labelled model change (catches a
+    main job that grades a surrogate's approximations against another model's
+    reference, or hides an unconverged reference)."""
     out = tmp_path / "report"
-    with pytest.warns(Warning):  # a 40-draw reference cannot meet the criteria
-        cli.main(["--size", "12", "--num-angles", "10", "--priors", "tv",
-                  "--methods", "myula,laplace", "--num-samples", "40",
+    with pytest.warns(Warning):  # a 40-draw, one-round reference cannot meet the criteria
+        cli.main(["--size", "12", "--num-angles", "10", "--priors", "tv,huber_tv",
+                  "--methods", "myula", "--num-samples", "40", "--reference-rounds", "1",
                   "--reference-samples", "40", "--out", str(out),
                   "--cache-dir", str(tmp_path / "cache")])
     summary = json.loads((out / "summary.json").read_text())
-    model = summary["models"]["tv"]
-    assert model["reference"] == "skrock reference"
-    assert model["reference_convergence"]["converged"] is False
+    tv, huber = summary["models"]["tv"], summary["models"]["huber_tv"]
+    assert tv["reference"] == "gsm reference" and huber["reference"] == "nuts reference"
+    assert tv["reference_exactness"] == "asymptotically exact"
+    assert tv["reference_convergence"]["converged"] is False
     assert "NOT met" in (out / "summary.md").read_text()
-    rows = {r["method"]: r for r in model["comparison"]["rows"]}
-    assert set(rows) == {"skrock reference", "myula", "laplace"}
+    assert set(r["method"] for r in tv["comparison"]["rows"]) == {"gsm reference", "myula"}
+    assert set(r["method"] for r in huber["comparison"]["rows"]) == {
+        "nuts reference", "myula", "tv model (model change)"}
+
+
+def test_main_job_refuses_a_surrogate_method_on_the_tv_model(tmp_path):
+    with pytest.raises(SystemExit, match="huber_tv"):
+        cli.main(["--size", "12", "--num-angles", "10", "--priors", "tv",
+                  "--methods", "laplace", "--reference-rounds", "1",
+                  "--reference-samples", "20", "--out", str(tmp_path / "r"),
+                  "--cache-dir", str(tmp_path / "cache")])

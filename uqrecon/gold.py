@@ -9,8 +9,14 @@
   ``num_samples`` degrees of freedom, the mean being known), plus the CG residual,
   both recorded in the result's provenance.
 * :func:`mcmc_reference` -- a long multi-chain run, extended in rounds (each round
-  doubles the draws, restarting the chains where they stopped) until the split R-hat is
-  below ``rhat_max`` on every pixel and the minimum bulk ESS is at least ``min_ess``.
+  doubles the draws, continuing the chains where they stopped) until posteriordb's
+  criteria for a reference hold on every pixel: split R-hat below ``rhat_max``, bulk *and*
+  tail ESS at least ``min_ess``, no divergent transitions.
+* :func:`reference` -- the one entry point: picks the exact method for the posterior
+  (exact Gaussian for linear-Gaussian models; the exact GSM sampler for TV / l1-wavelet
+  priors with a Gaussian likelihood; whitened NUTS for smooth posteriors) and records its
+  *exactness class* -- ``exact``, ``asymptotically exact`` or ``biased`` -- beside the
+  diagnostics. Only exact or converged asymptotically exact results are gold standards.
   The result is cached on disk under a SHA-256 of the posterior (every array leaf by
   value, every static field by value), the method, its configuration, the seed and the
   criteria, with provenance; the same call again loads it, and any change to an input
@@ -34,9 +40,23 @@ import numpy as np
 from .inference import exact as _exact
 from .result import Result, make_provenance
 
-__all__ = ["exact_gaussian", "mcmc_reference", "cache_key", "default_cache_dir"]
+__all__ = ["exact_gaussian", "mcmc_reference", "reference", "exactness", "cache_key",
+           "default_cache_dir", "EXACTNESS"]
 
-_CACHE_FORMAT = 1
+# What each sampler's stationary law is: "exact" (independent exact draws),
+# "asymptotically exact" (a Markov chain with the posterior as its invariant law) or
+# "biased" (a discretised or smoothed target: the bias must be measured, never assumed).
+EXACTNESS = {"exact": "exact", "rto": "exact", "gsm": "asymptotically exact",
+             "nuts": "asymptotically exact", "hmc": "asymptotically exact",
+             "mala": "asymptotically exact", "gibbs": "asymptotically exact",
+             "ula": "biased", "myula": "biased", "skrock": "biased"}
+
+
+def exactness(method: str) -> str:
+    """The exactness class of a sampling method (see :data:`EXACTNESS`)."""
+    return EXACTNESS.get(method, "unknown")
+
+_CACHE_FORMAT = 2
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -203,6 +223,9 @@ def default_cache_dir() -> str:
 # --------------------------------------------------------------------------------------
 # MCMC references
 # --------------------------------------------------------------------------------------
+_NO_TUNING = ("gsm", "gibbs", "exact", "rto")   # later rounds need no new warmup
+
+
 def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
                    num_samples: int = 1000, num_warmup: int = 500, thin: int = 1,
                    rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,
@@ -210,12 +233,14 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
                    **config) -> Result:
     """Long multi-chain reference run with convergence criteria, cached on disk.
 
-    Runs ``uqrecon.inference.sample.sample(posterior, method, ...)``; while
-    ``max(split R-hat) >= rhat_max`` or ``min(bulk ESS) < min_ess`` (over all pixels) it
-    runs another round as long as all previous rounds together, from the chains' last
-    draws, and appends the draws. After ``max_rounds`` rounds it stops with a warning
-    (the result says ``converged: False`` in its provenance, which also holds the cache
-    key and the number of rounds). ``config`` goes to the sampler.
+    Runs ``uqrecon.inference.sample.sample(posterior, method, ...)``; while any pixel has
+    split R-hat >= ``rhat_max``, bulk or tail ESS < ``min_ess``, or any transition was
+    divergent (posteriordb's reference criteria), it runs another round as long as all
+    previous rounds together, continuing each chain from its last state (without a new
+    warmup for methods that tune nothing, e.g. ``gsm``), and appends the draws. After
+    ``max_rounds`` rounds it stops with a warning (the result says ``converged: False``
+    in its provenance, which also holds the cache key, the rounds, the criteria and the
+    method's exactness class). ``config`` goes to the sampler.
     """
     from .inference.sample import sample
     from .uq.diagnostics import diagnose, summarize
@@ -245,15 +270,23 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         return result.replace(provenance=prov)
 
     t0 = time.perf_counter()
-    draws, grads, rounds, init = None, 0, 0, None
+    draws, grads, rounds, init, divergences = None, 0, 0, None, 0
     per_round = num_samples
     while True:
         cfg = dict(config)
+        # every round is a multiple of the first, and warmup shares the chunk length:
+        # one chunk length, compiled once for the whole reference
+        cfg.setdefault("chunk_size", math.gcd(num_samples, num_warmup) if num_warmup
+                       else num_samples)
+        warmup = num_warmup
         if init is not None:        # continue each chain where it stopped, unperturbed
             cfg.update(init=init, init_jitter=0.0)
+            if method in _NO_TUNING:
+                warmup = 0
         run = sample(posterior, method=method, num_chains=num_chains, num_samples=per_round,
-                     num_warmup=num_warmup, thin=thin, seed=seed + rounds,
+                     num_warmup=warmup, thin=thin, seed=seed + rounds,
                      progress=progress, **cfg)
+        divergences += int(run.diagnostics.get("divergences", 0))
         if run.draws is None:
             raise ValueError(f"method {method!r} kept no draws; the reference needs them")
         draws = run.draws if draws is None else np.concatenate([draws, run.draws], axis=1)
@@ -263,23 +296,30 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         diag = diagnose(draws)
         max_rhat = float(np.max(diag["rhat"]))
         min_ess_found = float(np.min(diag["ess_bulk"]))
-        converged = max_rhat < rhat_max and min_ess_found >= min_ess
+        min_tail = float(np.min(diag["ess_tail"]))
+        converged = (max_rhat < rhat_max and min_ess_found >= min_ess
+                     and min_tail >= min_ess and divergences == 0)
         if converged or rounds >= max_rounds:
             break
         init = draws[:, -1]
         per_round = draws.shape[1] * thin
     if not converged:
         warnings.warn(f"MCMC reference not converged after {rounds} rounds: max R-hat "
-                      f"{max_rhat:.4f} (need < {rhat_max}), min bulk ESS {min_ess_found:.0f} "
-                      f"(need >= {min_ess})", RuntimeWarning, stacklevel=2)
+                      f"{max_rhat:.4f} (need < {rhat_max}), min bulk / tail ESS "
+                      f"{min_ess_found:.0f} / {min_tail:.0f} (need >= {min_ess}), "
+                      f"{divergences} divergences (need 0)", RuntimeWarning, stacklevel=2)
     diagnostics = dict(diag)
     diagnostics.update(summarize(diag["ess_bulk"], diag["rhat"]))
     diagnostics["num_grad_evals"] = grads
+    diagnostics["divergences"] = divergences
     prov = make_provenance(
         method, {**config, **settings}, seed=seed, dtype=posterior.dtype,
         reference="mcmc", converged=converged, rounds=rounds, max_rhat=max_rhat,
-        min_ess_bulk=min_ess_found,
-        criteria=f"split R-hat < {rhat_max} on every pixel, min bulk ESS >= {min_ess}",
+        min_ess_bulk=min_ess_found, min_ess_tail=min_tail, divergences=divergences,
+        exactness=exactness(method),
+        gold_standard=bool(converged and exactness(method) != "biased"),
+        criteria=(f"split R-hat < {rhat_max}, bulk and tail ESS >= {min_ess} on every "
+                  "pixel, no divergent transitions"),
         cache_key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     result = Result.from_draws(draws, diagnostics=diagnostics,
                                timings={"total_s": time.perf_counter() - t0},
@@ -291,3 +331,65 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         os.replace(tmp, path)
     return result.replace(provenance=dict(result.provenance,
                                           cache={"hit": False, "path": path if use_cache else None}))
+
+
+# --------------------------------------------------------------------------------------
+# The one entry point
+# --------------------------------------------------------------------------------------
+def gold_method(posterior) -> str:
+    """Name of the exact method :func:`reference` uses for ``posterior``: ``"exact"``
+    (linear-Gaussian), ``"gsm"`` (one TV / l1-wavelet term, Gaussian likelihood, Gaussian
+    priors otherwise, no constraint) or ``"nuts"`` (smooth). Raises a ValueError naming
+    the obstacle when none applies (e.g. a non-smooth prior with a Poisson likelihood)."""
+    from .inference.samplers.gsm import check_gsm_posterior
+
+    if posterior.gaussian_form() is not None and not posterior.is_hierarchical:
+        return "exact"
+    if posterior.is_smooth:
+        return "nuts"
+    try:
+        check_gsm_posterior(posterior)
+    except ValueError as err:
+        raise ValueError(f"gold.reference: no exact method for this non-smooth posterior "
+                         f"({err}); a biased method (myula/skrock) can be run with "
+                         "mcmc_reference, and is labelled biased") from None
+    return "gsm"
+
+
+def reference(posterior, *, seed: int = 0, num_chains: int = 4,
+              num_samples: int | None = None, num_warmup: int | None = None,
+              rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,
+              cache_dir=None, use_cache: bool = True, progress: bool = False,
+              **config) -> Result:
+    """The gold standard of ``posterior``: its exact method, run to the reference criteria.
+
+    Args:
+        posterior: any :class:`~uqrecon.models.Posterior`.
+        seed: seed of the run (the same seed gives the same reference).
+        num_chains, num_samples, num_warmup: MCMC settings of the first round (defaults:
+            4 chains; 500 draws and 100 warmup sweeps for ``gsm``, 1000 / 500 for NUTS).
+        rhat_max, min_ess, max_rounds: the criteria (posteriordb's: split R-hat < 1.01,
+            bulk and tail ESS >= 400 on every pixel, no divergences) and the round cap.
+        cache_dir, use_cache, progress: as :func:`mcmc_reference`.
+        **config: options of the chosen sampler (e.g. ``tol`` for gsm).
+
+    Returns:
+        A Result whose provenance holds ``gold_method``, ``exactness`` (``"exact"`` or
+        ``"asymptotically exact"``), ``converged`` and ``gold_standard`` (True only when
+        exact, or converged by the criteria), with the diagnostics.
+    """
+    method = gold_method(posterior)
+    if method == "exact":
+        res = exact_gaussian(posterior, seed=seed)
+        prov = dict(res.provenance, gold_method="exact", exactness="exact", converged=True,
+                    gold_standard=True, reference="exact")
+        return res.replace(provenance=prov)
+    if num_samples is None:
+        num_samples = 500 if method == "gsm" else 1000
+    if num_warmup is None:
+        num_warmup = 100 if method == "gsm" else 500
+    res = mcmc_reference(posterior, method, seed=seed, num_chains=num_chains,
+                         num_samples=num_samples, num_warmup=num_warmup, rhat_max=rhat_max,
+                         min_ess=min_ess, max_rounds=max_rounds, cache_dir=cache_dir,
+                         use_cache=use_cache, progress=progress, **config)
+    return res.replace(provenance=dict(res.provenance, gold_method=method))

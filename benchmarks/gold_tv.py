@@ -1,0 +1,158 @@
+"""Exact TV gold standard (method='gsm') against SK-ROCK / MYULA, side by side in one run.
+
+Three tables (markdown on stdout and in ``--out``):
+
+1. **Efficiency at size N** (default 128x128 sparse-view CT, 30 views, 1 % noise, TV
+   weight 10 as in the main job): GSM and SK-ROCK at its default step, 4 chains each,
+   min/median bulk ESS, min tail ESS, max split R-hat, gradient-equivalents (operator
+   products A^T A), min-ESS per second and per gradient, and their ratio.
+2. **Bias of the proximal samplers at their defaults**, measured against a converged GSM
+   run of the same posterior at a size where all three converge (default 32x32, 20
+   views): pixel-averaged std ratio and relative mean error (GSM is exact: its own
+   Monte Carlo error is printed beside).
+3. **CG iterations per exact draw**: linear-Gaussian perturbation-optimisation (GMRF prior)
+   with and without the circulant preconditioner, and GSM's image step, at 128 and 256.
+
+Run: ``JAX_PLATFORMS=cpu python benchmarks/gold_tv.py [--size 128] [--gsm-samples 300]``.
+Timings are wall-clock on this machine under whatever load it has; ratios come from the
+same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import uqrecon
+from uqrecon.linalg import pcg
+from uqrecon.models import GMRF, TV, Gaussian, Posterior
+from uqrecon.problems import sparse_view_ct
+from uqrecon.uq.diagnostics import ess_bulk, ess_tail, rhat
+
+
+def tv_posterior(size, views, weight=10.0):
+    p = sparse_view_ct(size, views)
+    return p, Posterior(Gaussian(p.operator, p.data, sigma=p.sigma), TV((size, size), weight))
+
+
+def summarize(name, res, wall):
+    d = np.asarray(res.draws)
+    eb, et, rh = ess_bulk(d), ess_tail(d), rhat(d)
+    grads = res.diagnostics["num_grad_evals"] + res.diagnostics["num_grad_evals_warmup"] \
+        + res.diagnostics["num_grad_evals_setup"]
+    return {"method": name, "draws": int(d.shape[0] * d.shape[1]),
+            "min_ess_bulk": float(eb.min()), "median_ess_bulk": float(np.median(eb)),
+            "min_ess_tail": float(et.min()), "max_rhat": float(rh.max()),
+            "grads": int(grads), "wall_s": wall,
+            "min_ess_per_s": float(eb.min()) / wall, "min_ess_per_grad": float(eb.min()) / grads,
+            "acceptance": float(res.diagnostics["acceptance_rate"])}
+
+
+def efficiency(size, views, gsm_samples, skrock_samples, seed):
+    _, post = tv_posterior(size, views)
+    rows = []
+    t = time.perf_counter()
+    res = uqrecon.sample(post, method="gsm", num_chains=4, num_warmup=50,
+                         num_samples=gsm_samples, seed=seed, progress=False)
+    rows.append(summarize("gsm (exact)", res, time.perf_counter() - t))
+    cg = np.asarray(res.diagnostics["cg_iterations"])
+    rows[-1]["cg_per_step"] = float(cg.mean())
+    t = time.perf_counter()
+    res = uqrecon.sample(post, method="skrock", num_chains=4, num_warmup=200,
+                         num_samples=skrock_samples, seed=seed, progress=False)
+    rows.append(summarize("skrock (default step)", res, time.perf_counter() - t))
+    return rows
+
+
+def bias(size, views, seed):
+    _, post = tv_posterior(size, views)
+    ref = uqrecon.sample(post, method="gsm", num_chains=4, num_warmup=100, num_samples=2000,
+                         seed=seed, progress=False)
+    ess = ess_bulk(np.asarray(ref.draws))
+    rows = [{"method": "gsm (reference)", "min_ess_bulk": float(ess.min()),
+             "std_ratio": 1.0, "mean_rel_error": 0.0,
+             "mc_se_std_ratio": float(np.mean(1 / np.sqrt(2 * ess)))}]
+    for method, n in (("skrock", 20_000), ("myula", 20_000)):
+        res = uqrecon.sample(post, method=method, num_chains=4, num_warmup=2000,
+                             num_samples=n, thin=10, seed=seed, progress=False)
+        e = ess_bulk(np.asarray(res.draws))
+        rows.append({"method": f"{method} (default step)", "min_ess_bulk": float(e.min()),
+                     "std_ratio": float(np.mean(res.std / ref.std)),
+                     "mean_rel_error": float(np.linalg.norm(res.mean - ref.mean)
+                                             / np.linalg.norm(ref.mean))})
+    return rows
+
+
+def circulant_pcg_iterations(size, views, seed=0):
+    """CG iterations for one PO draw of the GMRF posterior, with and without the
+    circulant preconditioner (symbol of tau A^T A from its PSF + delta D^T D)."""
+    from uqrecon.inference.samplers.gsm import _difference_symbol
+    p = sparse_view_ct(size, views)
+    post = Posterior(Gaussian(p.operator, p.data, sigma=p.sigma), GMRF((size, size), 100.0))
+    form = post.gaussian_form()
+    tau = float(form.noise_precision)
+    shape = (size, size)
+    delta = jnp.zeros(shape).at[size // 2, size // 2].set(1.0)
+    psf = p.operator.adjoint(p.operator(delta))
+    sym = tau * jnp.real(jnp.fft.fftn(jnp.fft.ifftshift(psf)))
+    sym = jnp.maximum(sym, 1e-3 * sym.max()) + 100.0 * _difference_symbol(shape, jnp.float32)
+    prec = lambda r: jnp.real(jnp.fft.ifftn(jnp.fft.fftn(r) / sym)).astype(r.dtype)
+    from uqrecon.inference.exact import perturbed_rhs
+    b = perturbed_rhs(form, jax.random.PRNGKey(seed))
+    out = {}
+    for name, M in (("none", lambda r: r), ("circulant", prec)):
+        _, k, rel = jax.jit(lambda b: pcg(form.precision, b, M, 1e-4, 5000))(b)
+        out[name] = int(k)
+    return out
+
+
+def table(rows, cols):
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(
+            f"{r.get(c):.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols)
+            + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--views", type=int, default=30)
+    ap.add_argument("--gsm-samples", type=int, default=300)
+    ap.add_argument("--skrock-samples", type=int, default=3000)
+    ap.add_argument("--bias-size", type=int, default=32)
+    ap.add_argument("--parts", default="efficiency,bias,cg")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/results/gold_tv.json")
+    a = ap.parse_args()
+    parts = a.parts.split(",")
+    results = {"load_before": os.getloadavg()}
+    if "cg" in parts:
+        results["cg"] = {s: circulant_pcg_iterations(s, v) for s, v in ((128, 30), (256, 60))}
+        print("PO draw, GMRF, CG iterations to 1e-4:", results["cg"], flush=True)
+    if "bias" in parts:
+        results["bias"] = bias(a.bias_size, 20, a.seed)
+        print(table(results["bias"], ["method", "min_ess_bulk", "std_ratio",
+                                      "mean_rel_error", "mc_se_std_ratio"]), flush=True)
+    if "efficiency" in parts:
+        rows = efficiency(a.size, a.views, a.gsm_samples, a.skrock_samples, a.seed)
+        rows[0]["ratio_min_ess_per_s_vs_skrock"] = rows[0]["min_ess_per_s"] / rows[1]["min_ess_per_s"]
+        results["efficiency"] = rows
+        print(table(rows, ["method", "draws", "min_ess_bulk", "median_ess_bulk",
+                           "min_ess_tail", "max_rhat", "grads", "wall_s", "min_ess_per_s",
+                           "min_ess_per_grad", "acceptance"]), flush=True)
+    results["load_after"] = os.getloadavg()
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
