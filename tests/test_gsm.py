@@ -328,3 +328,18 @@ def test_gsm_simulation_based_calibration_detects_ten_percent_variance_errors():
         scaled = mean + math.sqrt(factor) * (draws - mean)
         zf = _sbc_z(scaled, truth, centre, rng)[1]
         assert abs(zf) > 3.5, (factor, zf)   # the test has the power it claims
+
+
+def test_gsm_second_call_on_other_data_compiles_nothing():
+    """Compile once: a second ``sample(method="gsm")`` on a same-shaped posterior with
+    other data and another noise level builds no XLA executable (catches a kernel that
+    closes over the posterior or a jit built inside the call)."""
+    from uqrecon.inference.runner import CompileMonitor
+    M, y, sigma = _problem()
+    kw = dict(method="gsm", num_chains=2, num_samples=20, num_warmup=10, progress=False)
+    uqrecon.sample(_uqrecon_posterior("tv-iso", M, y, sigma, 2.0), **kw)
+    other = _uqrecon_posterior("tv-iso", M, y + 0.3, 0.7 * sigma, 3.0)
+    with CompileMonitor() as mon:
+        res = uqrecon.sample(other, seed=4, **kw)
+    assert mon.num_compiles == 0, mon.names
+    assert res.diagnostics["num_compiles"] == 0
