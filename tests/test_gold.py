@@ -171,13 +171,13 @@ def _tv_posterior(weight=2.0, smooth=False):
 
 def test_reference_picks_the_exact_method_for_each_posterior():
     """Dispatch: linear-Gaussian -> exact draws; TV with a Gaussian likelihood -> gsm;
-    Huber-TV (smooth) -> nuts; TV with a constraint -> a clear error (no exact method),
+    Huber-TV (smooth, 16 pixels) -> whitened HMC; TV with a constraint -> a clear error (no exact method),
     never a silent biased fallback."""
     from uqrecon import gold
     from uqrecon.models import NonNegative
     assert gold.gold_method(tiny_posterior()) == "exact"
     assert gold.gold_method(_tv_posterior()) == "gsm"
-    assert gold.gold_method(_tv_posterior(smooth=True)) == "nuts"
+    assert gold.gold_method(_tv_posterior(smooth=True)) == "hmc"
     constrained = Posterior(tiny_posterior().likelihood,
                             [_tv_posterior().priors[0], NonNegative((4, 4))])
     with pytest.raises(ValueError, match="no exact method"):

@@ -66,7 +66,7 @@ def test_main_job_rejects_unknown_prior(tmp_path):
 
 
 def test_main_job_grades_tv_and_huber_tv_against_their_own_references(tmp_path):
-    """TV is graded against the exact GSM sampler, Huber-TV against its NUTS reference,
+    """TV is graded against the exact GSM sampler, Huber-TV against its HMC reference,
     and the TV reference sits in the Huber-TV table as a labelled model change (catches a
     main job that grades a surrogate's approximations against another model's
     reference, or hides an unconverged reference)."""
@@ -78,13 +78,13 @@ def test_main_job_grades_tv_and_huber_tv_against_their_own_references(tmp_path):
                   "--cache-dir", str(tmp_path / "cache")])
     summary = json.loads((out / "summary.json").read_text())
     tv, huber = summary["models"]["tv"], summary["models"]["huber_tv"]
-    assert tv["reference"] == "gsm reference" and huber["reference"] == "nuts reference"
+    assert tv["reference"] == "gsm reference" and huber["reference"] == "hmc reference"
     assert tv["reference_exactness"] == "asymptotically exact"
     assert tv["reference_convergence"]["converged"] is False
     assert "NOT met" in (out / "summary.md").read_text()
     assert set(r["method"] for r in tv["comparison"]["rows"]) == {"gsm reference", "myula"}
     assert set(r["method"] for r in huber["comparison"]["rows"]) == {
-        "nuts reference", "myula", "tv model (model change)"}
+        "hmc reference", "myula", "tv model (model change)"}
 
 
 def test_main_job_refuses_a_surrogate_method_on_the_tv_model(tmp_path):

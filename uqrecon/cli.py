@@ -1,11 +1,11 @@
 """The main job: one problem, its posteriors, several methods, one report.
 
 ``python -m uqrecon.cli`` (or ``uqrecon``) runs the default problem end to end:
-sparse-view CT (modified Shepp-Logan, 64x64, 30 angles, 1 % noise) under three models,
+sparse-view CT (modified Shepp-Logan, 32x32, 30 angles, 1 % noise) under three models,
 each judged against the gold standard *of the same model* (``uqrecon.gold.reference``):
 GMRF (exact Gaussian posterior), TV (the exact GSM sampler run to posteriordb's reference
 criteria; the biased MYULA is graded against it) and Huber-TV, the smooth surrogate that
-VI and Laplace need (whitened NUTS reference; the TV reference appears there as a row
+VI and Laplace need (whitened HMC reference; the TV reference appears there as a row
 labelled *model change*, so a model change is never read as approximation error).
 FBP, MAP, figures and the ``compare`` tables (markdown and JSON) in the output folder.
 """
@@ -36,11 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="uqrecon",
         description="Posterior UQ on a simulated CT/MRI problem, judged against gold "
-                    "standards of the same model. With no options: sparse-view CT, 64x64, "
+                    "standards of the same model. With no options: sparse-view CT, 32x32, "
                     "30 angles, 1 %% noise, GMRF, TV and Huber-TV models, report in out/demo.")
     p.add_argument("--problem", default="sparse_view_ct",
                    choices=["sparse_view_ct", "limited_angle_ct", "fan_beam_ct", "mri"])
-    p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--size", type=int, default=32,
+                   help="image side in pixels (default 32: every reference of the default "
+                        "run, the exact TV one included, can meet its criteria within "
+                        "minutes on 2 cores; 64 and 128 take much longer, see README)")
     p.add_argument("--num-angles", type=int, default=None,
                    help="CT views (default: 30 sparse view, 60 limited angle, 50 fan beam)")
     p.add_argument("--noise-level", type=float, default=0.01,
@@ -62,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="draws per chain for the samplers (default: method-specific)")
     p.add_argument("--reference-samples", type=int, default=None,
                    help="draws per chain in the first round of an MCMC reference (default: "
-                        "500 for TV's exact GSM sampler, 1000 for NUTS)")
+                        "500 for TV's exact GSM sampler, 1000 for HMC/NUTS)")
     p.add_argument("--reference-rounds", type=int, default=4,
                    help="at most this many rounds (each as long as all before) to reach "
                         "split R-hat < 1.01, bulk and tail ESS >= 400, no divergences; the "
@@ -152,7 +155,7 @@ def _run_method(post, method: str, args, x_map):
 
 def _reference(post, args):
     """The gold standard of ``post`` (``uqrecon.gold.reference``: exact Gaussian, the
-    exact GSM sampler for TV, whitened NUTS for smooth posteriors), with its name."""
+    exact GSM sampler for TV, whitened HMC/NUTS for smooth posteriors), with its name."""
     from . import gold
     kw = {}
     if args.reference_samples:
