@@ -1,7 +1,7 @@
-"""Gaussian variational inference: mean-field and low-rank-plus-diagonal families."""
+"""Gaussian variational inference: mean-field and low-rank-plus-diagonal families,
+optimised so that they converge on ill-conditioned posteriors or say they did not."""
 
-from .lowrank import LowRank, lowrank
-from .meanfield import GaussianFamily, MeanField, meanfield, optimise_elbo
+from .lowrank import lowrank
+from .meanfield import meanfield
 
-__all__ = ["meanfield", "lowrank", "MeanField", "LowRank", "GaussianFamily",
-           "optimise_elbo"]
+__all__ = ["meanfield", "lowrank"]

@@ -1,10 +1,21 @@
 """Low-rank-plus-diagonal Gaussian variational inference.
 
-The family is ``q = N(mu, D^2 + U U^T)`` with ``D`` diagonal and ``U = D W`` of shape
-``(n, rank)``: draws are ``mu + d * (eps1 + W eps2)``, the entropy and log density use the
+The family is ``q = N(mu, D (I + W W^T) D)`` with ``D`` diagonal and ``W`` of shape
+``(n, rank)`` (so ``U = D W`` is the low-rank factor, stored through the dimensionless
+``W``: one Adam learning rate then suits pixels whose scales differ by orders of
+magnitude). Draws are ``mu + d * (eps1 + W eps2)``; the entropy and log density use the
 matrix determinant lemma and Woodbury identity on a ``rank x rank`` system, so a step
-costs ``O(n rank^2)`` on top of the potential. Fitting uses the same smoothed-ELBO
-optimiser as mean-field VI.
+costs ``O(n rank^2)`` on top of the potential.
+
+Optimiser: the mean gets a Newton-CG step after every window of Adam steps (from the
+window's antithetic estimate of ``E_q[grad U]``, which is the mean's stationarity
+condition for every Gaussian family): on an ill-conditioned posterior the mean
+converges in CG iterations rather than in ~``cond`` Adam steps, and for a Gaussian
+target it is exact after the first window. ``log d`` and ``W`` are fitted with Adam.
+Convergence is not an ELBO plateau: a plateau at the last learning rate triggers a check
+with fixed parameters and fresh draws (see
+:func:`uqrecon.inference.variational.core.fit_adam`), and only a passed check sets
+``converged``.
 
 What it captures: the mean, and the ``rank`` directions of largest posterior
 correlation, so marginal variances are much less under-estimated than by mean-field VI
@@ -18,78 +29,72 @@ import math
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .meanfield import (GaussianFamily, check_vi_args, initial_mean, optimise_elbo,
-                        vi_result)
+from . import core
 
-__all__ = ["lowrank", "LowRank"]
-
-
-def LowRank(n: int, rank: int) -> GaussianFamily:
-    """The ``diag + rank-r`` Gaussian family on ``R^n``, covariance ``D (I + W W^T) D``.
-
-    ``U = D W`` is stored through the dimensionless ``W``: a pixel-scaled factor makes one
-    Adam learning rate suit pixels whose posterior scales differ by orders of magnitude.
-    """
-
-    def capacitance(params):
-        W = params["W"]
-        return jnp.eye(rank, dtype=W.dtype) + W.T @ W
-
-    def draw(params, eps):
-        e1, e2 = eps[:, :n], eps[:, n:]
-        return params["mu"] + jnp.exp(params["log_d"]) * (e1 + e2 @ params["W"].T)
-
-    def logdet(params):
-        return 2 * jnp.sum(params["log_d"]) + jnp.linalg.slogdet(capacitance(params))[1]
-
-    def entropy(params):
-        return 0.5 * logdet(params) + 0.5 * n * (1.0 + math.log(2 * math.pi))
-
-    def log_q(params, x):
-        r = (x - params["mu"]) * jnp.exp(-params["log_d"])
-        t = r @ params["W"]                                   # (S, rank)
-        quad = jnp.sum(r * r, axis=-1) - jnp.sum(
-            t * jnp.linalg.solve(capacitance(params), t.T).T, axis=-1)
-        return -0.5 * (quad + logdet(params) + n * math.log(2 * math.pi))
-
-    return GaussianFamily(n + rank, draw, entropy, log_q)
+__all__ = ["lowrank"]
 
 
 def lowrank(posterior, key: jax.Array, *, rank: int = 10, init=None,
-            init_scale: float = 0.1, num_mc: int = 8, learning_rate: float = 1e-2,
-            window: int = 200, tol: float = 1e-3, max_iter: int = 20000,
-            estimator: str = "analytic", lr_decay: float = 0.3, num_decays: int = 2,
+            init_scale: float = 0.1, num_mc: int = 8, tol: float = 1e-3,
+            var_tol: float = 0.02, max_iter: int = 20000, learning_rate: float = 1e-2,
+            window: int = 200, elbo_tol: float = 1e-3, estimator: str = "analytic",
+            lr_decay: float = 0.3, num_decays: int = 2, hessian: str = "gauss_newton",
+            hessian_diagonal: str = "auto", cg_tol: float | None = None,
+            cg_maxiter: int | None = None, curvature_draws: int | None = None,
             progress: bool = False):
     """Low-rank-plus-diagonal Gaussian VI of ``posterior`` (covariance ``D^2 + U U^T``).
 
     ``rank`` is the number of columns of ``U``; it starts as small random columns
-    (``U = 0`` is a saddle point of the ELBO). Other arguments as in
-    :func:`uqrecon.inference.variational.meanfield`.
+    (``U = 0`` is a saddle point of the ELBO). ``D`` starts at ``diag(M)^{-1/2}`` (the
+    Gauss-Newton Hessian's diagonal at the start, by ``n`` unit-vector products, when
+    ``hessian_diagonal`` is 'exact', or 'auto' up to 16384 pixels), else at
+    ``init_scale``. ``tol``: the mean's Newton step (relative l2); ``var_tol``: the rms
+    gradient of the dimensionless covariance parameters, both as 3-sigma bounds at a
+    check. Other arguments as in :func:`uqrecon.inference.variational.meanfield` with
+    ``optimizer='adam'``.
     """
-    check_vi_args(posterior, num_mc=num_mc, learning_rate=learning_rate, window=window,
-                  tol=tol, max_iter=max_iter, estimator=estimator, init=init,
-                  init_scale=init_scale, lr_decay=lr_decay, num_decays=num_decays)
+    core.check_common(posterior, num_mc=num_mc, max_iter=max_iter, tol=tol,
+                      var_tol=var_tol, init=init, init_scale=init_scale, hessian=hessian)
+    core.check_adam(learning_rate=learning_rate, window=window, elbo_tol=elbo_tol,
+                    estimator=estimator, lr_decay=lr_decay, num_decays=num_decays)
     n = math.prod(posterior.shape)
-    if not isinstance(rank, (int, np.integer)) or not 1 <= rank <= n:
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or \
+            not 1 <= rank <= n:
         raise ValueError(f"'rank' must be an integer in [1, {n}], got {rank!r}")
+    if hessian_diagonal not in ("auto", "exact", "none"):
+        raise ValueError("'hessian_diagonal' must be 'auto', 'exact' or 'none', got "
+                         f"{hessian_diagonal!r}")
+    exact_diag = hessian_diagonal == "exact" or (
+        hessian_diagonal == "auto" and n <= core.EXACT_DIAG_MAX)
+    cg_tol = core.default_cg_tol(posterior.dtype) if cg_tol is None else cg_tol
+    cg_maxiter = n if cg_maxiter is None else cg_maxiter
+    core.check_cg(cg_tol, cg_maxiter)
+    curvature_draws = core.check_curvature_draws(posterior, curvature_draws)
+    config = {"rank": rank, "init_scale": init_scale, "num_mc": num_mc, "tol": tol,
+              "var_tol": var_tol, "max_iter": max_iter, "learning_rate": learning_rate,
+              "window": window, "elbo_tol": elbo_tol, "estimator": estimator,
+              "lr_decay": lr_decay, "num_decays": num_decays, "hessian": hessian,
+              "hessian_diagonal": "exact" if exact_diag else "none", "cg_tol": cg_tol,
+              "cg_maxiter": cg_maxiter,
+              "curvature_draws": curvature_draws, "init": None if init is None else "given"}
     t0 = time.perf_counter()
-    shape = tuple(posterior.shape)
-    mu = initial_mean(posterior, init)
-    key, kU = jax.random.split(key)
-    params = {"mu": mu, "log_d": jnp.full_like(mu, math.log(init_scale)),
-              "W": 0.1 / math.sqrt(rank) * jax.random.normal(kU, (n, rank), mu.dtype)}
-    potential = lambda v: posterior.smooth_potential(v.reshape(shape))  # noqa: E731
-    params, info = optimise_elbo(potential, LowRank(n, rank), params, key, num_mc=num_mc,
-                                 learning_rate=learning_rate, window=window, tol=tol,
-                                 max_iter=max_iter, estimator=estimator, lr_decay=lr_decay,
-                                 num_decays=num_decays, progress=progress)
-    config = {"rank": rank, "init_scale": init_scale, "num_mc": num_mc,
-              "learning_rate": learning_rate, "window": window, "tol": tol,
-              "max_iter": max_iter, "estimator": estimator, "lr_decay": lr_decay,
-              "num_decays": num_decays,
-              "init": None if init is None else "given"}
-    d = jnp.exp(params["log_d"])
-    return vi_result(posterior, "lowrank", params["mu"], d * d, d[:, None] * params["W"], info, config, time.perf_counter() - t0)
+    with core.compile_timer() as compiled:
+        mu = core.initial_mean(posterior, init)
+        key, kW = jax.random.split(key)
+        log_d, adiag, setup = core.initial_log_scale(posterior, mu, exact_diag, hessian,
+                                                     init_scale)
+        W = 0.1 / math.sqrt(rank) * jax.random.normal(kW, (n, rank), mu.dtype)
+        params, diagnostics = core.fit_adam(
+            posterior, key, "lowrank", mu, {"log_d": log_d, "W": W}, num_mc=num_mc,
+            tol=tol, var_tol=var_tol, max_iter=max_iter, hessian=hessian, cg_tol=cg_tol,
+            cg_maxiter=cg_maxiter, learning_rate=learning_rate, window=window,
+            elbo_tol=elbo_tol, estimator=estimator, lr_decay=lr_decay,
+            num_decays=num_decays, progress=progress, setup_grad_evals=setup,
+            name="low-rank VI", curvature_draws=curvature_draws, anchor_diag=adiag)
+        d = np.exp(np.asarray(params["log_d"], np.float64))
+        factor = (d[:, None] * np.asarray(params["W"], np.float64)).astype(posterior.dtype)
+    return core.vi_result(posterior, "lowrank", "lowrank", params["mu"],
+                          (d * d).astype(posterior.dtype), factor, diagnostics, config, t0,
+                          compiled[0])

@@ -1,20 +1,54 @@
-"""Mean-field (fully factorised) Gaussian variational inference, and the ELBO optimiser
-shared by every Gaussian family.
+"""Mean-field (fully factorised) Gaussian variational inference.
 
-The family is ``q = N(mu, diag(sigma^2))``. Gradients are reparameterisation
-gradients (``x = mu + sigma * eps``) averaged over several Monte Carlo draws per step,
-with either the analytic entropy or the sticking-the-landing estimator (Roeder et al.
-2017), and Adam updates. Optimisation stops on a *smoothed* ELBO: the mean ELBO over a
-window of steps is compared with the previous window's, and the run ends when it changed
-by less than ``tol`` nats per pixel (per pixel, because the potential is known only up
-to an additive constant, so a change relative to the ELBO itself would be arbitrary).
-The returned parameters are averaged over the last window (Polyak averaging), which
-removes most of the stochastic-gradient jitter from the variances.
+The family is ``q = N(mu, diag(sigma^2))``. Its optimum (maximum ELBO) satisfies two
+fixed-point equations (Opper and Archambeau 2009):
 
-What it captures: the posterior mean (exactly for a Gaussian target) and, for each
-pixel, the *conditional* variance ``1 / H_ii``, which under-estimates the marginal
-variance whenever pixels are correlated (they always are in CT/MRI). It cannot represent
+* mean:      ``E_q[grad U(x)] = 0``;
+* variances: ``1 / sigma_i^2 = E_q[d^2 U / dx_i^2]``.
+
+For a Gaussian target ``N(m, P^{-1})`` they give the exact mean ``m`` and the
+*conditional* variances ``1 / P_ii``, which under-estimate the marginal variances
+whenever pixels are correlated (always in CT/MRI). The family cannot represent
 correlations, multimodality or skew (e.g. from TV or positivity).
+
+Optimiser (``optimizer='newton'``, the default): rounds of
+
+1. ``8`` independent groups of antithetic draws give ``E_q[grad U]`` and the curvature
+   ``E_q[diag hess U]`` (Stein's identity with a control variate whose expectation, the
+   diagonal of the Gauss-Newton Hessian at an anchor point, is computed exactly from
+   ``n`` unit-vector products, see :mod:`.core`); for a quadratic potential both are
+   exact, without Monte Carlo error;
+2. a Newton-CG step on the mean, ``-M^{-1} E_q[grad U]`` with ``M`` the Gauss-Newton
+   Hessian (at the mean for a linear-Gaussian posterior, averaged over a few draws of
+   ``q`` otherwise), by CG preconditioned with the current variances: ill-conditioning
+   costs CG iterations (~ ``sqrt(cond)``), not optimiser steps (Adam needs ~ ``cond``);
+   a line search on ``E_q[U]`` (common random numbers) guards non-quadratic potentials;
+3. the natural-gradient / fixed-point update of the precisions ``1/sigma^2 <- E_q[diag
+   hess U]``.
+
+For a linear-Gaussian posterior this is the closed-form coordinate ascent (CAVI) fixed
+point reached by CG: two or three rounds. For any other smooth posterior it is
+stochastic natural-gradient VI whose Monte Carlo error is measured and controlled.
+
+Stopping rule: each step's Monte Carlo error comes from independent groups of draws; a
+step is shrunk by ``max(0, 1 - noise^2/|step|^2)`` (James-Stein), and a round whose
+steps are mostly noise doubles the draws of the next. The run has *converged* when
+
+* the mean's distance to its fixed point, a 3-sigma upper bound on the noise-free
+  Newton step times ``1 / (1 - rho)`` with ``rho`` the measured shrinkage of successive
+  steps (:class:`.core.Contraction`), is below ``tol`` (relative l2, against
+  ``sqrt(|mu|^2 + |sigma|^2)``), and
+* a 3-sigma upper bound on the noise-free relative change of the precisions is below
+  ``var_tol`` (rms over pixels).
+
+Otherwise the result says ``converged: False`` with the measured steps and bounds
+(``diagnostics['reason']``, ``diagnostics['rounds']``), and warns. An ELBO plateau is
+never a criterion.
+
+``optimizer='adam'`` keeps the Newton-CG steps on the mean but fits ``log sigma`` with
+Adam (same control variate; the estimator of the reparameterisation gradient is
+selectable); Adam's ELBO plateau only triggers a check at fixed parameters with fresh
+draws (:func:`.core.fit_adam`, shared with :mod:`.lowrank`).
 """
 
 from __future__ import annotations
@@ -22,227 +56,224 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-__all__ = ["meanfield", "GaussianFamily", "optimise_elbo", "MeanField"]
+from . import core
+from .core import GROUPS
 
-
-class GaussianFamily(NamedTuple):
-    """A reparameterisable Gaussian family on flat vectors of length ``n``.
-
-    ``draw(params, eps)`` maps standard normal ``eps`` of shape ``(S, noise_dim)`` to
-    ``(S, n)`` draws; ``entropy(params)`` is analytic; ``log_q(params, x)`` is the log
-    density of ``(S, n)`` draws (used by the sticking-the-landing estimator).
-    """
-
-    noise_dim: int
-    draw: Callable
-    entropy: Callable
-    log_q: Callable
+__all__ = ["meanfield"]
 
 
-def _mf_draw(params, eps):
-    return params["mu"] + jnp.exp(params["log_sigma"]) * eps
-
-
-def _mf_entropy(params):
-    n = params["mu"].shape[0]
-    return jnp.sum(params["log_sigma"]) + 0.5 * n * (1.0 + math.log(2 * math.pi))
-
-
-def _mf_log_q(params, x):
-    z = (x - params["mu"]) * jnp.exp(-params["log_sigma"])
-    n = params["mu"].shape[0]
-    return (-0.5 * jnp.sum(z * z, axis=-1) - jnp.sum(params["log_sigma"])
-            - 0.5 * n * math.log(2 * math.pi))
-
-
-def MeanField(n: int) -> GaussianFamily:
-    """The fully factorised Gaussian family on ``R^n``."""
-    return GaussianFamily(n, _mf_draw, _mf_entropy, _mf_log_q)
-
-
-def check_vi_args(posterior, *, num_mc, learning_rate, window, tol, max_iter, estimator,
-                  init, init_scale, lr_decay, num_decays):
-    """Shared argument checks (outside jit) for the VI methods."""
-    if not getattr(posterior, "is_smooth", False):
-        raise ValueError("'posterior' has non-smooth terms (e.g. TV without smoothing); "
-                         "variational inference needs a smooth potential: use a smoothed "
-                         "prior")
-    for name, val in (("num_mc", num_mc), ("window", window), ("max_iter", max_iter)):
-        if not isinstance(val, (int, np.integer)) or val < 1:
-            raise ValueError(f"'{name}' must be a positive integer, got {val!r}")
-    for name, val in (("learning_rate", learning_rate), ("tol", tol),
-                      ("init_scale", init_scale)):
-        if not np.isfinite(val) or val <= 0:
-            raise ValueError(f"'{name}' must be a positive number, got {val!r}")
-    if not 0 < lr_decay < 1:
-        raise ValueError(f"'lr_decay' must lie in (0, 1), got {lr_decay!r}")
-    if not isinstance(num_decays, (int, np.integer)) or num_decays < 0:
-        raise ValueError(f"'num_decays' must be a non-negative integer, got {num_decays!r}")
-    if estimator not in ("analytic", "stl"):
-        raise ValueError(f"'estimator' must be 'analytic' or 'stl', got {estimator!r}")
-    if init is not None and tuple(np.shape(init)) != tuple(posterior.shape):
-        raise ValueError(f"'init' has shape {tuple(np.shape(init))}, expected "
-                         f"{tuple(posterior.shape)}")
-
-
-def optimise_elbo(potential: Callable, family: GaussianFamily, params: dict,
-                  key: jax.Array, *, num_mc: int = 8, learning_rate: float = 1e-2,
-                  window: int = 200, tol: float = 1e-3, max_iter: int = 20000,
-                  estimator: str = "analytic", lr_decay: float = 0.3, num_decays: int = 2,
-                  progress: bool = False) -> tuple[dict, dict]:
-    """Maximise the ELBO of ``family`` against ``exp(-potential)`` with Adam.
-
-    ``potential`` maps a flat vector to a scalar. Steps run in compiled chunks of
-    ``window`` steps. The smoothed ELBO (mean over a chunk) has *plateaued* when it
-    moved by less than ``tol`` nats per pixel plus twice the standard error of the
-    difference (so Monte Carlo noise alone never counts as progress). On a plateau the
-    learning rate is multiplied by ``lr_decay`` (at most ``num_decays`` times, which
-    shrinks the stochastic-gradient noise ball); a plateau at the last learning rate is
-    convergence. Returns ``(params averaged over the last window, info)`` where ``info``
-    has the ELBO trace (one value per step), ``num_steps``, ``converged`` and
-    ``num_grad_evals`` (gradients of the potential).
-    """
-    opt = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
-    vpot = jax.vmap(potential)
-    n = family.draw(params, jnp.zeros((1, family.noise_dim), params["mu"].dtype)).shape[1]
-
-    def loss(p, eps):
-        x = family.draw(p, eps)
-        energy = jnp.mean(vpot(x))
-        if estimator == "stl":
-            # path-derivative estimator: the score term of log q is dropped
-            return energy + jnp.mean(family.log_q(jax.lax.stop_gradient(p), x))
-        return energy - family.entropy(p)
-
-    def step(carry, k):
-        p, state, avg, i = carry
-        eps = jax.random.normal(k, (num_mc, family.noise_dim), p["mu"].dtype)
-        g = jax.grad(loss)(p, eps)
-        # report the ELBO with the analytic entropy whatever the gradient estimator
-        elbo = family.entropy(p) - jnp.mean(vpot(family.draw(p, eps)))
-        upd, state = opt.update(g, state, p)
-        p = optax.apply_updates(p, upd)
-        avg = jax.tree.map(lambda a, b: a + (b - a) / (i + 1), avg, p)
-        return (p, state, avg, i + 1), elbo
-
-    @jax.jit
-    def chunk(p, state, k):
-        keys = jax.random.split(k, window)
-        (p, state, avg, _), elbos = jax.lax.scan(step, (p, state, p, 0), keys)
-        return p, state, avg, elbos
-
-    state = opt.init(params)
-    trace, means, ses = [], [], []
-    converged, decays, lr = False, 0, learning_rate
-    avg = params
-    t0 = time.perf_counter()
-    bar = _progress(progress, max_iter)
-    while len(trace) < max_iter:
-        key, sub = jax.random.split(key)
-        params, state, avg, elbos = chunk(params, state, sub)
-        elbos = np.asarray(elbos, np.float64)
-        if not np.all(np.isfinite(elbos)):
-            raise FloatingPointError("ELBO became non-finite; lower 'learning_rate' or "
-                                     "start closer to the posterior ('init', 'init_scale')")
-        trace.extend(elbos.tolist())
-        means.append(float(elbos.mean()))
-        ses.append(float(elbos.std(ddof=1) / math.sqrt(window)) if window > 1 else 0.0)
-        if bar is not None:
-            bar.update(window)
-            bar.set_postfix(elbo=f"{means[-1]:.5g}", lr=f"{lr:.2g}")
-        if len(means) >= 2 and abs(means[-1] - means[-2]) <= (
-                tol * n + 2.0 * math.hypot(ses[-1], ses[-2])):
-            if decays >= num_decays:
-                converged = True
-                break
-            decays += 1
-            lr *= lr_decay
-            state.hyperparams["learning_rate"] = jnp.asarray(
-                lr, state.hyperparams["learning_rate"].dtype)
-            means.append(math.nan)       # compare only windows run at the same rate
-            ses.append(math.nan)
-    if bar is not None:
-        bar.close()
-    if not converged:
-        warnings.warn(f"VI did not converge in max_iter={max_iter} steps (smoothed ELBO "
-                      f"still changing by more than tol={tol} nats/pixel per window); "
-                      "results may be inaccurate", RuntimeWarning, stacklevel=3)
-    info = {"elbo_trace": np.asarray(trace), "num_steps": len(trace),
-            "converged": converged, "final_elbo": float(np.mean(trace[-window:])),
-            "num_grad_evals": len(trace) * num_mc, "run_s": time.perf_counter() - t0}
-    return avg, info
-
-
-def _progress(enabled, total):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc="VI", leave=False)
-
-
-def initial_mean(posterior, init) -> jax.Array:
-    """Flat initial mean: ``init`` if given, else zeros, in the posterior dtype."""
-    dtype = posterior.dtype
-    if init is None:
-        return jnp.zeros(math.prod(posterior.shape), dtype)
-    return jnp.asarray(init, dtype).reshape(-1)
-
-
-def vi_result(posterior, kind, mean, diag, factor, info, config, elapsed):
-    """Package fitted Gaussian factors as a :class:`uqrecon.result.Result`."""
-    from uqrecon.result import Result, make_provenance
-
-    shape = tuple(posterior.shape)
-    var = diag if factor is None else diag + jnp.sum(factor * factor, axis=1)
-    gaussian = {"kind": kind, "mean": np.asarray(mean).reshape(shape),
-                "diag": np.asarray(diag).reshape(shape),
-                "factor": None if factor is None else np.asarray(factor)}
-    diagnostics = {"num_grad_evals": info["num_grad_evals"], "converged": info["converged"],
-                   "num_steps": info["num_steps"], "elbo_trace": info["elbo_trace"],
-                   "final_elbo": info["final_elbo"]}
-    provenance = make_provenance("meanfield" if kind == "diag" else "lowrank", config,
-                                 dtype=posterior.dtype)
-    timings = {"run_s": info["run_s"], "total_s": elapsed,
-               "compile_s": max(elapsed - info["run_s"], 0.0)}
-    return Result(mean=np.asarray(mean).reshape(shape), variance=np.asarray(var).reshape(shape),
-                  diagnostics=diagnostics, timings=timings, provenance=provenance,
-                  gaussian=gaussian)
-
-
-def meanfield(posterior, key: jax.Array, *, init=None, init_scale: float = 0.1,
-              num_mc: int = 8, learning_rate: float = 1e-2, window: int = 200,
-              tol: float = 1e-3, max_iter: int = 20000, estimator: str = "analytic",
-              lr_decay: float = 0.3, num_decays: int = 2, progress: bool = False):
+def meanfield(posterior, key: jax.Array, *, optimizer: str = "newton", init=None,
+              init_scale: float = 0.1, num_mc: int = 8, tol: float = 1e-3,
+              var_tol: float = 0.01, max_iter: int = 20000, hessian: str = "gauss_newton",
+              hessian_diagonal: str = "auto", cg_tol: float | None = None,
+              cg_maxiter: int | None = None, curvature_draws: int | None = None,
+              max_rounds: int = 60,
+              learning_rate: float = 1e-2, window: int = 200, elbo_tol: float = 1e-3,
+              estimator: str | None = None, lr_decay: float = 0.3, num_decays: int = 2,
+              progress: bool = False):
     """Mean-field Gaussian VI of ``posterior``; returns a Gaussian ``Result``.
 
-    ``init`` (image) starts the mean (zeros by default; a MAP estimate speeds things up),
-    ``init_scale`` the standard deviations. ``num_mc`` reparameterised draws per step,
-    ``estimator`` 'analytic' (analytic entropy) or 'stl' (sticking the landing).
-    Convergence: see the module docstring (``window``, ``tol``, ``max_iter``).
+    ``init`` (image) starts the mean (zeros by default), ``init_scale`` the standard
+    deviations when the Hessian diagonal is not computed. ``num_mc`` draws (antithetic
+    pairs, so even) per iteration; ``max_iter`` caps the iterations (each ``num_mc``
+    gradients; a Newton round costs at least 8). ``tol`` / ``var_tol``: see the module
+    docstring. ``hessian`` ('gauss_newton' or 'exact') is the matrix of the Newton step
+    and of the control variate; ``hessian_diagonal`` ('auto', 'exact', 'none'): 'exact'
+    computes ``diag(M)`` by ``n`` products with unit vectors (the control variate that
+    makes the variance estimate exact for Gaussian targets), 'auto' does so up to
+    16384 pixels. ``cg_tol`` / ``cg_maxiter``: the Newton step's CG (defaults 1e-6 in
+    float32, 1e-10 in float64; ``n``). ``curvature_draws``: draws of ``q`` over which the
+    Newton matrix is averaged (default 0, the mean, for a linear-Gaussian posterior,
+    else 4). ``max_rounds`` caps the Newton rounds.
+
+    ``optimizer='adam'`` uses ``learning_rate``, ``window``, ``elbo_tol`` (ELBO plateau,
+    nats per pixel), ``lr_decay``, ``num_decays`` and ``estimator`` ('analytic' or
+    'stl', sticking the landing).
     """
-    check_vi_args(posterior, num_mc=num_mc, learning_rate=learning_rate, window=window,
-                  tol=tol, max_iter=max_iter, estimator=estimator, init=init,
-                  init_scale=init_scale, lr_decay=lr_decay, num_decays=num_decays)
+    if optimizer not in ("newton", "adam"):
+        raise ValueError(f"'optimizer' must be 'newton' or 'adam', got {optimizer!r}")
+    core.check_common(posterior, num_mc=num_mc, max_iter=max_iter, tol=tol,
+                      var_tol=var_tol, init=init, init_scale=init_scale, hessian=hessian)
+    if hessian_diagonal not in ("auto", "exact", "none"):
+        raise ValueError("'hessian_diagonal' must be 'auto', 'exact' or 'none', got "
+                         f"{hessian_diagonal!r}")
+    if not isinstance(max_rounds, (int, np.integer)) or isinstance(max_rounds, bool) \
+            or max_rounds < 1:
+        raise ValueError(f"'max_rounds' must be a positive integer, got {max_rounds!r}")
+    if optimizer == "newton" and estimator is not None:
+        raise ValueError("'estimator' applies to optimizer='adam' only (the Newton "
+                         "optimiser uses antithetic Stein estimates)")
+    n = math.prod(posterior.shape)
+    exact_diag = hessian_diagonal == "exact" or (
+        hessian_diagonal == "auto" and n <= core.EXACT_DIAG_MAX)
+    cg_tol = core.default_cg_tol(posterior.dtype) if cg_tol is None else cg_tol
+    cg_maxiter = n if cg_maxiter is None else cg_maxiter
+    core.check_cg(cg_tol, cg_maxiter)
+    curvature_draws = core.check_curvature_draws(posterior, curvature_draws)
+    config = {"optimizer": optimizer, "init_scale": init_scale, "num_mc": num_mc,
+              "tol": tol, "var_tol": var_tol, "max_iter": max_iter, "hessian": hessian,
+              "hessian_diagonal": "exact" if exact_diag else "none", "cg_tol": cg_tol,
+              "cg_maxiter": cg_maxiter,
+              "curvature_draws": curvature_draws, "init": None if init is None else "given"}
+
     t0 = time.perf_counter()
-    shape = tuple(posterior.shape)
-    mu = initial_mean(posterior, init)
-    params = {"mu": mu, "log_sigma": jnp.full_like(mu, math.log(init_scale))}
-    potential = lambda v: posterior.smooth_potential(v.reshape(shape))  # noqa: E731
-    params, info = optimise_elbo(potential, MeanField(mu.shape[0]), params, key,
-                                 num_mc=num_mc, learning_rate=learning_rate, window=window,
-                                 tol=tol, max_iter=max_iter, estimator=estimator,
-                                 lr_decay=lr_decay, num_decays=num_decays,
-                                 progress=progress)
-    config = {"init_scale": init_scale, "num_mc": num_mc, "learning_rate": learning_rate,
-              "window": window, "tol": tol, "max_iter": max_iter, "estimator": estimator,
-              "lr_decay": lr_decay, "num_decays": num_decays,
-              "init": None if init is None else "given"}
-    return vi_result(posterior, "diag", params["mu"], jnp.exp(2 * params["log_sigma"]),
-                     None, info, config, time.perf_counter() - t0)
+    with core.compile_timer() as compiled:
+        mu = core.initial_mean(posterior, init)
+        if optimizer == "newton":
+            config["max_rounds"] = max_rounds
+            mu, var, diagnostics = _newton(
+                posterior, key, mu, num_mc=num_mc, tol=tol, var_tol=var_tol,
+                max_iter=max_iter, hessian=hessian, exact_diag=exact_diag, cg_tol=cg_tol,
+                cg_maxiter=cg_maxiter, max_rounds=max_rounds, init_scale=init_scale,
+                curvature_draws=curvature_draws, progress=progress)
+        else:
+            estimator = "analytic" if estimator is None else estimator
+            core.check_adam(learning_rate=learning_rate, window=window, elbo_tol=elbo_tol,
+                            estimator=estimator, lr_decay=lr_decay, num_decays=num_decays)
+            config.update(learning_rate=learning_rate, window=window, elbo_tol=elbo_tol,
+                          estimator=estimator, lr_decay=lr_decay, num_decays=num_decays)
+            log_s, adiag, hd_evals = core.initial_log_scale(posterior, mu, exact_diag,
+                                                            hessian, init_scale)
+            params, diagnostics = core.fit_adam(
+                posterior, key, "diag", mu, {"log_sigma": log_s}, num_mc=num_mc, tol=tol,
+                var_tol=var_tol, max_iter=max_iter, hessian=hessian, cg_tol=cg_tol,
+                cg_maxiter=cg_maxiter, learning_rate=learning_rate, window=window,
+                elbo_tol=elbo_tol, estimator=estimator, lr_decay=lr_decay,
+                num_decays=num_decays, progress=progress, setup_grad_evals=hd_evals,
+                name="mean-field VI", curvature_draws=curvature_draws, anchor_diag=adiag)
+            mu, var = params["mu"], np.exp(2 * np.asarray(params["log_sigma"], np.float64))
+    return core.vi_result(posterior, "meanfield", "diag", mu,
+                          np.asarray(var).astype(posterior.dtype), None, diagnostics,
+                          config, t0, compiled[0])
+
+
+def _newton(post, key, mu, *, num_mc, tol, var_tol, max_iter, hessian, exact_diag, cg_tol,
+            cg_maxiter, max_rounds, init_scale, curvature_draws, progress):
+    """The Newton / fixed-point rounds (see the module docstring). Returns the mean,
+    the variances and the diagnostics dict."""
+    n, dtype = mu.shape[0], mu.dtype
+    pairs = num_mc // 2
+    batch = min(n, 32)
+    grads = hvps = 0
+    anchor = mu
+    if exact_diag:
+        adiag = core.hessian_diagonal(post, mu, hessian=hessian, batch=batch)
+        hvps += batch * math.ceil(n / batch)
+        lam = np.asarray(adiag, np.float64)
+        if not np.all(lam > 0):       # indefinite exact Hessian at the start
+            lam = np.where(lam > 0, lam, init_scale ** -2)
+    else:
+        adiag = jnp.zeros(n, dtype)
+        lam = np.full(n, init_scale ** -2)
+    anchors = 1
+    m = 1                             # batches per group in a round
+    used = 0
+    history, elbos = [], []
+    converged, reason = False, ""
+    full_solves = 0
+    contraction = core.Contraction()
+    bar = core.progress_bar(progress, max_iter, "mean-field VI")
+    for rnd in range(max_rounds):
+        if used >= max_iter and rnd > 0:
+            reason = f"'max_iter'={max_iter} iterations used"
+            break
+        mb = max(1, min(m, (max_iter - used) // GROUPS))
+        key, k_round, k_ls, k_curv = jax.random.split(key, 4)
+        sigma = jnp.asarray(lam ** -0.5, dtype)
+        G, D, U = core.meanfield_round(post, mu, sigma, anchor, adiag, k_round, mb,
+                                       pairs=pairs, groups=GROUPS, hessian=hessian,
+                                       control=exact_diag)
+        used += GROUPS * mb
+        grads += GROUPS * mb * num_mc
+        hvps += GROUPS * mb * pairs * exact_diag
+        pts = core.curvature_points(mu, sigma, k_curv, curvature_draws)
+        step, se, products, it, relres, short = core.newton_solve(
+            post, pts, G, sigma, cg_tol, cg_maxiter, hessian)
+        hvps += products
+        mu_np = np.asarray(mu, np.float64)
+        size = math.sqrt(float(np.sum((mu_np + step) ** 2) + np.sum(1.0 / lam)))
+        ms = core.step_stats(step, se)
+        if short and ms["upper"] * contraction.peek(ms, 0.1 * tol * size) <= tol * size:
+            # a CG stopped short makes small steps far from the optimum: a step that
+            # would certify convergence is recomputed with a full CG (n iterations)
+            step, se, products, it, relres, _ = core.newton_solve(
+                post, pts, G, sigma, cg_tol, max(cg_maxiter, n), hessian)
+            hvps += products
+            size = math.sqrt(float(np.sum((mu_np + step) ** 2) + np.sum(1.0 / lam)))
+            ms = core.step_stats(step, se)
+            full_solves += 1
+        D = np.asarray(D, np.float64)
+        r = D.mean(0) / lam - 1.0
+        r_se = D.std(0, ddof=1) / math.sqrt(GROUPS) / lam
+        vs = core.step_stats(r, r_se, weight=1.0 / n)
+        elbo = float(-np.mean(np.asarray(U, np.float64)) - 0.5 * np.sum(np.log(lam))
+                     + 0.5 * n * (1.0 + math.log(2 * math.pi)))
+        elbos.append(elbo)
+        bound = ms["upper"] * contraction.update(ms, 0.1 * tol * size)
+        mean_ok = bound <= tol * size
+        var_ok = vs["upper"] <= var_tol
+        # -- updates: shrunken steps; a line search on the mean when the step is signal
+        mu, alpha, evals = core.mean_update(post, "diag", mu,
+                                            {"log_sigma": jnp.log(sigma)},
+                                            step, ms, size, tol, k_ls, pairs)
+        grads += evals
+        lam = np.maximum(lam * (1.0 + vs["shrink"] * r), 0.1 * lam)
+        history.append({"round": rnd, "iterations": GROUPS * mb,
+                        "mean_step": ms["systematic"] / size,
+                        "mean_step_upper": ms["upper"] / size,
+                        "mean_error_bound": bound / size, "contraction": contraction.rho,
+                        "mean_mc_error": ms["noise"] / size, "step_size": alpha,
+                        "var_step": vs["systematic"], "var_step_upper": vs["upper"],
+                        "var_mc_error": vs["noise"], "cg_iterations": it,
+                        "cg_relres": relres, "elbo": elbo})
+        if bar is not None:
+            bar.update(GROUPS * mb)
+            bar.set_postfix(mean_step=f"{ms['upper'] / size:.2g}",
+                            var_step=f"{vs['upper']:.2g}")
+        if mean_ok and var_ok:
+            converged = True
+            break
+        noisy = (not mean_ok and ms["shrink"] < 0.5) or (not var_ok and vs["shrink"] < 0.5)
+        if noisy:
+            m *= 2
+        if (exact_diag and not var_ok and vs["shrink"] < 0.5 and anchors < 4
+                and np.linalg.norm(mu_np - np.asarray(anchor)) > 0.1 * size):
+            anchor = mu                # a closer anchor: a better control variate
+            adiag = core.hessian_diagonal(post, mu, hessian=hessian, batch=batch)
+            hvps += batch * math.ceil(n / batch)
+            anchors += 1
+    else:
+        reason = f"'max_rounds'={max_rounds} rounds used"
+    if bar is not None:
+        bar.close()
+    last = history[-1]
+    if not converged:
+        reason = (f"{reason}: the mean's Newton step is {last['mean_step']:.2e} "
+                  f"(3-sigma bound {last['mean_step_upper']:.2e}, Monte Carlo error "
+                  f"{last['mean_mc_error']:.2e}; steps shrink by "
+                  f"{last['contraction']:.2g} a round, so the mean may be "
+                  f"{last['mean_error_bound']:.2e} from the optimum, tol={tol:g}) and the "
+                  "precisions' fixed-point "
+                  f"step {last['var_step']:.2e} rms (bound {last['var_step_upper']:.2e}, "
+                  f"var_tol={var_tol:g}; Monte Carlo error {last['var_mc_error']:.2e})")
+        warnings.warn(f"mean-field VI did not converge: {reason}; results may be "
+                      "inaccurate (raise 'max_iter' / 'max_rounds' or loosen "
+                      "'tol' / 'var_tol')", RuntimeWarning, stacklevel=4)
+    diagnostics = {"converged": converged, "reason": reason or "tolerances met",
+                   "num_steps": used, "num_rounds": len(history),
+                   "num_grad_evals": grads + hvps, "num_gradients": grads,
+                   "num_hessian_products": hvps, "num_anchors": anchors * exact_diag,
+                   "num_full_cg_checks": full_solves,
+                   "elbo_trace": np.asarray(elbos), "final_elbo": elbos[-1],
+                   "mean_step": last["mean_step"],
+                   "mean_step_upper": last["mean_step_upper"],
+                   "mean_error_bound": last["mean_error_bound"],
+                   "mean_mc_error": last["mean_mc_error"], "var_step": last["var_step"],
+                   "var_step_upper": last["var_step_upper"],
+                   "var_mc_error": last["var_mc_error"], "rounds": history}
+    return mu, 1.0 / lam, diagnostics
