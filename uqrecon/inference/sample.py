@@ -31,6 +31,10 @@ Methods and their options (``**cfg``):
 - ``"skrock"``: as MYULA plus ``stages`` (10), ``eta`` (0.05); default step
   ``step_fraction * l_s / (L + m/lam)`` with ``step_fraction`` 0.9.
 - ``"gibbs"``: ``tol``, ``maxiter`` for the exact image draw.
+- ``"gsm"``: the exact sampler for one TV / l1-wavelet term with a Gaussian likelihood
+  (:mod:`.samplers.gsm`): ``tol`` (CG, relative to the starting residual; 1e-4 float32,
+  1e-6 float64; exactness does not depend on it), ``maxiter`` (1000), ``init``,
+  ``init_jitter`` (0.1: chains start at independent N(0, 0.1^2) images).
 - ``"exact"`` / ``"rto"``: ``solver`` (``"dense"`` up to 4096 pixels, else ``"cg"``), ``tol``,
   ``maxiter``. Draws are independent; warmup is skipped.
 Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
@@ -58,13 +62,14 @@ from ..uq.diagnostics import check_convergence, diagnose, summarize
 from . import exact as _exact
 from .runner import CompileMonitor, run_chains
 from .samplers import gibbs as _gibbs
+from .samplers import gsm as _gsm
 from .samplers import hmc as _hmc
 from .samplers import langevin as _langevin
 from .samplers import proximal as _proximal
 from .samplers.base import (Sampler, Whitened, check_int, check_positive,
                             check_unit_interval)
 
-__all__ = ["sample", "METHODS"]
+__all__ = ["sample", "METHODS", "EXACTNESS"]
 
 _DENSE_MAX_PIXELS = 4096
 
@@ -469,6 +474,21 @@ def _build_gibbs(post, key, cfg, num_chains, dtype):
                   {"num_grad_evals_setup": grads})
 
 
+def _build_gsm(post, key, cfg, num_chains, dtype):
+    """The exact TV / l1-wavelet sampler (:mod:`.samplers.gsm`)."""
+    sampler, params, init, used, setup = _gsm.build(post, key, cfg, num_chains, dtype)
+    return _Built(sampler, params, init, used, setup)
+
+
+# What each method's stationary law is: "exact" (independent exact draws), "asymptotically
+# exact" (a Markov chain with the posterior as invariant law) or "biased" (a discretised
+# or smoothed target: its bias must be measured against an exact method, never assumed).
+EXACTNESS = {"exact": "exact", "rto": "exact", "gsm": "asymptotically exact",
+             "nuts": "asymptotically exact", "hmc": "asymptotically exact",
+             "mala": "asymptotically exact", "gibbs": "asymptotically exact",
+             "ula": "biased", "myula": "biased", "skrock": "biased"}
+
+
 METHODS: dict[str, Callable] = {
     "nuts": _build_hmc_family("nuts"),
     "hmc": _build_hmc_family("hmc"),
@@ -479,6 +499,7 @@ METHODS: dict[str, Callable] = {
     "gibbs": _build_gibbs,
     "exact": _build_exact,
     "rto": partial(_build_exact, method="rto"),
+    "gsm": _build_gsm,
 }
 
 
@@ -582,6 +603,6 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     provenance = make_provenance(
         method, config={**built.config, "num_chains": num_chains, "num_samples": num_samples,
                         "num_warmup": num_warmup, "thin": thin},
-        seed=seed, dtype=dtype)
+        seed=seed, dtype=dtype, exactness=EXACTNESS.get(method, "unknown"))
     return Result(mean=out.mean, variance=out.variance, draws=draws, diagnostics=diagnostics,
                   timings=timings, provenance=provenance)

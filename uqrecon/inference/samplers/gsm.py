@@ -430,6 +430,8 @@ def build(post, key, cfg: dict, num_chains: int, dtype):
     jitter = cfg.pop("init_jitter", 0.1)
     if not (isinstance(jitter, (int, float)) and math.isfinite(jitter) and jitter >= 0):
         raise ValueError(f"'init_jitter' must be a finite number >= 0, got {jitter!r}")
+    if cfg:
+        raise TypeError(f"method='gsm' got unknown options {sorted(cfg)}")
     shape = tuple(post.shape)
     if init is None:
         init = jnp.zeros((num_chains, *shape), dtype)
