@@ -160,12 +160,14 @@ def hessian_diagonal(post, x, *, hessian, batch):
 # Mean-field rounds: G and the curvature estimate in independent groups
 # --------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=("pairs", "groups", "hessian", "control"))
-def meanfield_round(post, mu, sigma, anchor, anchor_diag, key, num_batches, *, pairs,
-                    groups, hessian, control):
-    """``groups`` independent estimates of ``E_q[grad U]`` and ``E_q[diag hess U]`` for
-    ``q = N(mu, diag(sigma^2))``, each from ``num_batches`` batches of ``pairs``
-    antithetic pairs. Returns ``(G (groups, n), D (groups, n), mean potential
-    (groups,))``."""
+def meanfield_round(post, mu, sigma, anchor, key, num_batches, *, pairs, groups, hessian,
+                    control):
+    """``groups`` independent sets of estimates for ``q = N(mu, diag(sigma^2))``, each from
+    ``num_batches`` batches of ``pairs`` antithetic pairs. Returns a dict of ``(groups,
+    n)`` group means: ``G`` (``E_q[grad U]``), ``a`` (Stein's curvature terms
+    ``eps (g+ - g-) / (2 sigma)``), and with ``control`` the control variate
+    ``c = eps (M s) / sigma`` (``E[c] = diag(M)``) with ``ac`` and ``cc`` for its
+    regression coefficient; and ``U`` (groups,), the mean potential."""
     n, dtype = mu.shape[0], mu.dtype
     mv = jax.vmap(_hvp(post, anchor, hessian)) if control else None
 
@@ -174,22 +176,42 @@ def meanfield_round(post, mu, sigma, anchor, anchor_diag, key, num_batches, *, p
         s = sigma * e
         vals, g = _value_and_grad(post, jnp.concatenate([mu + s, mu - s]))
         gp, gm = g[:pairs], g[pairs:]
-        dg = 0.5 * (gp - gm)
+        a = e * (0.5 * (gp - gm)) / sigma
+        out = {"G": jnp.sum(0.5 * (gp + gm), 0), "a": jnp.sum(a, 0),
+               "U": jnp.sum(vals) / 2}
         if control:
-            dg = dg - mv(s)
-        return (jnp.sum(0.5 * (gp + gm), 0), jnp.sum(e * dg, 0) / sigma, jnp.sum(vals) / 2)
+            c = e * mv(s) / sigma
+            out.update(c=jnp.sum(c, 0), ac=jnp.sum(a * c, 0), cc=jnp.sum(c * c, 0))
+        return out
 
     def group(kg):
-        zero = (jnp.zeros(n, dtype), jnp.zeros(n, dtype), jnp.zeros((), dtype))
+        zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(batch, kg))
         acc = jax.lax.fori_loop(
             0, num_batches,
             lambda i, a: jax.tree.map(jnp.add, a, batch(jax.random.fold_in(kg, i))), zero)
         return jax.tree.map(lambda a: a / (num_batches * pairs), acc)
 
-    G, D, U = jax.lax.map(group, jax.random.split(key, groups))
-    if control:
-        D = D + anchor_diag
-    return G, D, U
+    return jax.lax.map(group, jax.random.split(key, groups))
+
+
+def curvature_estimate(stats, anchor_diag):
+    """Per-group estimates ``(groups, n)`` of ``E_q[diag hess U]`` from
+    :func:`meanfield_round`'s moments: Stein's terms minus ``beta`` times the control
+    variate's deviation from its known mean ``diag(M)``, with the per-pixel coefficient
+    ``beta = cov(a, c) / var(c)`` (pooled over the round; the variance-minimising
+    choice, 1 for a quadratic potential, smaller where ``M`` at the anchor describes the
+    curvature under ``q`` poorly, e.g. Huber-TV with a small smoothing)."""
+    a = np.asarray(stats["a"], np.float64)
+    if "c" not in stats:
+        return a, None
+    c = np.asarray(stats["c"], np.float64)
+    mean = lambda k: np.asarray(stats[k], np.float64).mean(0)   # noqa: E731
+    a_m, c_m = a.mean(0), c.mean(0)
+    var_c = mean("cc") - c_m * c_m
+    cov_ac = mean("ac") - a_m * c_m
+    beta = np.where(var_c > 0, cov_ac / np.where(var_c > 0, var_c, 1.0), 0.0)
+    beta = np.clip(beta, 0.0, 2.0)
+    return a - beta * (c - np.asarray(anchor_diag, np.float64)), beta
 
 
 # --------------------------------------------------------------------------------------
@@ -265,15 +287,18 @@ _ALPHAS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)
 
 def mean_update(post, kind, mu, cov, step, stats, size, tol, key, pairs):
     """Take the shrunken Newton step ``stats['shrink'] * step``; when the step is mostly
-    signal and above ``tol``, the largest of ``(1, 1/2, ..., 1/16)`` times it that does
-    not raise the smoothed potential ``E_q[U]`` beyond rounding (common random numbers):
-    a guard against overshooting on strongly non-quadratic potentials. Not for a
+    signal and large (above 1 % of ``size`` and ``tol``), the largest of ``(1, 1/2, ...,
+    1/16)`` times it that does not raise the smoothed potential ``E_q[U]`` beyond
+    rounding (common random numbers): a guard against overshooting on strongly
+    non-quadratic potentials. Smaller steps are not searched: the comparison would be
+    within the Monte Carlo noise of the step itself. Not for a
     linear-Gaussian posterior: its potential is quadratic and the step (exact, or CG
     iterates, which decrease the quadratic monotonically) never overshoots. Returns
     ``(new mean, step size, potential evaluations)``."""
     alpha, evals = stats["shrink"], 0
     mu64 = np.asarray(mu, np.float64)
-    if alpha > 0.5 and stats["systematic"] > tol * size and post.gaussian_form() is None:
+    if alpha > 0.5 and stats["systematic"] > tol * size and \
+            post.gaussian_form() is None:
         alphas = np.asarray(_ALPHAS) * alpha
         cand = jnp.asarray(mu64[None] + alphas[:, None] * step[None], mu.dtype)
         f = np.asarray(smoothed_potential(post, cand, cov, key, kind=kind, pairs=4 * pairs),

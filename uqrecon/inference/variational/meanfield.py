@@ -185,9 +185,10 @@ def _newton(post, key, mu, *, num_mc, tol, var_tol, max_iter, hessian, exact_dia
         mb = max(1, min(m, (max_iter - used) // GROUPS))
         key, k_round, k_ls, k_curv = jax.random.split(key, 4)
         sigma = jnp.asarray(lam ** -0.5, dtype)
-        G, D, U = core.meanfield_round(post, mu, sigma, anchor, adiag, k_round, mb,
-                                       pairs=pairs, groups=GROUPS, hessian=hessian,
-                                       control=exact_diag)
+        stats = core.meanfield_round(post, mu, sigma, anchor, k_round, mb, pairs=pairs,
+                                     groups=GROUPS, hessian=hessian, control=exact_diag)
+        G, U = stats["G"], stats["U"]
+        D, beta = core.curvature_estimate(stats, adiag)
         used += GROUPS * mb
         grads += GROUPS * mb * num_mc
         hvps += GROUPS * mb * pairs * exact_diag
@@ -207,7 +208,6 @@ def _newton(post, key, mu, *, num_mc, tol, var_tol, max_iter, hessian, exact_dia
             size = math.sqrt(float(np.sum((mu_np + step) ** 2) + np.sum(1.0 / lam)))
             ms = core.step_stats(step, se)
             full_solves += 1
-        D = np.asarray(D, np.float64)
         r = D.mean(0) / lam - 1.0
         r_se = D.std(0, ddof=1) / math.sqrt(GROUPS) / lam
         vs = core.step_stats(r, r_se, weight=1.0 / n)
@@ -230,6 +230,8 @@ def _newton(post, key, mu, *, num_mc, tol, var_tol, max_iter, hessian, exact_dia
                         "mean_mc_error": ms["noise"] / size, "step_size": alpha,
                         "var_step": vs["systematic"], "var_step_upper": vs["upper"],
                         "var_mc_error": vs["noise"], "cg_iterations": it,
+                        "control_coefficient": None if beta is None else float(
+                            np.median(beta)),
                         "cg_relres": relres, "elbo": elbo})
         if bar is not None:
             bar.update(GROUPS * mb)
