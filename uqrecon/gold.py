@@ -50,6 +50,7 @@ def exactness(method: str) -> str:
     """The exactness class of a sampling method (see :data:`EXACTNESS`)."""
     return EXACTNESS.get(method, "unknown")
 
+
 _CACHE_FORMAT = 2
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -299,8 +300,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         cfg = dict(config)
         # every round is a multiple of the first, and warmup shares the chunk length:
         # one chunk length, compiled once for the whole reference
-        cfg.setdefault("chunk_size", math.gcd(num_samples, num_warmup) if num_warmup
-                       else num_samples)
+        chunk = math.gcd(num_samples, num_warmup) if num_warmup else num_samples
+        cfg.setdefault("chunk_size", chunk if chunk % thin == 0 else num_samples)
         warmup = num_warmup
         if init is not None:        # continue each chain where it stopped, unperturbed
             cfg.update(init=init, init_jitter=0.0)
