@@ -475,9 +475,22 @@ def _build_gibbs(post, key, cfg, num_chains, dtype):
 
 
 def _build_gsm(post, key, cfg, num_chains, dtype):
-    """The exact TV / l1-wavelet sampler (:mod:`.samplers.gsm`)."""
-    sampler, params, init, used, setup = _gsm.build(post, key, cfg, num_chains, dtype)
-    return _Built(sampler, params, init, used, setup)
+    """The exact TV / l1-wavelet sampler (:mod:`.samplers.gsm`). Chains start at
+    independent N(0, init_jitter^2) images by default: an over-dispersed start for R-hat."""
+    _gsm.check_gsm_posterior(post)
+    tol = _pop_positive(cfg, "tol", _gsm.default_tol(dtype))
+    if not tol < 1:
+        raise ValueError(f"'tol' must be a number in (0, 1), got {tol!r}")
+    maxiter = _pop_int(cfg, "maxiter", 1000, 1)
+    init, jitter = _pop_init(cfg, 0.1)
+    _reject_unknown(cfg, "gsm")
+    zeros = jnp.zeros(tuple(post.shape), dtype)
+    init, _ = _init_positions(post, key, init, jitter, num_chains, dtype,
+                              unconstrained=False, ref=zeros)
+    params, spent = _gsm.gsm_params(post, tol, maxiter)
+    return _Built(_gsm.GSM, params, init,
+                  {"tol": tol, "maxiter": maxiter, "preconditioner": params.kind},
+                  {"num_grad_evals_setup": math.ceil(spent / 2)})
 
 
 # What each method's stationary law is: "exact" (independent exact draws), "asymptotically

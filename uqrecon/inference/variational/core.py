@@ -563,6 +563,21 @@ def progress_bar(enabled, total, desc):
     return tqdm(total=total, desc=desc, leave=False)
 
 
+def solver_options(posterior, hessian_diagonal, cg_tol, cg_maxiter, curvature_draws):
+    """The options shared by mean-field and low-rank VI, validated and defaulted:
+    ``(exact_diag, cg_tol, cg_maxiter, curvature_draws)``."""
+    if hessian_diagonal not in ("auto", "exact", "none"):
+        raise ValueError("'hessian_diagonal' must be 'auto', 'exact' or 'none', got "
+                         f"{hessian_diagonal!r}")
+    n = math.prod(posterior.shape)
+    exact_diag = hessian_diagonal == "exact" or (
+        hessian_diagonal == "auto" and n <= EXACT_DIAG_MAX)
+    cg_tol = default_cg_tol(posterior.dtype) if cg_tol is None else cg_tol
+    cg_maxiter = n if cg_maxiter is None else cg_maxiter
+    check_cg(cg_tol, cg_maxiter)
+    return exact_diag, cg_tol, cg_maxiter, check_curvature_draws(posterior, curvature_draws)
+
+
 def check_cg(cg_tol, cg_maxiter):
     if not isinstance(cg_tol, (int, float, np.floating)) or isinstance(cg_tol, bool) or \
             not 0 < cg_tol < 1:

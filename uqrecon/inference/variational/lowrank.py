@@ -63,15 +63,8 @@ def lowrank(posterior, key: jax.Array, *, rank: int = 10, init=None,
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or \
             not 1 <= rank <= n:
         raise ValueError(f"'rank' must be an integer in [1, {n}], got {rank!r}")
-    if hessian_diagonal not in ("auto", "exact", "none"):
-        raise ValueError("'hessian_diagonal' must be 'auto', 'exact' or 'none', got "
-                         f"{hessian_diagonal!r}")
-    exact_diag = hessian_diagonal == "exact" or (
-        hessian_diagonal == "auto" and n <= core.EXACT_DIAG_MAX)
-    cg_tol = core.default_cg_tol(posterior.dtype) if cg_tol is None else cg_tol
-    cg_maxiter = n if cg_maxiter is None else cg_maxiter
-    core.check_cg(cg_tol, cg_maxiter)
-    curvature_draws = core.check_curvature_draws(posterior, curvature_draws)
+    exact_diag, cg_tol, cg_maxiter, curvature_draws = core.solver_options(
+        posterior, hessian_diagonal, cg_tol, cg_maxiter, curvature_draws)
     config = {"rank": rank, "init_scale": init_scale, "num_mc": num_mc, "tol": tol,
               "var_tol": var_tol, "max_iter": max_iter, "learning_rate": learning_rate,
               "window": window, "elbo_tol": elbo_tol, "estimator": estimator,

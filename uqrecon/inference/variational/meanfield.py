@@ -99,22 +99,14 @@ def meanfield(posterior, key: jax.Array, *, optimizer: str = "newton", init=None
         raise ValueError(f"'optimizer' must be 'newton' or 'adam', got {optimizer!r}")
     core.check_common(posterior, num_mc=num_mc, max_iter=max_iter, tol=tol,
                       var_tol=var_tol, init=init, init_scale=init_scale, hessian=hessian)
-    if hessian_diagonal not in ("auto", "exact", "none"):
-        raise ValueError("'hessian_diagonal' must be 'auto', 'exact' or 'none', got "
-                         f"{hessian_diagonal!r}")
     if not isinstance(max_rounds, (int, np.integer)) or isinstance(max_rounds, bool) \
             or max_rounds < 1:
         raise ValueError(f"'max_rounds' must be a positive integer, got {max_rounds!r}")
     if optimizer == "newton" and estimator is not None:
         raise ValueError("'estimator' applies to optimizer='adam' only (the Newton "
                          "optimiser uses antithetic Stein estimates)")
-    n = math.prod(posterior.shape)
-    exact_diag = hessian_diagonal == "exact" or (
-        hessian_diagonal == "auto" and n <= core.EXACT_DIAG_MAX)
-    cg_tol = core.default_cg_tol(posterior.dtype) if cg_tol is None else cg_tol
-    cg_maxiter = n if cg_maxiter is None else cg_maxiter
-    core.check_cg(cg_tol, cg_maxiter)
-    curvature_draws = core.check_curvature_draws(posterior, curvature_draws)
+    exact_diag, cg_tol, cg_maxiter, curvature_draws = core.solver_options(
+        posterior, hessian_diagonal, cg_tol, cg_maxiter, curvature_draws)
     config = {"optimizer": optimizer, "init_scale": init_scale, "num_mc": num_mc,
               "tol": tol, "var_tol": var_tol, "max_iter": max_iter, "hessian": hessian,
               "hessian_diagonal": "exact" if exact_diag else "none", "cg_tol": cg_tol,
