@@ -140,6 +140,17 @@ def tv_diagonal(lam_components):
     return out
 
 
+def _real_differences(shape):
+    """``(ndim, *shape)`` mask of the differences that exist: component ``a`` at the last
+    index along axis ``a`` is the Neumann boundary's structural zero."""
+    mask = np.ones((len(shape), *shape), bool)
+    for a, s in enumerate(shape):
+        index = [a] + [slice(None)] * len(shape)
+        index[a + 1] = s - 1
+        mask[tuple(index)] = False
+    return mask
+
+
 def _difference_symbol(shape, dtype):
     """Periodic symbol of ``D^T D`` (the 2*ndim-point Laplacian)."""
     sym = 0.0
@@ -247,7 +258,9 @@ def _preconditioner(params, post, lam, tau, dtype):
             d = d + p.precision(jnp.ones(shape, dtype)).mean()
         return lambda r: W.adjoint(W(r) / d).astype(dtype)
     lam_c = jnp.broadcast_to(lam[None], (len(shape), *shape)) if term.grouped else lam
-    pos = lam_c > 0
+    # the mean over real differences only: a structurally zero last difference has
+    # ||g|| = 0 and a huge (clipped) lam that would inflate the geometric mean
+    pos = (lam_c > 0) & _real_differences(shape)
     lam_bar = jnp.exp(jnp.sum(jnp.where(pos, jnp.log(jnp.where(pos, lam_c, 1.0)), 0.0))
                       / jnp.maximum(jnp.sum(pos), 1))
     lik_diag = tau * params.lik_diag.astype(dtype)
