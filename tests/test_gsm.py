@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -146,6 +147,13 @@ def _nuts_reference(pot, seed=0, num_chains=4, num_samples=8_000):
     return draws.reshape(num_chains, num_samples, N, N)
 
 
+@functools.lru_cache(maxsize=None)
+def _cached_nuts_reference(kind, weight):
+    """One NUTS reference per model: ``tv-iso-loose`` grades against ``tv-iso``'s."""
+    M, y, sigma = _problem()
+    return _nuts_reference(_independent_potential(kind, M, y, sigma, weight))
+
+
 def _uqrecon_posterior(kind, M, y, sigma, weight):
     A = MatrixOperator(np.asarray(M, np.float32), (N, N))
     lik = Gaussian(A, jnp.asarray(y, jnp.float32), sigma=sigma)
@@ -196,7 +204,7 @@ def test_gsm_matches_an_independent_nuts_reference(kind, options):
     base = "tv-iso" if kind == "tv-iso-loose" else kind
     M, y, sigma = _problem()
     weight = 2.0
-    ref = _nuts_reference(_independent_potential(base, M, y, sigma, weight))
+    ref = _cached_nuts_reference(base, weight)
     post = _uqrecon_posterior(base, M, y, sigma, weight)
     res = uqrecon.sample(post, method="gsm", num_chains=4, num_samples=8_000,
                          num_warmup=500, seed=1, progress=False, **options)
