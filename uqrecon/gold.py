@@ -267,7 +267,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     method's exactness class). ``config`` goes to the sampler.
     """
     from .inference.sample import sample
-    from .uq.diagnostics import diagnose, summarize
+    from .diagnostics import diagnose, summarize
 
     for name, val, lo in (("num_chains", num_chains, 2), ("num_samples", num_samples, 4),
                           ("max_rounds", max_rounds, 1), ("seed", seed, 0)):
