@@ -61,8 +61,9 @@ def default_tol(dtype) -> float:
 class CGResult(NamedTuple):
     """What :func:`pcg` returns.
 
-    ``x``: the solution; ``iterations``: CG iterations (one product with ``A`` each; every
-    true-residual check, usually one per solve, costs one more product); ``relres``: the
+    ``x``: the solution; ``iterations``: CG iterations (one product with ``A`` each);
+    ``matvecs``: all products with ``A`` (the iterations, one per true-residual check --
+    usually one per solve -- and one for a given ``x0``): the cost to report; ``relres``: the
     true relative residual ``||b - A x|| / ||b||`` at exit; ``stagnated``: True when the
     solve stopped before ``maxiter`` because the residual stopped decreasing (the
     tolerance lies below what this precision can attain), with ``relres > tol``.
@@ -72,6 +73,7 @@ class CGResult(NamedTuple):
     iterations: jax.Array
     relres: jax.Array
     stagnated: jax.Array
+    matvecs: jax.Array
 
 
 def _dot(a, b):
@@ -107,7 +109,7 @@ def pcg(matvec: Callable, b: jax.Array, precond: Callable = identity, tol=None,
             so a warm start solves to the same absolute accuracy.
 
     Returns:
-        :class:`CGResult` ``(x, iterations, relres, stagnated)``: ``relres > tol``
+        :class:`CGResult` ``(x, iterations, relres, stagnated, matvecs)``: ``relres > tol``
         means the solve stopped short, ``stagnated`` says whether at its rounding floor
         (else at ``maxiter``).
     """
@@ -115,6 +117,7 @@ def pcg(matvec: Callable, b: jax.Array, precond: Callable = identity, tol=None,
         tol = default_tol(b.dtype)
     bnorm2 = _dot(b, b)
     thresh = (jnp.asarray(tol, bnorm2.dtype) ** 2) * bnorm2
+    start = x0
     if x0 is None:
         x0, r0 = jnp.zeros_like(b), b
     else:
@@ -135,12 +138,12 @@ def pcg(matvec: Callable, b: jax.Array, precond: Callable = identity, tol=None,
         return x, r, z, z + (rz_new / rz) * p, rz_new, k + 1
 
     def restart_cond(c):
-        _, _, _, k, done, stagnated = c
+        _, _, _, k, done, stagnated, _ = c
         return ~done & ~stagnated & (k < maxiter)
 
     def restart_body(c):
         # CG from the true residual r of x, then the true residual of the result
-        x, r, rr, k, _, _ = c
+        x, r, rr, k, _, _, checks = c
         z = precond(r)
         x, _, _, _, _, k = jax.lax.while_loop(cond, body, (x, r, z, z, _dot(r, z), k))
         r_new = b - matvec(x)
@@ -148,12 +151,13 @@ def pcg(matvec: Callable, b: jax.Array, precond: Callable = identity, tol=None,
         done = rr_new <= thresh
         # not halved (or NaN): the residual has stopped decreasing
         stagnated = ~done & (k < maxiter) & ~(rr_new <= _RESTART_SHRINK * rr)
-        return x, r_new, rr_new, k, done, stagnated
+        return x, r_new, rr_new, k, done, stagnated, checks + 1
 
-    init = (x0, r0, _dot(r0, r0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
-    x, _, rr, k, _, stagnated = jax.lax.while_loop(restart_cond, restart_body, init)
+    checks0 = jnp.int32(0 if start is None else 1)
+    init = (x0, r0, _dot(r0, r0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False), checks0)
+    x, _, rr, k, _, stagnated, checks = jax.lax.while_loop(restart_cond, restart_body, init)
     relres = jnp.sqrt(rr / jnp.where(bnorm2 > 0, bnorm2, 1.0))
-    return CGResult(x, k, relres, stagnated)
+    return CGResult(x, k, relres, stagnated, k + checks)
 
 
 # --------------------------------------------------------------------------------------

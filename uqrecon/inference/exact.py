@@ -48,11 +48,12 @@ def cg(matvec: Callable, b: jax.Array, tol: float, maxiter: int):
 
 @jax.jit
 def _posterior_mean(form, tol, maxiter):
-    return tuple(pcg(form.precision, form.rhs, tol=tol, maxiter=maxiter)[:3])
+    out = pcg(form.precision, form.rhs, tol=tol, maxiter=maxiter)
+    return out.x, out.matvecs, out.relres
 
 
 def posterior_mean(form, tol: float, maxiter: int):
-    """``P^{-1} b`` by CG; returns (mean, iterations, relres). Jitted at module level on
+    """``P^{-1} b`` by CG; returns (mean, products with P, relres). Jitted at module level on
     the form (a pytree) with ``tol`` and ``maxiter`` as traced scalars, so repeated calls
     on same-shaped problems reuse the compiled solver whatever the data, noise level or
     tolerance."""
@@ -91,11 +92,11 @@ class POParams(NamedTuple):
 
 def _po_step(key, x, params: POParams):
     """One independent draw: one CG solve of ``P d = eta - b``; ``num_grad_evals``
-    reports the CG iterations (one application of P each)."""
+    reports its products with P (CG iterations and the true-residual checks)."""
     dtype = params.mean.dtype
     tol = params.tol.astype(jnp.finfo(dtype).dtype)
-    d, k, relres, _ = pcg(params.form.precision, perturbed_rhs(params.form, key),
-                          tol=tol, maxiter=params.maxiter)
+    d, _, relres, _, k = pcg(params.form.precision, perturbed_rhs(params.form, key),
+                             tol=tol, maxiter=params.maxiter)
     ok = relres <= tol
     return params.mean + d, StepInfo(jnp.where(ok, 1.0, 0.0).astype(dtype), k, ~ok,
                                      tol.astype(dtype))

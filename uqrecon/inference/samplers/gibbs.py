@@ -50,9 +50,9 @@ def gamma_draws(key, shape_rate: dict, dtype) -> dict:
 
 def image_draw(key, x, form, tol, maxiter):
     """An exact draw from the Gaussian ``form`` warm-started at ``x``: solves
-    ``P d = b + eta - P x`` and returns ``(x + d, cg_iterations, converged)``."""
+    ``P d = b + eta - P x`` and returns ``(x + d, products with P, converged)``."""
     b = form.rhs + perturbed_rhs(form, key) - form.precision(x)
-    d, k, relres, _ = pcg(form.precision, b, tol=tol, maxiter=maxiter)
+    d, _, relres, _, k = pcg(form.precision, b, tol=tol, maxiter=maxiter)
     return x + d, k, relres <= tol
 
 
