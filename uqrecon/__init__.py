@@ -20,7 +20,7 @@ _EXPORTS = {
 }
 
 _SUBMODULES = {"operators", "models", "inference", "uq", "gold", "deep", "phantoms",
-               "problems", "report", "result", "cli", "noise"}
+               "problems", "report", "result", "cli", "noise", "linalg", "diagnostics"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

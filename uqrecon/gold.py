@@ -86,7 +86,7 @@ def _po_deviations(form, keys, tol, maxiter):
     precond = _circulant_solve(circulant_symbol(form.precision, form.shape, dtype))
 
     def one(key):
-        return pcg(form.precision, _exact.perturbed_rhs(form, key), precond, tol, maxiter)
+        return pcg(form.precision, _exact.perturbed_rhs(form, key), precond, tol, maxiter)[:3]
 
     return jax.lax.map(one, keys, batch_size=8)
 
@@ -94,7 +94,7 @@ def _po_deviations(form, keys, tol, maxiter):
 @functools.partial(jax.jit, static_argnames=("tol", "maxiter"))
 def _pcg_mean(form, tol, maxiter):
     precond = _circulant_solve(circulant_symbol(form.precision, form.shape, form.rhs.dtype))
-    return pcg(form.precision, form.rhs, precond, tol, maxiter)
+    return pcg(form.precision, form.rhs, precond, tol, maxiter)[:3]
 
 
 def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
@@ -267,7 +267,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     method's exactness class). ``config`` goes to the sampler.
     """
     from .inference.sample import sample
-    from .uq.diagnostics import diagnose, summarize
+    from .diagnostics import diagnose, summarize
 
     for name, val, lo in (("num_chains", num_chains, 2), ("num_samples", num_samples, 4),
                           ("max_rounds", max_rounds, 1), ("seed", seed, 0)):

@@ -436,12 +436,10 @@ class Result:
 
 
 def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """A square root ``L`` with ``L L^T = cov`` (Cholesky, eigh fallback if singular)."""
-    try:
-        return np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        w, v = np.linalg.eigh(cov)
-        return v * np.sqrt(np.clip(w, 0, None))
+    """A square root ``L`` with ``L L^T = cov``: :func:`uqrecon.linalg.psd_factor`
+    (imported here: ``uqrecon.result`` loads without jax)."""
+    from .linalg import psd_factor
+    return psd_factor(cov)
 
 
 # --------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from ..linalg import default_tol, pcg
 from .samplers.base import (Sampler, StepInfo, check_int, check_positive, image_init,
                            image_position)
 
@@ -35,45 +36,24 @@ __all__ = ["cg", "default_tol", "posterior_mean", "perturbed_rhs", "dense_factor
            "POParams", "EXACT_DENSE"]
 
 
-def default_tol(dtype) -> float:
-    """CG relative tolerance that keeps the solve error well below MC error."""
-    return 1e-8 if jnp.dtype(dtype) == jnp.float64 else 1e-5
-
-
 def cg(matvec: Callable, b: jax.Array, tol: float, maxiter: int):
-    """Conjugate gradients for SPD ``matvec`` from zero; returns (x, iterations, relres).
+    """Conjugate gradients for SPD ``matvec`` from zero: :func:`uqrecon.linalg.pcg`
+    without a preconditioner; returns ``(x, iterations, relres)``.
 
-    Stops when ``||r|| <= tol ||b||`` or after ``maxiter`` iterations.
+    Stops when ``||b - A x|| <= tol ||b||``, at the rounding floor, or after ``maxiter``
+    iterations.
     """
-    bnorm2 = jnp.vdot(b, b).real
-    thresh = (tol ** 2) * bnorm2
-
-    def cond(c):
-        _, r, _, rr, k = c
-        return (rr > thresh) & (k < maxiter)
-
-    def body(c):
-        x, r, p, rr, k = c
-        ap = matvec(p)
-        a = rr / jnp.vdot(p, ap).real
-        x = x + a * p
-        r = r - a * ap
-        rr_new = jnp.vdot(r, r).real
-        p = r + (rr_new / rr) * p
-        return x, r, p, rr_new, k + 1
-
-    x0 = jnp.zeros_like(b)
-    x, _, _, rr, k = jax.lax.while_loop(cond, body, (x0, b, b, bnorm2, jnp.int32(0)))
-    return x, k, jnp.sqrt(rr / jnp.where(bnorm2 > 0, bnorm2, 1.0))
+    return tuple(pcg(matvec, b, tol=tol, maxiter=maxiter)[:3])
 
 
 @jax.jit
 def _posterior_mean(form, tol, maxiter):
-    return cg(form.precision, form.rhs, tol, maxiter)
+    out = pcg(form.precision, form.rhs, tol=tol, maxiter=maxiter)
+    return out.x, out.matvecs, out.relres
 
 
 def posterior_mean(form, tol: float, maxiter: int):
-    """``P^{-1} b`` by CG; returns (mean, iterations, relres). Jitted at module level on
+    """``P^{-1} b`` by CG; returns (mean, products with P, relres). Jitted at module level on
     the form (a pytree) with ``tol`` and ``maxiter`` as traced scalars, so repeated calls
     on same-shaped problems reuse the compiled solver whatever the data, noise level or
     tolerance."""
@@ -112,11 +92,11 @@ class POParams(NamedTuple):
 
 def _po_step(key, x, params: POParams):
     """One independent draw: one CG solve of ``P d = eta - b``; ``num_grad_evals``
-    reports the CG iterations (one application of P each)."""
+    reports its products with P (CG iterations and the true-residual checks)."""
     dtype = params.mean.dtype
     tol = params.tol.astype(jnp.finfo(dtype).dtype)
-    d, k, relres = cg(params.form.precision, perturbed_rhs(params.form, key), tol,
-                      params.maxiter)
+    d, _, relres, _, k = pcg(params.form.precision, perturbed_rhs(params.form, key),
+                             tol=tol, maxiter=params.maxiter)
     ok = relres <= tol
     return params.mean + d, StepInfo(jnp.where(ok, 1.0, 0.0).astype(dtype), k, ~ok,
                                      tol.astype(dtype))

@@ -46,9 +46,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .exact import cg
+from ..linalg import (Eigh, default_tol, dense_from_matvec, lanczos_eigh, pcg,
+                      randomized_eigh)
 from .exact import posterior_mean as _posterior_mean
-from .lanczos import Eigh, lanczos_eigh, randomized_eigh
 
 __all__ = ["laplace", "laplace_approximation", "LaplaceApproximation", "diagonal_estimate"]
 
@@ -93,11 +93,11 @@ class Base:
         L = self.form.prior_precision_sqrt
         eps = jax.random.normal(key, L.range_shape, dtype)
         rhs = jnp.real(L.adjoint(eps)).reshape(-1).astype(dtype)
-        return cg(self.mass, rhs, self.tol, self.maxiter)[0]
+        return pcg(self.mass, rhs, tol=self.tol, maxiter=self.maxiter).x
 
     def solve(self, v):
         """``M^{-1} v`` ('cg' kind: by CG to ``tol``)."""
-        return cg(self.mass, v, self.tol, self.maxiter)[0]
+        return pcg(self.mass, v, tol=self.tol, maxiter=self.maxiter).x
 
 
 class LaplaceApproximation(NamedTuple):
@@ -152,10 +152,6 @@ def _draws(approx, key, num):
     return jax.lax.map(one, jax.random.split(key, num), batch_size=min(num, 16))
 
 
-def _default_tol(dtype) -> float:
-    return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5
-
-
 def diagonal_estimate(matvec: Callable, key: jax.Array, n: int, num_probes: int,
                       dtype) -> jax.Array:
     """Stochastic diagonal of a symmetric operator, ``mean_k z_k * (H z_k)`` with
@@ -193,9 +189,7 @@ def _num_products(solver, n, steps, power_iters, dense):
 
 
 def _dense(matvec, n, dtype):
-    eye = jnp.eye(n, dtype=dtype)
-    cols = jax.lax.map(matvec, eye, batch_size=min(n, 256))
-    return 0.5 * (cols + cols.T)
+    return dense_from_matvec(matvec, n, dtype, symmetrize=True)
 
 
 # -- compiled pieces: the form / posterior is a pytree argument, so a second call on a
@@ -320,7 +314,7 @@ def laplace_approximation(posterior, key: jax.Array, *, rank: int | str = 50, mo
     shape = tuple(posterior.shape)
     dtype = jnp.dtype(posterior.dtype)
     n = math.prod(shape)
-    tol = _default_tol(dtype) if cg_tol is None else float(cg_tol)
+    tol = default_tol(dtype) if cg_tol is None else float(cg_tol)
     form = posterior.gaussian_form()
     if preconditioner == "auto":
         preconditioner = "prior" if form is not None else "diag"
@@ -477,6 +471,8 @@ def laplace(posterior, key: jax.Array, *, rank: int | str = 50, mode=None,
     linear-Gaussian posteriors, ``uqrecon.map_estimate`` otherwise).
     ``preconditioner``: 'prior' | 'diag' | 'auto' (see the module docstring).
     ``hessian``: 'gauss_newton' or 'exact' (forward-over-reverse) for the 'diag' base.
+    ``cg_tol`` / ``cg_maxiter``: the CG solves with the prior precision (mode and base
+    beyond ``dense_max`` pixels); ``cg_tol`` defaults to :func:`uqrecon.linalg.default_tol`.
     Up to ``dense_max`` pixels the result carries the dense covariance (``gaussian``
     of kind 'dense'); beyond, pixel variances are exact for the 'diag' base and
     estimated from ``num_variance_samples`` draws for the 'prior' base.

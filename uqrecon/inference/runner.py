@@ -27,8 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..uq.diagnostics import (welford_finalize, welford_init,
-                              welford_merge, welford_update)
+from ..diagnostics import welford_finalize, welford_init, welford_merge, welford_update
 from .checkpoint import load_checkpoint, save_checkpoint
 from .samplers.base import Sampler
 

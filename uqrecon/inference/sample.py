@@ -58,7 +58,7 @@ import optax
 
 from ..map import _smooth_solver
 from ..result import Result, make_provenance
-from ..uq.diagnostics import check_convergence, diagnose, summarize
+from ..diagnostics import check_convergence, diagnose, summarize
 from . import exact as _exact
 from .runner import CompileMonitor, run_chains
 from .samplers import gibbs as _gibbs

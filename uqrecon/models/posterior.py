@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..operators.base import (LinearOperator, largest_eigenvalue, operator_dataclass,
-                              static_field)
+from ..linalg import dense_from_matvec, largest_eigenvalue, pcg
+from ..operators.base import LinearOperator, operator_dataclass, static_field
 from .constraints import IdentityTransform
 from .hyper import check_positive, like, real_gradient
 
@@ -156,19 +156,16 @@ class GaussianForm:
         P = _precision_matrix(self)
         return P if dtype is None else P.astype(dtype)
 
-    def mean_cg(self, tol=1e-8, maxiter=None, x0=None):
+    def mean_cg(self, tol=None, maxiter=None, x0=None):
         """The posterior mean by conjugate gradients on ``P mu = rhs``: the package's one
-        CG, :func:`uqrecon.inference.exact.cg` (imported lazily: models sit below
-        inference). ``maxiter`` defaults to ``10 n``. With ``x0`` the correction
-        ``P d = rhs - P x0`` is solved to the same absolute tolerance ``tol ||rhs||``."""
-        from ..inference.exact import cg
+        CG, :func:`uqrecon.linalg.pcg`. ``tol`` defaults to
+        :func:`uqrecon.linalg.default_tol` of the dtype, ``maxiter`` to ``10 n``. With
+        ``x0`` CG starts there and solves to the same absolute tolerance ``tol ||rhs||``."""
         maxiter = 10 * math.prod(self.shape) if maxiter is None else int(maxiter)
-        if x0 is None:
-            return cg(self.precision, self.rhs, tol, maxiter)[0]
-        x0 = jnp.asarray(x0, self.rhs.dtype)
-        r0 = self.rhs - self.precision(x0)
-        bn, rn = jnp.linalg.norm(self.rhs.ravel()), jnp.linalg.norm(r0.ravel())
-        return x0 + cg(self.precision, r0, tol * bn / jnp.where(rn > 0, rn, 1.0), maxiter)[0]
+        rhs = self.rhs
+        if x0 is not None:
+            x0 = jnp.asarray(x0, rhs.dtype)
+        return pcg(self.precision, rhs, tol=tol, maxiter=maxiter, x0=x0).x
 
 
 @jax.jit
@@ -181,8 +178,7 @@ def _precision_matrix(form: GaussianForm) -> jax.Array:
     A = op.to_dense(op._domain_dtype_for(form.rhs))
     AhA = jnp.conj(A).T @ A
     AhA = (jnp.real(AhA) if form.real_image else AhA).astype(dtype)
-    eye = jnp.eye(n, dtype=dtype).reshape((n, *shape))
-    Q = jax.lax.map(form.prior_precision, eye, batch_size=min(n, 256)).reshape(n, n).T
+    Q = dense_from_matvec(form.prior_precision, n, dtype, in_shape=shape)
     P = jnp.asarray(form.noise_precision, jnp.real(AhA).dtype) * AhA + Q
     return 0.5 * (P + jnp.conj(P).T)
 

@@ -21,6 +21,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from ..linalg import dense_from_matvec, largest_eigenvalue
+
 __all__ = [
     "LinearOperator",
     "operator_dataclass",
@@ -217,31 +219,6 @@ class LinearOperator:
     def __repr__(self):
         return (f"{type(self).__name__}(domain_shape={self.domain_shape}, "
                 f"range_shape={self.range_shape})")
-
-
-def largest_eigenvalue(matvec, x0, num_iter: int = 100, rtol: float = 1e-6):
-    """Largest eigenvalue of a positive semi-definite linear map, by power iteration.
-
-    Returns the Rayleigh quotient, stopping when it changes by less than ``rtol``
-    (relative) or after ``num_iter`` iterations. Used for operator norms and Lipschitz
-    constants.
-    """
-
-    def body(carry):
-        i, v, est, _ = carry
-        w = matvec(v)
-        new = jnp.real(jnp.vdot(v.ravel(), w.ravel()))
-        nrm = jnp.linalg.norm(w.ravel())
-        return i + 1, w / jnp.where(nrm > 0, nrm, 1.0), new, est
-
-    def cond(carry):
-        i, _, est, prev = carry
-        return (i < num_iter) & (jnp.abs(est - prev) > rtol * jnp.abs(est))
-
-    v = x0 / jnp.linalg.norm(x0.ravel())
-    real = jnp.real(v).dtype
-    init = (0, v, jnp.asarray(1.0, real), jnp.asarray(0.0, real))
-    return jax.lax.while_loop(cond, body, init)[2]
 
 
 # --------------------------------------------------------------------------------------
@@ -501,9 +478,9 @@ def _dense_matrix(op: LinearOperator, dtype) -> jax.Array:
     same_kind = (jnp.issubdtype(jnp.dtype(op.domain_dtype), jnp.complexfloating)
                  == jnp.issubdtype(jnp.dtype(op.range_dtype), jnp.complexfloating))
     if same_kind and op.size_out < op.size_in:
-        eye = jnp.eye(op.size_out, dtype=dtype).reshape((op.size_out, *op.range_shape))
-        rows = jax.lax.map(op._adjoint, eye)
-        return jnp.conj(rows.reshape(op.size_out, op.size_in))
-    eye = jnp.eye(op.size_in, dtype=dtype).reshape((op.size_in, *op.domain_shape))
-    cols = jax.lax.map(op._apply, eye)
-    return cols.reshape(op.size_in, op.size_out).T
+        # the matrix of A^H from size_out adjoint applications, conjugate-transposed
+        adj = dense_from_matvec(op._adjoint, op.size_out, dtype, in_shape=op.range_shape,
+                                batch_size=None)
+        return jnp.conj(adj).T
+    return dense_from_matvec(op._apply, op.size_in, dtype, in_shape=op.domain_shape,
+                             batch_size=None)

@@ -4,7 +4,7 @@ Knows results and arrays, never how a result was made.
 """
 
 from uqrecon.uq.compare import Comparison, ComparisonTable, compare, compare_table
-from uqrecon.uq.diagnostics import (
+from uqrecon.diagnostics import (
     ConvergenceWarning,
     WelfordState,
     add_diagnostics,

@@ -21,7 +21,7 @@ from scipy import special
 
 from uqrecon.result import Result
 from uqrecon.uq import metrics as M
-from uqrecon.uq.diagnostics import summarize
+from uqrecon.diagnostics import summarize
 
 __all__ = ["Comparison", "ComparisonTable", "compare", "compare_table"]
 

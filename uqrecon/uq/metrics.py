@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import linalg, ndimage, special, stats
 
+from uqrecon.linalg import psd_factor
 from uqrecon.result import equal_tailed_interval, gaussian_interval, validate_gaussian
 
 __all__ = [
@@ -286,12 +287,8 @@ def gaussian_w2(g1, g2, max_dense: int = 4096) -> float:
 
 
 def _psd_factor(cov):
-    """``A`` with ``A A^T = cov``: Cholesky, or a symmetric square root if singular."""
-    try:
-        return np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        w, v = np.linalg.eigh(cov)
-        return v * np.sqrt(np.clip(w, 0, None))
+    """``A`` with ``A A^T = cov``: :func:`uqrecon.linalg.psd_factor`."""
+    return psd_factor(cov)
 
 
 def _woodbury_parts(g):

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..exact import cg, perturbed_rhs
+from ...linalg import pcg
+from ..exact import perturbed_rhs
 from .base import Sampler, StepInfo, check_int, check_positive
 
 __all__ = ["GibbsState", "GibbsParams", "GIBBS", "gibbs", "gamma_draws", "image_draw"]
@@ -49,9 +50,9 @@ def gamma_draws(key, shape_rate: dict, dtype) -> dict:
 
 def image_draw(key, x, form, tol, maxiter):
     """An exact draw from the Gaussian ``form`` warm-started at ``x``: solves
-    ``P d = b + eta - P x`` and returns ``(x + d, cg_iterations, converged)``."""
+    ``P d = b + eta - P x`` and returns ``(x + d, products with P, converged)``."""
     b = form.rhs + perturbed_rhs(form, key) - form.precision(x)
-    d, k, relres = cg(form.precision, b, tol, maxiter)
+    d, _, relres, _, k = pcg(form.precision, b, tol=tol, maxiter=maxiter)
     return x + d, k, relres <= tol
 
 

@@ -317,7 +317,7 @@ def gsm_step(key, state, params):
     anchor = jnp.where(state.adapting, x, state.anchor)
     start = 2.0 * anchor
     r_start = r0 - matvec(start)
-    d, iters, _ = pcg(matvec, r_start, precond, params.tol, params.maxiter)
+    d, iters, _, _, _ = pcg(matvec, r_start, precond, params.tol, params.maxiter)
     s = start + d
     x_new = s - x
     rho = r0 - matvec(s)                     # the true residual, not CG's recursion

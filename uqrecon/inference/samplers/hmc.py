@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from ...linalg import dense_from_matvec, eigh_sqrt, lanczos_eigh
 from ...operators.base import operator_dataclass, static_field
-from ..lanczos import lanczos_eigh
 from .base import (Sampler, StepInfo, as_float, check_int, check_positive,
                    check_unit_interval, tuned_finish_warmup, tuned_init, tuned_step)
 
@@ -147,10 +147,8 @@ def _hvp(potential: Callable, u0):
 
 def hessian_matrix(potential: Callable, u0: jax.Array) -> jax.Array:
     """The dense Hessian of ``potential`` at ``u0`` from n batched HVPs (small n only)."""
-    n = u0.size
-    eye = jnp.eye(n, dtype=u0.dtype).reshape((n, *u0.shape))
-    hess = jax.lax.map(_hvp(potential, u0), eye, batch_size=min(n, 256)).reshape(n, n)
-    return 0.5 * (hess + hess.T)
+    return dense_from_matvec(_hvp(potential, u0), u0.size, u0.dtype, in_shape=u0.shape,
+                             symmetrize=True)
 
 
 @jax.jit
@@ -165,11 +163,7 @@ def _cholesky_whitening(hess: jax.Array):
 @jax.jit
 def _softabs_whitening(hess: jax.Array, floor):
     """``(V |L|^{1/2}, V |L|^{-1/2}, ok)`` with ``|L| = max(|L|, floor * max|L|)``."""
-    lam, V = jnp.linalg.eigh(hess)
-    top = jnp.max(jnp.abs(lam))
-    ok = jnp.all(jnp.isfinite(lam)) & (top > 0)
-    lam = jnp.maximum(jnp.abs(lam), floor * top)
-    return V * jnp.sqrt(lam), V / jnp.sqrt(lam), ok
+    return eigh_sqrt(hess, floor)
 
 
 def dense_preconditioner(hess: jax.Array, u0: jax.Array,

@@ -244,10 +244,10 @@ def newton_step(post, points, G, precond, tol, maxiter, *, hessian):
 
     precondition = lambda r: s2 * r          # noqa: E731
     Gm = jnp.mean(G, axis=0)
-    step, it, relres = pcg(op, -Gm, precondition, tol, maxiter)
+    step, it, relres, _, _ = pcg(op, -Gm, precondition, tol, maxiter)
     half = G.shape[0] // 2
     diff = 0.5 * (jnp.mean(G[:half], axis=0) - jnp.mean(G[half:], axis=0))
-    v, noise_it, _ = pcg(op, diff, precondition, 1e-2, maxiter)
+    v, noise_it, _, _, _ = pcg(op, diff, precondition, 1e-2, maxiter)
     return step, jnp.abs(v), it, relres, noise_it
 
 

@@ -1,0 +1,376 @@
+"""MCMC diagnostics vectorised over pixels, and a Welford running mean/variance.
+
+R-hat and ESS follow Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021),
+"Rank-normalization, folding, and localization", exactly as ArviZ implements them
+(``arviz.rhat(method='rank')``, ``arviz.ess(method='bulk'|'tail')``): split chains,
+rank-normalise with Blom's offset, FFT autocovariances, Geyer's initial positive and
+monotone sequences. Here every pixel is processed at once (numpy, float64, chunked over
+pixels to bound memory) instead of ArviZ's Python loop per scalar.
+
+Inputs are draws of shape ``(chains, draws, *shape)``; outputs have the image ``shape``.
+
+The Welford functions are pure JAX and jit-able; the sampler runner keeps one state per
+chain and merges them with Chan's parallel formula (:func:`welford_combine`).
+
+Layer: below inference (the runner and ``sample`` compute these when they make a
+Result), beside :mod:`uqrecon.result`; imports no other uqrecon module.
+``uqrecon.uq.diagnostics`` is the same module under its user-facing path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import fft as sp_fft
+from scipy import special, stats
+
+__all__ = [
+    "rhat",
+    "ess_bulk",
+    "ess_tail",
+    "ess",
+    "diagnose",
+    "add_diagnostics",
+    "summarize",
+    "check_convergence",
+    "ConvergenceWarning",
+    "WelfordState",
+    "welford_init",
+    "welford_update",
+    "welford_combine",
+    "welford_merge",
+    "welford_finalize",
+]
+
+# Elements (chains x draws x pixels) processed per chunk: bounds peak memory (~ 10 x
+# this many float64 values) for 1e5-pixel images with thousands of draws.
+_CHUNK_ELEMENTS = 2_000_000
+
+
+class ConvergenceWarning(UserWarning):
+    """Issued by :func:`check_convergence` when R-hat or ESS indicate a problem."""
+
+
+# --------------------------------------------------------------------------------------
+# Input handling
+# --------------------------------------------------------------------------------------
+def _as_chains(draws, name="draws", min_chains=1) -> tuple[np.ndarray, tuple]:
+    """``(chains, draws, *shape)`` -> float64 ``(pixels, chains, draws)`` and ``shape``."""
+    a = np.asarray(draws)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+            or a.dtype == bool):
+        raise TypeError(f"'{name}' must be a real array, got dtype {a.dtype}")
+    if a.ndim < 2:
+        raise ValueError(f"'{name}' must have shape (chains, draws, *shape), got {a.shape}")
+    if a.shape[0] < min_chains:
+        raise ValueError(f"'{name}' needs at least {min_chains} chains, got {a.shape[0]}")
+    if a.shape[1] < 4:
+        raise ValueError(f"'{name}' needs at least 4 draws per chain, got {a.shape[1]}")
+    shape = a.shape[2:]
+    a = a.reshape(a.shape[0], a.shape[1], -1).astype(np.float64)
+    return np.moveaxis(a, 2, 0), shape
+
+
+def _chunks(num_pixels: int, chains: int, draws: int):
+    step = max(1, _CHUNK_ELEMENTS // max(1, chains * draws))
+    for start in range(0, num_pixels, step):
+        yield slice(start, min(start + step, num_pixels))
+
+
+def _split(x: np.ndarray) -> np.ndarray:
+    """Split each chain in half (middle draw dropped when odd): ``(P, 2C, N//2)``."""
+    half = x.shape[-1] // 2
+    return np.concatenate([x[..., :half], x[..., x.shape[-1] - half:]], axis=1)
+
+
+def _ranks(flat: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (``scipy.stats.rankdata(method='average')``).
+
+    Fast path: rows without ties get the inverse permutation of one unstable argsort
+    (several times faster than rankdata's stable sort); rows with ties use rankdata.
+    """
+    p, m = flat.shape
+    order = np.argsort(flat, axis=1)
+    srt = np.take_along_axis(flat, order, axis=1)
+    tied = (srt[:, 1:] == srt[:, :-1]).any(axis=1)
+    ranks = np.empty((p, m))
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1.0, m + 1.0), (p, m)), axis=1)
+    if tied.any():
+        ranks[tied] = stats.rankdata(flat[tied], method="average", axis=1)
+    return ranks
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Rank-normalise each pixel over all its chains and draws (average ranks, Blom)."""
+    p, c, n = x.shape
+    ranks = _ranks(x.reshape(p, c * n))
+    return special.ndtri((ranks - 0.375) / (c * n + 0.25)).reshape(p, c, n)
+
+
+# --------------------------------------------------------------------------------------
+# Core estimators on (pixels, chains, draws) float64 arrays
+# --------------------------------------------------------------------------------------
+def _rhat_core(x: np.ndarray) -> np.ndarray:
+    """Classic R-hat (Gelman-Rubin with within/between variances) per pixel."""
+    n = x.shape[-1]
+    chain_mean = x.mean(axis=-1)
+    within = np.var(x, axis=-1, ddof=1).mean(axis=-1)
+    between = n * np.var(chain_mean, axis=-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt((between / within + n - 1) / n)
+
+
+def _autocov(x: np.ndarray) -> np.ndarray:
+    """FFT autocovariance along the last axis (biased, divided by n), lags 0..n-1."""
+    n = x.shape[-1]
+    m = sp_fft.next_fast_len(2 * n)
+    xc = x - x.mean(axis=-1, keepdims=True)
+    f = sp_fft.rfft(xc, n=m, axis=-1, workers=-1)
+    return sp_fft.irfft(f * np.conjugate(f), n=m, axis=-1, workers=-1)[..., :n] / n
+
+
+def _ess_core(x: np.ndarray) -> np.ndarray:
+    """ESS per pixel of ``(P, C, N)`` values (already split), as ArviZ's ``_ess``.
+
+    Geyer's initial positive sequence truncates the autocorrelation sum at the first
+    non-positive pair sum; the initial monotone sequence is a running minimum of the
+    pair sums. ArviZ's sequential loop is reproduced with array operations.
+    """
+    p, c, n = x.shape
+    acov = _autocov(x)                                   # (P, C, N)
+    chain_mean = x.mean(axis=-1)
+    mean_var = acov[:, :, 0].mean(axis=-1) * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if c > 1:
+        var_plus = var_plus + np.var(chain_mean, axis=-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var[:, None] - acov.mean(axis=1)) / var_plus[:, None]  # (P, N)
+    rho[:, 0] = 1.0
+
+    kbound = max((n - 3) // 2, 0)                        # last pair the loop may reach
+    pairs = rho[:, : 2 * kbound + 2].reshape(p, kbound + 1, 2)
+    s = pairs.sum(axis=-1)                               # S_k, k = 0..kbound
+    nonpos = s <= 0
+    first = np.where(nonpos.any(axis=1), nonpos.argmax(axis=1), kbound + 1)
+    k_last = np.minimum(first, kbound)                   # last pair the loop computed
+    # pairs 0..k_last-1 all kept, made monotone (running minimum of the pair sums)
+    smono = np.minimum.accumulate(s, axis=1)
+    keep = np.arange(kbound + 1)[None, :] < k_last[:, None]
+    body = np.where(keep, smono, 0.0).sum(axis=1)
+    # the even lag of pair k_last counts once: if its pair was kept, or if it is > 0
+    idx = np.arange(p)
+    even_last = rho[idx, 2 * k_last]
+    s_last = s[idx, k_last]
+    last = np.where((s_last >= 0) | (even_last > 0), even_last, 0.0)
+    tau = -1.0 + 2.0 * body + last
+    total = c * n
+    tau = np.maximum(tau, 1.0 / np.log10(total))
+    out = total / tau
+    out = np.where(np.isnan(rho).any(axis=1), np.nan, out)
+    constant = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) < np.finfo(float).resolution
+    return np.where(constant, float(total), out)
+
+
+def _rhat_rank(x, z_split=None):
+    """``z_split``: ``_z_scale(_split(x))`` when the caller already has it."""
+    sx = _split(x)
+    bulk = _rhat_core(_z_scale(sx) if z_split is None else z_split)
+    folded = np.abs(sx - np.median(sx, axis=(1, 2), keepdims=True))
+    tail = _rhat_core(_z_scale(folded))
+    return np.maximum(bulk, tail)
+
+
+def _ess_bulk(x):
+    return _ess_core(_z_scale(_split(x)))
+
+
+def _ess_tail(x, prob=(0.05, 0.95)):
+    flat = x.reshape(x.shape[0], -1)
+    out = None
+    for pr in prob:
+        q = np.quantile(flat, pr, axis=1)
+        ind = (x <= q[:, None, None]).astype(np.float64)
+        e = _ess_core(_split(ind))
+        out = e if out is None else np.minimum(out, e)
+    return out
+
+
+def _all(x):
+    """ess_bulk, ess_tail and rhat of one chunk, sharing the bulk rank normalisation."""
+    z = _z_scale(_split(x))
+    rh = _rhat_rank(x, z) if x.shape[1] >= 2 else np.full(x.shape[0], np.nan)
+    return _ess_core(z), _ess_tail(x), rh
+
+
+def _apply(fn, draws, name, min_chains=1, num_out=1):
+    """Run ``fn`` on pixel chunks of ``draws``; NaN for pixels with any NaN draw."""
+    x, shape = _as_chains(draws, name, min_chains)
+    p, c, n = x.shape
+    outs = [np.empty(p) for _ in range(num_out)]
+    bad = np.isnan(x).any(axis=(1, 2))
+    for sl in _chunks(p, c, n):
+        res = fn(x[sl])
+        for o, r in zip(outs, res if num_out > 1 else (res,)):
+            o[sl] = r
+    for o in outs:
+        o[bad] = np.nan
+    outs = [o.reshape(shape) for o in outs]
+    return tuple(outs) if num_out > 1 else outs[0]
+
+
+# --------------------------------------------------------------------------------------
+# Public diagnostics
+# --------------------------------------------------------------------------------------
+def rhat(draws) -> np.ndarray:
+    """Rank-normalised split R-hat per pixel (max of bulk and folded-tail R-hat).
+
+    ``draws``: ``(chains >= 2, draws >= 4, *shape)``. Matches ``arviz.rhat(method='rank')``.
+    """
+    return _apply(_rhat_rank, draws, "draws", min_chains=2)
+
+
+def ess_bulk(draws) -> np.ndarray:
+    """Rank-normalised split bulk ESS per pixel; matches ``arviz.ess(method='bulk')``."""
+    return _apply(_ess_bulk, draws, "draws")
+
+
+def ess_tail(draws, prob=(0.05, 0.95)) -> np.ndarray:
+    """Tail ESS per pixel: min ESS of the indicators ``x <= q`` at the 5 % and 95 %
+    quantiles; matches ``arviz.ess(method='tail')``."""
+    prob = tuple(float(v) for v in np.atleast_1d(prob))
+    if len(prob) == 1:
+        prob = (prob[0], 1 - prob[0])
+    if len(prob) != 2 or not all(0 < v < 1 for v in prob):
+        raise ValueError(f"'prob' must be one or two probabilities in (0, 1), got {prob}")
+    return _apply(lambda x: _ess_tail(x, prob), draws, "draws")
+
+
+def ess(draws, method: str = "bulk") -> np.ndarray:
+    """ESS per pixel, ``method`` in ``'bulk'``, ``'tail'``."""
+    if method == "bulk":
+        return ess_bulk(draws)
+    if method == "tail":
+        return ess_tail(draws)
+    raise ValueError(f"'method' must be 'bulk' or 'tail', got {method!r}")
+
+
+def diagnose(draws) -> dict:
+    """``{'ess_bulk', 'ess_tail', 'rhat'}`` per pixel (``rhat`` is NaN for one chain).
+
+    Same values as the three functions separately, computed in one pass over the draws.
+    """
+    eb, et, rh = _apply(_all, draws, "draws", num_out=3)
+    return {"ess_bulk": eb, "ess_tail": et, "rhat": rh}
+
+
+def add_diagnostics(result):
+    """Copy of ``result`` with ``ess_bulk``, ``ess_tail`` and ``rhat`` computed from its
+    draws added to (and overriding) its diagnostics."""
+    if getattr(result, "draws", None) is None:
+        raise ValueError("add_diagnostics needs a 'result' with draws")
+    return result.replace(diagnostics={**result.diagnostics, **diagnose(result.draws)})
+
+
+def summarize(ess_bulk=None, rhat=None) -> dict:
+    """Scalar summary: min/median ESS and max/median R-hat over pixels (NaN ignored)."""
+    out = {}
+    for name, arr in (("ess_bulk", ess_bulk), ("rhat", rhat)):
+        if arr is None:
+            continue
+        a = np.asarray(arr, dtype=np.float64)
+        finite = a[np.isfinite(a)]
+        if finite.size == 0:
+            stats_ = dict(min=np.nan, median=np.nan, max=np.nan)
+        else:
+            stats_ = dict(min=float(finite.min()), median=float(np.median(finite)),
+                          max=float(finite.max()))
+        if name == "ess_bulk":
+            out["ess_bulk_min"], out["ess_bulk_median"] = stats_["min"], stats_["median"]
+        else:
+            out["rhat_max"], out["rhat_median"] = stats_["max"], stats_["median"]
+    return out
+
+
+def check_convergence(ess_bulk=None, rhat=None, *, rhat_threshold: float = 1.01,
+                      min_ess: float = 100.0) -> bool:
+    """Warn (``ConvergenceWarning``) if any R-hat > ``rhat_threshold`` or the minimum
+    bulk ESS < ``min_ess`` (Vehtari et al. 2021 recommend 1.01 and 100 for 4 chains).
+    Returns True when no warning was issued."""
+    ok = True
+    summary = summarize(ess_bulk, rhat)
+    if rhat is not None:
+        r = np.asarray(rhat, dtype=np.float64)
+        bad = int(np.sum(r > rhat_threshold))
+        if bad:
+            ok = False
+            warnings.warn(f"R-hat > {rhat_threshold} for {bad} of {r.size} pixels "
+                          f"(max {summary['rhat_max']:.4f}): chains have not mixed",
+                          ConvergenceWarning, stacklevel=2)
+    if ess_bulk is not None:
+        m = summary["ess_bulk_min"]
+        if not m >= min_ess:
+            ok = False
+            warnings.warn(f"minimum bulk ESS {m:.1f} < {min_ess}: too few effective draws "
+                          "for reliable estimates", ConvergenceWarning, stacklevel=2)
+    return ok
+
+
+# --------------------------------------------------------------------------------------
+# Welford running mean / variance (JAX, jit-able)
+# --------------------------------------------------------------------------------------
+class WelfordState(NamedTuple):
+    """Running count, mean and sum of squared deviations ``m2`` (image-shaped)."""
+
+    count: jax.Array
+    mean: jax.Array
+    m2: jax.Array
+
+
+def welford_init(shape, dtype=jnp.float32) -> WelfordState:
+    """Empty running statistics for arrays of ``shape``."""
+    shape = tuple(int(s) for s in shape)
+    return WelfordState(jnp.zeros((), dtype), jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+@jax.jit
+def welford_combine(a: WelfordState, b: WelfordState) -> WelfordState:
+    """Merge two running statistics (Chan, Golub & LeVeque's parallel formula)."""
+    n = a.count + b.count
+    safe = jnp.where(n > 0, n, 1)
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.count / safe)
+    m2 = a.m2 + b.m2 + delta ** 2 * (a.count * b.count / safe)
+    return WelfordState(n, mean, m2)
+
+
+@jax.jit
+def welford_update(state: WelfordState, batch) -> WelfordState:
+    """Add a batch of draws ``(n, *shape)`` (leading axis = draws) to ``state``."""
+    batch = jnp.asarray(batch, state.mean.dtype)
+    if batch.shape[1:] != state.mean.shape:
+        raise ValueError(f"'batch' must have shape (n, *{state.mean.shape}), got {batch.shape}")
+    bmean = batch.mean(axis=0)
+    bstate = WelfordState(jnp.asarray(batch.shape[0], state.count.dtype), bmean,
+                          jnp.sum((batch - bmean) ** 2, axis=0))
+    return welford_combine(state, bstate)
+
+
+def welford_merge(states: WelfordState) -> WelfordState:
+    """Merge states stacked along a leading axis (e.g. one per chain) into one."""
+    k = states.count.shape[0] if states.count.ndim else 0
+    if k == 0:
+        raise ValueError("'states' must be stacked along a leading axis (e.g. from vmap)")
+    out = WelfordState(states.count[0], states.mean[0], states.m2[0])
+    for i in range(1, k):
+        out = welford_combine(out, WelfordState(states.count[i], states.mean[i], states.m2[i]))
+    return out
+
+
+def welford_finalize(state: WelfordState, ddof: int = 0):
+    """``(mean, variance)``; ``variance = m2 / (count - ddof)`` (``ddof=0`` as ``np.var``)."""
+    denom = state.count - ddof
+    return state.mean, state.m2 / jnp.where(denom > 0, denom, jnp.nan)
