@@ -150,3 +150,14 @@ def test_bad_mask_arguments():
         variable_density_mask((16, 16), acceleration=8, center_radius=0.9)
     with pytest.raises(ValueError, match="'decay'"):
         variable_density_mask((8, 8), decay=-1)
+
+
+@pytest.mark.parametrize("make", [random_line_mask, equispaced_line_mask])
+def test_a_mask_that_would_keep_no_line_is_refused(make):
+    """``acceleration`` above the number of lines, with no centre block, used to return an
+    all-False mask silently (a forward operator that measures nothing). Fails (both
+    masks) with the budget check and the empty-draw check removed; either check alone
+    refuses these settings."""
+    with pytest.raises(ValueError, match="'acceleration'=1000"):
+        make((32, 32), acceleration=1000, center_fraction=0.0)
+    assert make((32, 32), acceleration=32, center_fraction=0.0).any()

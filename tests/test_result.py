@@ -175,3 +175,24 @@ def test_save_load_round_trip(tmp_path, draws):
     assert u.draws is None and u.gaussian is None
     with pytest.raises(TypeError, match="provenance"):
         Result(r.mean, r.variance, provenance={"f": object()}).save(tmp_path / "bad")
+
+
+def test_load_names_the_file_when_it_is_not_a_result(tmp_path, draws):
+    """A truncated save, a file that is not an archive, a plain numpy archive and a missing
+    path each raise an error naming the path (not zipfile/numpy internals, never a hint to
+    set ``allow_pickle``). Catches: dropping the wrapping in ``Result.load`` (zipfile's
+    BadZipFile / numpy's EOFError reach the user)."""
+    path = Result.from_draws(draws).save(tmp_path / "good.npz")
+    blob = open(path, "rb").read()
+    bad = {"truncated.npz": blob[: len(blob) // 2], "text.npz": b"not an archive\n"}
+    for name, content in bad.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=r"'path' .*%s.* not a readable saved uqrecon "
+                                             r"Result" % name) as info:
+            Result.load(tmp_path / name)
+        assert "allow_pickle" not in str(info.value)
+    np.savez(tmp_path / "other.npz", x=np.ones(3))
+    with pytest.raises(ValueError, match="not a saved uqrecon Result"):
+        Result.load(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError, match="'path'"):
+        Result.load(tmp_path / "missing")

@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import math
 import os
+import zipfile
 from typing import Mapping
 
 import numpy as np
@@ -418,13 +419,25 @@ class Result:
         path = os.fspath(path)
         if not os.path.exists(path) and os.path.exists(path + ".npz"):
             path += ".npz"
-        with np.load(path, allow_pickle=False) as data:
-            if "__header__" not in data.files:
-                raise ValueError(f"'path' {path!r} is not a saved uqrecon Result")
-            header = json.loads(str(data["__header__"]))
-            if header.get("format") != "uqrecon.Result":
-                raise ValueError(f"'path' {path!r} is not a saved uqrecon Result")
-            fields = {k: _decode(v, data) for k, v in header["fields"].items()}
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"'path' {path!r}: no such file (nor {path + '.npz'!r})")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "__header__" not in data.files:
+                    raise ValueError(f"'path' {path!r} is not a saved uqrecon Result")
+                header = json.loads(str(data["__header__"]))
+                if header.get("format") != "uqrecon.Result":
+                    raise ValueError(f"'path' {path!r} is not a saved uqrecon Result")
+                fields = {k: _decode(v, data) for k, v in header["fields"].items()}
+        except ValueError as err:
+            if str(err).startswith("'path'"):
+                raise
+            raise ValueError(f"'path' {path!r} is not a readable saved uqrecon Result "
+                             f"(damaged or not written by Result.save)") from None
+        except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as err:
+            raise ValueError(f"'path' {path!r} is not a readable saved uqrecon Result "
+                             f"(damaged or not written by Result.save): "
+                             f"{type(err).__name__}: {err}") from None
         return cls(**fields)
 
     def __repr__(self):

@@ -61,6 +61,23 @@ def _center_block(num_cols: int, center_fraction: float, acceleration: float):
     return num_low, pad
 
 
+def _check_budget(num_cols: int, acceleration: float, center_fraction: float):
+    """A line mask must be able to keep a line: ``N / acceleration >= 1``."""
+    if num_cols / acceleration < 1:
+        raise ValueError(
+            f"'acceleration'={acceleration:g} leaves {num_cols / acceleration:g} of "
+            f"{num_cols} lines (center_fraction={center_fraction:g}): the mask would be "
+            f"empty; use acceleration <= {num_cols}")
+
+
+def _check_not_empty(lines: np.ndarray, seed, acceleration, center_fraction):
+    if not lines.any():
+        raise ValueError(
+            f"the random draw (seed={seed}) kept none of {lines.size} lines at "
+            f"'acceleration'={acceleration:g}, 'center_fraction'={center_fraction:g}: an "
+            f"empty mask measures nothing; raise 'center_fraction' or lower 'acceleration'")
+
+
 def _lines_to_mask(shape, lines: np.ndarray, axis: int) -> np.ndarray:
     """Broadcast a 1D line selection to a 2D mask, lines along ``axis``."""
     if axis in (-1, 1):
@@ -88,11 +105,13 @@ def random_line_mask(shape, acceleration: float = 4, center_fraction: float = 0.
     acc = _check_acceleration(acceleration)
     cf = _check_center_fraction(center_fraction)
     n = shape[axis]
+    _check_budget(n, acc, cf)
     num_low, pad = _center_block(n, cf, acc)
     rng = np.random.default_rng(seed)
     prob = (n / acc - num_low) / (n - num_low) if n > num_low else 0.0
     lines = rng.uniform(size=n) < prob
     lines[pad:pad + num_low] = True
+    _check_not_empty(lines, seed, acc, cf)
     return _lines_to_mask(shape, lines, axis)
 
 
@@ -110,6 +129,7 @@ def equispaced_line_mask(shape, acceleration: float = 4, center_fraction: float 
     acc = _check_acceleration(acceleration)
     cf = _check_center_fraction(center_fraction)
     n = shape[axis]
+    _check_budget(n, acc, cf)
     num_low, pad = _center_block(n, cf, acc)
     rng = np.random.default_rng(seed)
     lines = np.zeros(n, dtype=bool)
@@ -119,6 +139,7 @@ def equispaced_line_mask(shape, acceleration: float = 4, center_fraction: float 
         offset = int(rng.integers(0, max(int(round(adjusted)), 1)))
         positions = np.around(np.arange(offset, n - 1, adjusted)).astype(int)
         lines[positions[positions < n]] = True
+    _check_not_empty(lines, seed, acc, cf)
     return _lines_to_mask(shape, lines, axis)
 
 
