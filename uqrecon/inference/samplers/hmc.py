@@ -357,13 +357,16 @@ def nuts(target, max_num_doublings: int = 10, initial_step_size: float = 0.5,
     with the same period, about ``2 pi / eps`` leapfrog steps, and in high dimension the
     trajectory is close to a circle in the plane of ``(z, p)``. For a (sub)trajectory of
     ``m`` steps both of blackjax's U-turn products ``rho . p_left`` and ``rho . p_right``
-    are then about ``sin(m eps)``: a turn is seen only when ``m eps mod 2 pi`` lies in
-    ``(pi, 2 pi)``, and the checks come at ``m = 2^k - 1`` only. With ``eps`` just
-    below ``pi / 15`` (0.2094), ``15 eps < pi`` (no turn at 16 states) and
-    ``31 eps > 2 pi`` (none at 32: the tree spans a full period), so the tree doubles on
-    to 255-1023 steps; above 0.2094 it stops at 15, between about 0.102 and 0.2027 at 31.
-    Measured on the README's 64x64 posterior: chains tuned to eps 0.195 / 0.214 took 31
-    / 15 steps on every iteration, one tuned to 0.2027 hit the cap on every iteration.
+    are then about ``sum_{n=0..m} cos(n eps)``, negative (a turn) only when
+    ``m eps > pi`` and ``(m + 1) eps < 2 pi`` (mod ``2 pi``), and the checks come at
+    ``m = 2^k - 1`` only. With ``2 pi / 32 < eps < pi / 15`` (0.196-0.209) there is no
+    turn at 16 states (``15 eps < pi``) nor at 32 (they span a full period), so the tree
+    doubles on to hundreds of steps; above 0.2094 it stops at 15, between 0.101 and
+    0.196 at 31. Measured on the README's 64x64 posterior (``benchmarks/nuts_uturn.py``):
+    one chain tuned to eps 0.195 / 0.214 took 31 / 15 steps on every iteration; one
+    tuned to 0.198 (depth capped at 5) hit the cap on every iteration (the same seed
+    with depth 10 did not finish 100 + 100 iterations in 15 minutes); near the band's
+    edges the finite dimension blurs it (a chain at 0.2087 hit the cap 25 times in 500).
     Jitter only averages over the bad band (0.2, 0.4 gave 17-31 steps per draw on 16x16),
     so it is off by default. Stan's extra checks across the subtrees' boundaries would
     catch these turns but blackjax's iterative tree has none; instead ``sample`` caps
