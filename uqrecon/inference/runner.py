@@ -1,14 +1,20 @@
 """One chunked, multi-chain loop for every sampler.
 
-Chains are vectorised with ``vmap`` (and sharded over devices when there are several);
-steps run in ``lax.scan`` chunks of one module-level jitted function that takes the
-sampler's functions as a static argument and the problem (``params``) as a traced one, so
-it compiles once per problem *structure* for the whole process, not once per call (no
+Chains run either vectorised with ``vmap`` (``chain_method="vectorized"``) or one after
+another inside the same compiled chunk with ``lax.map`` (``"sequential"``); with several
+devices they are sharded over them either way (a ``shard_map`` in sequential mode, so
+each device runs its own chains in turn). A vmapped ``while_loop`` runs until its
+longest lane is done, so with NUTS every vectorised iteration costs the longest of the
+chains' trees; in sequential mode a chain's long tree delays no other chain, but the
+chains' gradients are no longer batched into one matrix product. Steps run in
+``lax.scan`` chunks of one module-level jitted function that takes the sampler's
+functions as a static argument and the problem (``params``) as a traced one, so it
+compiles once per problem *structure* for the whole process, not once per call (no
 executable cache of our own: jit's). Compile and run time are measured apart from JAX's
 compilation events. Between chunks: progress bar, checkpoint, and draws written to memory
-or to a ``.npy`` memmap on disk. Every
-post-warmup iteration enters a per-pixel Welford mean/variance; only every ``thin``-th is
-kept as a draw, so memory stays bounded however long the run.
+or to a ``.npy`` memmap on disk. Every post-warmup iteration enters a per-pixel Welford
+mean/variance; only every ``thin``-th is kept as a draw, so memory stays bounded however
+long the run.
 
 Randomness: the key of chain ``c`` at iteration ``t`` of phase ``p`` is
 ``fold_in(fold_in(split(key, C)[c], p), t)``, independent of the chunking, so a resumed
@@ -31,7 +37,10 @@ from ..diagnostics import welford_finalize, welford_init, welford_merge, welford
 from .checkpoint import load_checkpoint, save_checkpoint
 from .samplers.base import Sampler
 
-__all__ = ["RunOutput", "run_chains", "CompileMonitor"]
+__all__ = ["RunOutput", "run_chains", "CompileMonitor", "CHAIN_METHODS",
+           "check_chain_method"]
+
+CHAIN_METHODS = ("vectorized", "sequential")
 
 _PHASE_INIT, _PHASE_WARMUP, _PHASE_SAMPLE = 0, 1, 2
 
@@ -49,11 +58,28 @@ class RunOutput:
     acceptance_rate: np.ndarray      # (C,) mean over sampling iterations
     divergences: np.ndarray          # (C,) count over sampling iterations
     step_size: np.ndarray            # (C,) final step size
+    num_capped: np.ndarray           # (C,) sampling iterations stopped at the length cap
     num_grad_evals: int              # sampling phase, all chains
     num_grad_evals_warmup: int       # warmup phase, all chains
     nonfinite_chains: np.ndarray     # (C,) bool: a state went NaN/inf
     timings: dict[str, float] = field(default_factory=dict)
     num_devices: int = 1
+
+
+def check_chain_method(chain_method) -> str:
+    """``chain_method`` if it is one of :data:`CHAIN_METHODS`, else a ValueError naming it.
+
+    Args:
+        chain_method: ``"vectorized"`` (chains vmapped) or ``"sequential"`` (chains run
+            one after another inside the compiled chunk).
+
+    Returns:
+        The validated name.
+    """
+    if not isinstance(chain_method, str) or chain_method not in CHAIN_METHODS:
+        raise ValueError(f"'chain_method' must be one of {list(CHAIN_METHODS)}, got "
+                         f"{chain_method!r}")
+    return chain_method
 
 
 def _chain_keys(key, num_chains):
@@ -71,7 +97,7 @@ def _one_chain(sampler: Sampler, length: int, thin: int, params, state, wf, key,
     dtype = sampler.position(state, params).dtype
 
     def inner(carry, t):
-        state, wf, acc, grads, divs, bad, ss = carry
+        state, wf, acc, grads, divs, bad, ss, caps = carry
         state, info = sampler.step(jax.random.fold_in(pkey, t), state, params)
         x = sampler.position(state, params)
         bad = bad | ~jnp.all(jnp.isfinite(x))
@@ -80,17 +106,18 @@ def _one_chain(sampler: Sampler, length: int, thin: int, params, state, wf, key,
         acc = acc + jnp.where(jnp.isfinite(info.acceptance), info.acceptance, 0.0)
         return (state, wf, acc, grads + info.num_grad_evals.astype(jnp.int32),
                 divs + info.divergent.astype(jnp.int32), bad,
-                jnp.asarray(info.step_size, dtype)), None
+                jnp.asarray(info.step_size, dtype),
+                caps + jnp.asarray(info.capped).astype(jnp.int32)), None
 
     def outer(carry, j):
         carry, _ = jax.lax.scan(inner, carry, t0 + j * thin + jnp.arange(thin))
         return carry, (sampler.position(carry[0], params), sampler.trace(carry[0], params))
 
     carry = (state, wf, jnp.zeros((), dtype), jnp.int32(0), jnp.int32(0),
-             jnp.bool_(False), jnp.zeros((), dtype))
+             jnp.bool_(False), jnp.zeros((), dtype), jnp.int32(0))
     carry, (draws, traces) = jax.lax.scan(outer, carry, jnp.arange(length // thin))
-    state, wf, acc, grads, divs, bad, ss = carry
-    return state, wf, (acc, grads, divs, bad, ss), draws, traces
+    state, wf, acc, grads, divs, bad, ss, caps = carry
+    return state, wf, (acc, grads, divs, bad, ss, caps), draws, traces
 
 
 def _one_chain_iid(sampler: Sampler, length: int, thin: int, params, state, wf, key, t0,
@@ -106,18 +133,45 @@ def _one_chain_iid(sampler: Sampler, length: int, thin: int, params, state, wf, 
                                 welford_update(wf, xs), wf)
     kept = xs[thin - 1::thin]
     stats = (jnp.asarray(length, dtype), jnp.int32(0), jnp.int32(0), bad,
-             jnp.zeros((), dtype))
+             jnp.zeros((), dtype), jnp.int32(0))
     return xs[-1], wf, stats, kept, {}
 
 
-@partial(jax.jit, static_argnames=("sampler", "length", "thin"))
-def _chunk(params, states, wf, keys, t0, phase, *, sampler: Sampler, length: int, thin: int):
-    """``length`` iterations of every chain (vmapped), jitted once at module level: the
-    Sampler (module-level functions) and the loop structure are static, everything that
-    varies between problems (``params``) and between chunks (states, ``t0``) is traced."""
+def _chains_in_turn(params, states, wf, keys, t0, phase, sampler, length, thin):
+    """Every chain of the (local) batch, one after another (``lax.map``)."""
     one = _one_chain if sampler.draw is None else _one_chain_iid
-    return jax.vmap(lambda s, w, k: one(sampler, length, thin, params, s, w, k, t0, phase))(
-        states, wf, keys)
+    return jax.lax.map(
+        lambda a: one(sampler, length, thin, params, a[0], a[1], a[2], t0, phase),
+        (states, wf, keys))
+
+
+@partial(jax.jit, static_argnames=("sampler", "length", "thin", "chain_method", "mesh"))
+def _chunk(params, states, wf, keys, t0, phase, *, sampler: Sampler, length: int, thin: int,
+           chain_method: str = "vectorized", mesh=None):
+    """``length`` iterations of every chain, jitted once at module level: the Sampler
+    (module-level functions), the loop structure, the chain method and the device mesh
+    are static; everything that varies between problems (``params``) and between chunks
+    (states, ``t0``) is traced.
+
+    ``chain_method="vectorized"``: chains vmapped (a NUTS iteration lasts as long as the
+    longest tree of all chains); ``"sequential"``: ``lax.map`` over chains, and with a
+    ``mesh`` (several devices) a ``shard_map`` so every device maps over its own chains
+    and never waits for another device's trees."""
+    if chain_method == "vectorized":
+        one = _one_chain if sampler.draw is None else _one_chain_iid
+        return jax.vmap(lambda s, w, k: one(sampler, length, thin, params, s, w, k, t0,
+                                            phase))(states, wf, keys)
+    run = partial(_chains_in_turn, sampler=sampler, length=length, thin=thin)
+    if mesh is None:
+        return run(params, states, wf, keys, t0, phase)
+    # check_vma=False: blackjax's kernels mix per-device values and replicated constants
+    # in lax.cond branches, which the varying-axis check rejects; each device's chains
+    # are independent, so there is nothing for it to check
+    P = jax.sharding.PartitionSpec
+    return jax.shard_map(run, mesh=mesh, in_specs=(P(), P("chains"), P("chains"),
+                                                   P("chains"), P(), P()),
+                         out_specs=P("chains"), check_vma=False)(params, states, wf, keys,
+                                                                 t0, phase)
 
 
 @partial(jax.jit, static_argnames=("sampler",))
@@ -165,12 +219,14 @@ class CompileMonitor:
 
 
 def _chain_sharding(num_chains):
+    """``(sharding, mesh, number of devices)``: chains split over the largest number of
+    devices that divides ``num_chains`` (``(None, None, 1)`` on one device)."""
     devices = jax.devices()
     d = max(k for k in range(1, len(devices) + 1) if num_chains % k == 0)
     if d == 1:
-        return None, 1
+        return None, None, 1
     mesh = jax.sharding.Mesh(np.array(devices[:d]), ("chains",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains")), d
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains")), mesh, d
 
 
 def _fingerprint(**kw):
@@ -182,7 +238,8 @@ def run_chains(sampler: Sampler, params, init_positions, key, *, num_warmup: int
                checkpoint_dir=None, draws_dir=None, keep_draws: bool = True,
                progress: bool = True,
                callback: Callable[[dict], Any] | None = None,
-               fingerprint: dict | None = None) -> RunOutput:
+               fingerprint: dict | None = None,
+               chain_method: str = "vectorized") -> RunOutput:
     """Run ``C = len(init_positions)`` chains of ``sampler`` on ``params``: warmup, then
     sampling.
 
@@ -202,21 +259,35 @@ def run_chains(sampler: Sampler, params, init_positions, key, *, num_warmup: int
     call), ``run_s`` (the rest of the chunks' wall time), ``num_compiles`` (XLA
     compilations in this call) and ``chunks_run`` (chunks executed by this call: after a
     resume, only the ones the checkpoint did not hold).
+
+    ``chain_method``: ``"vectorized"`` vmaps the chains (their gradients batch into one
+    matrix product, but a vmapped while loop, e.g. a NUTS tree, runs until its longest
+    lane is done); ``"sequential"`` runs them one after another inside the same compiled
+    chunk (``lax.map``), so one chain's long NUTS tree does not stall the others. Both
+    use the same per-chain keys, so a chain's draws agree between the two up to
+    floating-point rounding (a batched product sums in another order). With several
+    devices the chains are sharded over them in both modes. It is part of the
+    checkpoint's fingerprint (a resumed run is bitwise identical only in the same mode).
+
+    Returns:
+        A :class:`RunOutput` (host arrays).
     """
+    chain_method = check_chain_method(chain_method)
     monitor = CompileMonitor().__enter__()
     try:
         return _run_chains(monitor, sampler, params, init_positions, key,
                            num_warmup=num_warmup, num_samples=num_samples, thin=thin,
                            chunk_size=chunk_size, checkpoint_dir=checkpoint_dir,
                            draws_dir=draws_dir, keep_draws=keep_draws, progress=progress,
-                           callback=callback, fingerprint=fingerprint)
+                           callback=callback, fingerprint=fingerprint,
+                           chain_method=chain_method)
     finally:
         monitor.__exit__()
 
 
 def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, num_samples,
                 thin, chunk_size, checkpoint_dir, draws_dir, keep_draws, progress, callback,
-                fingerprint):
+                fingerprint, chain_method):
     if not isinstance(sampler, Sampler):
         raise TypeError(f"run_chains: 'sampler' must be a Sampler, got "
                         f"{type(sampler).__name__}")
@@ -235,10 +306,11 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
         raise ValueError(f"chunk_size ({chunk_size}) must be a positive multiple of "
                          f"thin ({thin})")
     num_kept = num_samples // thin
-    sharding, num_devices = _chain_sharding(C)
+    sharding, mesh, num_devices = _chain_sharding(C)
     put = (lambda t: jax.device_put(t, sharding)) if sharding is not None else (lambda t: t)
     fp = _fingerprint(num_chains=C, shape=list(shape), dtype=str(dtype), thin=thin,
                       num_warmup=num_warmup, num_samples=num_samples, chunk_size=chunk_size,
+                      chain_method=chain_method,
                       key=np.asarray(jax.random.key_data(key) if jnp.issubdtype(
                           key.dtype, jax.dtypes.prng_key) else key),
                       **(fingerprint or {}))
@@ -248,7 +320,8 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
     draws = None
     traces: dict[str, np.ndarray] = {}
     totals = {"acc": np.zeros(C), "grads_s": 0, "grads_w": 0, "divs": np.zeros(C, np.int64),
-              "bad": np.zeros(C, bool), "step": np.zeros(C), "warm_done": 0, "samp_done": 0}
+              "bad": np.zeros(C, bool), "step": np.zeros(C), "warm_done": 0, "samp_done": 0,
+              "capped": np.zeros(C, np.int64)}
     if draws_dir is not None and keep_draws:
         Path(draws_dir).mkdir(parents=True, exist_ok=True)
     draws_path = Path(draws_dir) / "draws.npy" if draws_dir is not None else None
@@ -301,14 +374,16 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
             t_run, c_run = time.perf_counter(), monitor.compile_s
             states, wf, stats, chunk_draws, chunk_traces = _chunk(
                 params, states, wf, keys, jnp.int32(t0), jnp.int32(phase), sampler=sampler,
-                length=length, thin=thin if length % thin == 0 else 1)
-            acc, grads, divs, bad, step = jax.device_get(stats)
+                length=length, thin=thin if length % thin == 0 else 1,
+                chain_method=chain_method, mesh=mesh if chain_method == "sequential" else None)
+            acc, grads, divs, bad, step, caps = jax.device_get(stats)
             run_s += time.perf_counter() - t_run - (monitor.compile_s - c_run)
             chunks_run += 1
             grads_total = int(np.asarray(grads, np.int64).sum())
             if phase == _PHASE_SAMPLE:
                 totals["acc"] = totals["acc"] + np.asarray(acc, np.float64)
                 totals["divs"] = totals["divs"] + np.asarray(divs, np.int64)
+                totals["capped"] = totals["capped"] + np.asarray(caps, np.int64)
                 totals["grads_s"] += grads_total
                 lo, hi = t0 // thin, (t0 + length) // thin
                 if keep_draws:
@@ -342,7 +417,8 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
         mean=mean.astype(dtype), variance=var.astype(dtype), chain_mean=cmean.astype(dtype),
         chain_variance=cvar.astype(dtype), draws=draws, traces=traces,
         acceptance_rate=totals["acc"] / max(num_samples, 1), divergences=totals["divs"],
-        step_size=totals["step"], num_grad_evals=totals["grads_s"],
+        step_size=totals["step"], num_capped=totals["capped"],
+        num_grad_evals=totals["grads_s"],
         num_grad_evals_warmup=totals["grads_w"], nonfinite_chains=totals["bad"],
         timings={"compile_s": monitor.compile_s, "run_s": run_s,
                  "num_compiles": monitor.num_compiles, "chunks_run": chunks_run},

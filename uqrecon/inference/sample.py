@@ -13,7 +13,10 @@ Methods and their options (``**cfg``):
 
 - ``"nuts"`` / ``"hmc"``: ``preconditioner`` (``"dense"`` default up to 4096 pixels,
   ``"lowrank"`` above, or ``"identity"``), ``rank`` (Lanczos steps, 64),
-  ``max_num_doublings`` (NUTS, 10), ``step_size_jitter`` (NUTS, 0: relative uniform
+  ``max_num_doublings`` (NUTS: 5 with the dense preconditioner, whose exact whitening
+  makes NUTS miss U-turns, see :func:`~.samplers.hmc.nuts`; 10 otherwise; how often the
+  cap stopped a tree is in ``diagnostics["max_depth_hits"]`` / ``"max_depth_fraction"``),
+  ``step_size_jitter`` (NUTS, 0: relative uniform
   jitter of each iteration's step), ``target_acceptance`` (NUTS 0.8; HMC 0.65 with a
   path length, the high-dimensional optimum of Beskos et al. 2013); HMC's trajectory:
   ``path_length`` (integration time, jittered in [T/2, 3T/2]; default pi/2, a quarter
@@ -40,7 +43,9 @@ Methods and their options (``**cfg``):
 Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
 the unconstrained space; for nuts/hmc/mala without ``init``, chains start at
 ``pc(init_jitter * xi)`` with default 1.0, a draw from the preconditioner's Gaussian),
-``chunk_size``, ``keep_draws`` (True).
+``chunk_size``, ``keep_draws`` (True), ``chain_method`` (``"vectorized"``: chains vmapped;
+``"sequential"``: one after another in the compiled chunk, see :func:`run_chains`;
+default :func:`default_chain_method`, recorded in the provenance's config).
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from ..map import _smooth_solver
 from ..result import Result, make_provenance
 from ..diagnostics import check_convergence, diagnose, summarize
 from . import exact as _exact
-from .runner import CompileMonitor, run_chains
+from .runner import CompileMonitor, check_chain_method, run_chains
 from .samplers import gibbs as _gibbs
 from .samplers import gsm as _gsm
 from .samplers import hmc as _hmc
@@ -69,9 +74,13 @@ from .samplers import proximal as _proximal
 from .samplers.base import (Sampler, Whitened, check_int, check_positive,
                             check_unit_interval)
 
-__all__ = ["sample", "METHODS", "EXACTNESS"]
+__all__ = ["sample", "METHODS", "EXACTNESS", "default_chain_method"]
 
 _DENSE_MAX_PIXELS = 4096
+# NUTS's default maximum tree depth after the dense (exact for linear-Gaussian) whitening:
+# 31 leapfrog steps, about one period of the whitened dynamics at the step sizes dual
+# averaging finds (0.19-0.24 at 64x64); see the note in samplers/hmc.py's nuts()
+_NUTS_DENSE_MAX_DOUBLINGS = 5
 
 
 class _Built(NamedTuple):
@@ -301,7 +310,9 @@ def _build_hmc_family(kind):
         init, jitter = _pop_init(cfg, None)
         target = _pop_unit(cfg, "target_acceptance", None)
         if kind == "nuts":
-            depth = _pop_int(cfg, "max_num_doublings", 10, 1)
+            depth = _pop_int(cfg, "max_num_doublings", None, 1)
+            if depth is None:
+                depth = _NUTS_DENSE_MAX_DOUBLINGS if pc_name == "dense" else 10
             given = _pop(cfg, "step_size_jitter", 0.0)
             try:
                 sjitter = float(given)
@@ -527,6 +538,26 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def default_chain_method(method: str, platform: str | None = None) -> str:
+    """The chain execution used when ``sample`` is not given ``chain_method``.
+
+    ``"sequential"`` for NUTS on CPU: a vmapped NUTS iteration lasts as long as the
+    longest of the chains' trees, and on CPU sequential chains lose little by not
+    batching their gradients; ``"vectorized"`` otherwise (fixed-length steps batch well,
+    and an accelerator runs the vmapped chains in parallel).
+
+    Args:
+        method: a name in :data:`METHODS`.
+        platform: JAX platform (``"cpu"``, ``"gpu"``, ``"tpu"``); default: that of
+            ``jax.devices()[0]``.
+
+    Returns:
+        ``"sequential"`` or ``"vectorized"``.
+    """
+    platform = jax.devices()[0].platform if platform is None else platform
+    return "sequential" if method == "nuts" and platform == "cpu" else "vectorized"
+
+
 def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: int = 1000,
            num_warmup: int = 500, thin: int = 1, seed: int = 0, checkpoint_dir=None,
            draws_dir=None, progress: bool = True, **cfg) -> Result:
@@ -558,6 +589,9 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
         raise ValueError(f"'num_samples' ({num_samples}) and 'chunk_size' ({chunk_size}) "
                          f"must be multiples of 'thin' ({thin})")
     keep_draws = bool(_pop(cfg, "keep_draws", True))
+    chain_method = _pop(cfg, "chain_method", None)
+    chain_method = (default_chain_method(method) if chain_method is None
+                    else check_chain_method(chain_method))
     requested = dict(cfg)
 
     with CompileMonitor() as monitor:
@@ -575,7 +609,8 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
                          chunk_size=chunk_size, checkpoint_dir=checkpoint_dir,
                          draws_dir=draws_dir, keep_draws=keep_draws, progress=progress,
                          fingerprint={"method": method, "seed": seed,
-                                      "config": repr(requested)})
+                                      "config": repr(requested)},
+                         chain_method=chain_method)
 
     diagnostics: dict[str, Any] = {
         "acceptance_rate": float(np.mean(out.acceptance_rate)),
@@ -588,6 +623,10 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
         "nonfinite_chains": np.flatnonzero(out.nonfinite_chains),
         "num_devices": out.num_devices,
     }
+    if method == "nuts":   # sampling iterations whose tree stopped at max_num_doublings
+        diagnostics["max_depth_hits"] = out.num_capped
+        diagnostics["max_depth_fraction"] = float(np.sum(out.num_capped)) / (
+            num_samples * num_chains)
     for name, trace in out.traces.items():
         diagnostics[name] = trace
     draws = out.draws
@@ -615,7 +654,8 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     diagnostics["num_compiles"] = monitor.num_compiles
     provenance = make_provenance(
         method, config={**built.config, "num_chains": num_chains, "num_samples": num_samples,
-                        "num_warmup": num_warmup, "thin": thin},
+                        "num_warmup": num_warmup, "thin": thin,
+                        "chain_method": chain_method},
         seed=seed, dtype=dtype, exactness=EXACTNESS.get(method, "unknown"))
     return Result(mean=out.mean, variance=out.variance, draws=draws, diagnostics=diagnostics,
                   timings=timings, provenance=provenance)

@@ -33,6 +33,9 @@ class StepInfo(NamedTuple):
     num_grad_evals: jax.Array  # gradient evaluations spent in this transition (int32)
     divergent: jax.Array       # bool: energy error past the divergence threshold
     step_size: jax.Array       # step size used
+    # the trajectory stopped at its length cap (NUTS: maximum tree depth, neither a
+    # U-turn nor a divergence); samplers without a cap keep the default
+    capped: Any = False
 
 
 def image_init(key, x, params):

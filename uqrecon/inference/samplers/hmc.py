@@ -325,9 +325,11 @@ def _nuts_inner(key, state, step_size, params: NUTSParams):
     kernel = blackjax.nuts.build_kernel()
     new, info = kernel(k_step, state, params.target.logdensity, eps, _unit_mass(state),
                        params.max_num_doublings)
+    capped = ((info.num_trajectory_expansions >= params.max_num_doublings)
+              & ~info.is_turning & ~info.is_divergent)
     return new, StepInfo(info.acceptance_rate.astype(step_size.dtype),
                          info.num_integration_steps.astype(jnp.int32),
-                         info.is_divergent, step_size)
+                         info.is_divergent, step_size, capped)
 
 
 def _nuts_step(key, state, params: NUTSParams):
@@ -344,12 +346,41 @@ def nuts(target, max_num_doublings: int = 10, initial_step_size: float = 0.5,
     counts the leapfrog steps of each trajectory.
 
     ``step_size_jitter`` draws each iteration's step uniformly in ``eps (1 +/- j)``.
-    Note: after exact whitening every direction oscillates with the same period
-    ``2 pi / eps``, and NUTS's U-turn checks (made only at tree doublings) sometimes miss
-    the turn: on a whitened 16x16 CT posterior most runs took 15 leapfrog steps per draw,
-    some 40-170, by seed. Jitter (0.2, 0.4) did not cure it (17-31 steps per draw), so it
-    is off by default. HMC with a quarter-period path avoids the issue (on the 64x64
+
+    Note (missed U-turns, issue 11): after exact whitening every direction oscillates
+    with the same period, about ``2 pi / eps`` leapfrog steps, and in high dimension the
+    trajectory is close to a circle in the plane of ``(z, p)``. For a (sub)trajectory of
+    ``m`` steps both of blackjax's U-turn products ``rho . p_left`` and ``rho . p_right``
+    are then about ``sum_{n=0..m} cos(n eps)``, negative (a turn) only when
+    ``m eps > pi`` and ``(m + 1) eps < 2 pi`` (mod ``2 pi``), and the checks come at
+    ``m = 2^k - 1`` only. With ``2 pi / 32 < eps < pi / 15`` (0.196-0.209) there is no
+    turn at 16 states (``15 eps < pi``) nor at 32 (they span a full period), so the tree
+    doubles on to hundreds of steps; above 0.2094 it stops at 15, between 0.101 and
+    0.196 at 31. Measured on the README's 64x64 posterior (``benchmarks/nuts_uturn.py``):
+    one chain tuned to eps 0.195 / 0.214 took 31 / 15 steps on every iteration; one
+    tuned to 0.198 (depth capped at 5) hit the cap on every iteration (the same seed
+    with depth 10 did not finish 100 + 100 iterations in 15 minutes); near the band's
+    edges the finite dimension blurs it (a chain at 0.2087 hit the cap 25 times in 500).
+    Jitter only averages over the bad band (0.2, 0.4 gave 17-31 steps per draw on 16x16),
+    so it is off by default. Stan's extra checks across the subtrees' boundaries would
+    catch these turns but blackjax's iterative tree has none; instead ``sample`` caps
+    the depth at 5 (31 steps, about one period) with the dense preconditioner, which
+    changes nothing in the target (any maximum depth leaves NUTS exact) and costs the
+    31-step chains nothing. HMC with a quarter-period path avoids the issue (on the 64x64
     benchmark both reach about the same ESS per gradient).
+
+    Args:
+        target: the whitened posterior (``logdensity``, ``to_image``, ``from_image``).
+        max_num_doublings: maximum tree depth (``2^depth - 1`` leapfrog steps at most);
+            static: it sizes blackjax's buffers.
+        initial_step_size: start of the dual-averaging step-size adaptation.
+        target_acceptance: the adaptation's target mean acceptance.
+        dtype: floating dtype of the step-size settings.
+        step_size_jitter: relative half-width ``j`` of the per-iteration step jitter.
+
+    Returns:
+        ``(NUTS, NUTSParams)``; each step's :class:`~.base.StepInfo` says in ``capped``
+        whether the tree stopped at the maximum depth (no U-turn, no divergence).
     """
     depth = check_int("max_num_doublings", max_num_doublings, 1)
     try:
