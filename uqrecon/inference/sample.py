@@ -141,6 +141,22 @@ def _pop_init(cfg, default_jitter):
     return init, (default_jitter if jitter is None else jitter)
 
 
+# blackjax kernels that promote a float32 chain to float64 inside their accept/reject
+# cond when jax_enable_x64 is on (TypeError "cond branches must have equal output types")
+_FLOAT32_ONLY_WITHOUT_X64 = ("mala", "nuts")
+
+
+def _check_x64(method, dtype):
+    """Refuse, before any set-up, a float32 posterior under ``jax_enable_x64`` for the
+    blackjax kernels that cannot run it."""
+    if method in _FLOAT32_ONLY_WITHOUT_X64 and dtype == jnp.float32 \
+            and jax.config.read("jax_enable_x64"):
+        raise ValueError(
+            f"method={method!r} cannot sample a float32 posterior with jax_enable_x64 on "
+            f"(blackjax's kernel mixes float64 into the float32 chain); build the posterior "
+            f"from float64 data for a float64 run, or turn jax_enable_x64 off")
+
+
 def _reject_unknown(cfg, method):
     """Called by every builder once it has popped its options, before any work."""
     if cfg:
@@ -580,6 +596,7 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     thin = _check_int("thin", thin, 1)
     seed = _check_int("seed", seed, 0)
     dtype = jnp.dtype(posterior.dtype)
+    _check_x64(method, dtype)
     cfg = dict(cfg)
     chunk_size = _pop(cfg, "chunk_size", None)
     if chunk_size is not None:

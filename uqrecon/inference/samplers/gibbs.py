@@ -53,7 +53,9 @@ def image_draw(key, x, form, tol, maxiter):
     ``P d = b + eta - P x`` and returns ``(x + d, products with P, converged)``."""
     b = form.rhs + perturbed_rhs(form, key) - form.precision(x)
     d, _, relres, _, k = pcg(form.precision, b, tol=tol, maxiter=maxiter)
-    return x + d, k, relres <= tol
+    # x's dtype: with jax_enable_x64 on, a float64 constant in the form must not promote
+    # the chain (the runner's scan carries x in the posterior's dtype)
+    return (x + d).astype(x.dtype), k, relres <= tol
 
 
 def _gibbs_init(key, x, params: GibbsParams):
