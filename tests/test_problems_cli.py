@@ -8,6 +8,7 @@ import pytest
 
 from uqrecon import cli
 from uqrecon.problems import make_problem
+from uqrecon.result import Result
 
 
 def test_problem_is_reproducible_and_noise_level_is_relative():
@@ -48,8 +49,12 @@ def test_unknown_problem_name():
 def test_main_job_writes_report(tmp_path):
     out = tmp_path / "report"
     cli.main(["--size", "16", "--num-angles", "12", "--priors", "gmrf",
-              "--methods", "laplace,exact", "--num-samples", "50", "--out", str(out)])
+              "--methods", "laplace,exact", "--num-samples", "50", "--keep-draws", "20",
+              "--out", str(out)])
     summary = json.loads((out / "summary.json").read_text())
+    saved = Result.load(out / "gmrf" / "result_exact.npz")    # lean: thinned draws
+    assert saved.draws.shape[1] == 17 and saved.provenance["saved_draws"] == {
+        "kept_per_chain": 17, "of": 50, "stride": 3}
     model = summary["models"]["gmrf"]
     assert model["reference"] == "exact"
     rows = {r["method"]: r for r in model["comparison"]["rows"]}
@@ -93,3 +98,25 @@ def test_main_job_refuses_a_surrogate_method_on_the_tv_model(tmp_path):
                   "--methods", "laplace", "--reference-rounds", "1",
                   "--reference-samples", "20", "--out", str(tmp_path / "r"),
                   "--cache-dir", str(tmp_path / "cache")])
+
+
+def test_lean_result_keeps_the_moments_of_all_draws():
+    """Thinning for saving keeps mean/variance (of all draws), keeps at most N draws per
+    chain, says so in the provenance, and refuses a bad count. Catches recomputing the
+    moments from the kept draws, or an off-by-one stride that keeps N + 1."""
+    draws = np.random.default_rng(0).normal(size=(2, 50, 3, 3)).astype(np.float32)
+    full = Result.from_draws(draws, provenance={"method": "x"})
+    thin = cli.lean(full, 10)
+    assert thin.draws.shape == (2, 10, 3, 3)
+    np.testing.assert_array_equal(thin.draws, draws[:, ::5])
+    np.testing.assert_array_equal(thin.mean, full.mean)
+    np.testing.assert_array_equal(thin.variance, full.variance)
+    assert thin.provenance == {"method": "x", "saved_draws": {"kept_per_chain": 10,
+                                                              "of": 50, "stride": 5}}
+    assert cli.lean(full, "all") is full and cli.lean(full, 50) is full
+    assert cli.lean(full, 7).draws.shape[1] == 7            # stride 8: 7 draws
+    for bad in (0, -3, "many"):
+        with pytest.raises(ValueError, match="'keep_draws'"):
+            cli.lean(full, bad)
+    with pytest.raises(SystemExit, match="--keep-draws"):
+        cli.main(["--keep-draws", "0"])

@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None,
                    help="where MCMC references are cached (default: $UQRECON_CACHE, else "
                         "~/.cache/uqrecon/gold)")
+    p.add_argument("--keep-draws", default="100",
+                   help="draws per chain kept in each saved result_*.npz, evenly thinned "
+                        "(mean, variance and every table use all draws); 'all' keeps every "
+                        "draw (default 100)")
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for a smoke run (64x64, short chains)")
     return p
@@ -237,6 +241,7 @@ def run(args, log=print) -> dict:
         written = write_report(folder, results, truth, baseline, reference_name=ref_name,
                                baseline_name=baseline_name)
         for name, res in results.items():  # reloadable with uqrecon.Result.load
+            res = lean(res, args.keep_draws)
             res.save(os.path.join(folder, "result_" + name.replace(" ", "_") + ".npz"))
         with open(written["json"]) as fh:
             model["comparison"] = json.load(fh)
@@ -252,6 +257,45 @@ def run(args, log=print) -> dict:
     log(f"report written to {os.path.abspath(args.out)} "
         f"(summary.md, and one folder per model); {summary['total_seconds']:.0f} s in all")
     return summary
+
+
+def parse_keep_draws(value):
+    """``--keep-draws``: a positive int, or ``None`` for 'all' (a ValueError otherwise)."""
+    if value is None or str(value).lower() == "all":
+        return None
+    try:
+        keep = int(value)
+    except (TypeError, ValueError):
+        keep = 0
+    if keep < 1:
+        raise ValueError(f"'keep_draws' must be a positive integer or 'all', got {value!r}")
+    return keep
+
+
+def lean(result, keep_draws):
+    """``result`` with at most ``keep_draws`` draws per chain, evenly thinned, for saving.
+
+    The mean and variance stay those of all draws; the provenance records what was kept
+    (``saved_draws``: kept per chain, of how many, the stride), so a reloaded Result says
+    that its draws are a thinned subset. ``keep_draws='all'`` (or ``None``) keeps all.
+
+    Args:
+        result: a :class:`~uqrecon.result.Result`.
+        keep_draws: a positive int (or its string), or ``'all'``/``None``.
+
+    Returns:
+        The Result to save (``result`` itself when nothing is dropped).
+    """
+    keep = parse_keep_draws(keep_draws)
+    if keep is None or result.draws is None or result.num_draws <= keep:
+        return result
+    total = result.num_draws
+    stride = -(-total // keep)               # ceil: at most `keep` draws remain
+    draws = result.draws[:, ::stride]
+    prov = {**result.provenance,
+            "saved_draws": {"kept_per_chain": int(draws.shape[1]), "of": int(total),
+                            "stride": int(stride)}}
+    return result.replace(draws=np.ascontiguousarray(draws), provenance=prov)
 
 
 def _summary_markdown(summary: dict) -> str:
@@ -289,6 +333,10 @@ def main(argv=None) -> int:
         args.size = min(args.size, 64)
     if args.size < 8:
         raise SystemExit("uqrecon: --size must be >= 8")
+    try:
+        parse_keep_draws(args.keep_draws)
+    except ValueError as err:
+        raise SystemExit(f"uqrecon: --keep-draws: {err}") from None
     run(args)
     return 0
 
