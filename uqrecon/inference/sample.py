@@ -26,6 +26,16 @@ Methods and their options (``**cfg``):
   Smooth posteriors only; runs in the unconstrained space, preconditioned at the
   posterior mean (linear-Gaussian) or the unconstrained mode (L-BFGS; its gradients
   count as set-up, as do those of any sampler's default starting point).
+- ``"mclmc"`` / ``"mams"``: blackjax's unadjusted microcanonical Langevin MC and its
+  Metropolis-adjusted version (:mod:`.samplers.mclmc`), preconditioned and started like
+  NUTS (``preconditioner``, ``rank``, ``init``, ``init_jitter``). ``L`` and the step size
+  are tuned by blackjax's tuners in the set-up, ``num_warmup`` (>= 30) steps per chain,
+  then pooled (median) over the chains; the runner does no warmup and the tuning's
+  gradients are ``diagnostics["num_grad_evals_warmup"]``. ``diagonal_preconditioning``
+  (False: the whitened target is already isotropic); MCLMC: ``desired_energy_var``
+  (5e-4, the energy error's variance per dimension; MCLMC is biased, measured -1 % on
+  the pixel std of a 16x16 CT GMRF); MAMS: ``target_acceptance`` (0.9),
+  ``num_integration_steps`` (2.0, blackjax's mean trajectory length ``L / step``).
 - ``"ula"``: ``step_size`` (default ``1/L``). ``"mala"``: ``preconditioner`` and ``rank`` as
   NUTS, ``step_size`` (initial; 1 when preconditioned, else ``1/L``),
   ``target_acceptance`` (0.574).
