@@ -1,6 +1,7 @@
 """Runs with ``jax_enable_x64`` on (inside a context manager: other tests keep the
 default). A float32 posterior under x64 used to fail deep inside blackjax ("cond branches
-must have equal output types") for MALA/NUTS, and Gibbs's scan carry changed dtype."""
+must have equal output types") for MALA/NUTS/MCLMC/MAMS, and Gibbs's scan carry changed
+dtype."""
 
 import warnings
 
@@ -23,7 +24,7 @@ def _posterior(dtype, hierarchical=False):
     return Posterior(Gaussian(op, y, sigma=0.1), GMRF((8, 8), delta=10.0))
 
 
-@pytest.mark.parametrize("method", ["mala", "nuts"])
+@pytest.mark.parametrize("method", ["mala", "nuts", "mclmc", "mams"])
 def test_blackjax_kernels_refuse_float32_under_x64_before_any_work(method):
     """A clear ValueError naming x64, raised before set-up (catches removing the check:
     the TypeError from inside blackjax comes back)."""

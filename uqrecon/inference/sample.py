@@ -154,7 +154,7 @@ def _pop_init(cfg, default_jitter):
 
 # blackjax kernels that promote a float32 chain to float64 inside their accept/reject
 # cond when jax_enable_x64 is on (TypeError "cond branches must have equal output types")
-_FLOAT32_ONLY_WITHOUT_X64 = ("mala", "nuts")
+_FLOAT32_ONLY_WITHOUT_X64 = ("mala", "nuts", "mclmc", "mams")
 
 
 def _check_x64(method, dtype):
