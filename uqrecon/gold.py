@@ -372,9 +372,11 @@ def gold_method(posterior) -> str:
     if posterior.gaussian_form() is not None and not posterior.is_hierarchical:
         return "exact"
     if posterior.is_smooth:
-        # vmapped NUTS chains run in lockstep: each iteration costs the longest tree of
-        # all chains (measured: 139 vs 15 gradients per iteration, 4 chains vs 1, on the
-        # 64x64 CT posterior); fixed-length whitened HMC does not stall that way
+        # up to 4096 px the dense whitening makes the posterior near-isotropic, and a
+        # jittered quarter-period HMC path is a cheap exact move there (a few leapfrog
+        # steps a draw; NUTS builds 15-31-step trees on the same whitened target); above,
+        # the low-rank whitening leaves soft directions of unknown scale, which NUTS
+        # adapts to and HMC does not
         return "hmc" if math.prod(posterior.shape) <= 4096 else "nuts"
     try:
         check_gsm_posterior(posterior)
