@@ -88,7 +88,6 @@ def _zscores(result, mean, std):
 @pytest.mark.parametrize("method,kwargs", [
     ("nuts", dict(num_warmup=150, num_samples=300)),
     ("hmc", dict(num_warmup=150, num_samples=300)),
-    ("hmc", dict(num_warmup=150, num_samples=300, num_integration_steps=8)),
     ("mala", dict(num_warmup=300, num_samples=4000, thin=8)),
     ("gibbs", dict(num_warmup=20, num_samples=200)),
     ("exact", dict(num_samples=500)),
