@@ -13,6 +13,7 @@ from test_laplace import ct_matrix, ct_posterior, dense_reference, rel, x64  # n
 from uqrecon.gold import cache_key, exact_gaussian, mcmc_reference, posterior_hash
 from uqrecon.models import GMRF, Gaussian, Posterior
 from uqrecon.operators.matrix import MatrixOperator
+from uqrecon.result import Result
 
 
 def test_exact_gaussian_dense_matches_numpy(x64):  # noqa: F811
@@ -209,3 +210,38 @@ def test_a_biased_method_is_never_a_gold_standard(tmp_path):
                               num_warmup=200, thin=2, max_rounds=2, cache_dir=tmp_path)
     assert res.provenance["exactness"] == "biased"
     assert res.provenance["gold_standard"] is False
+
+
+def test_results_record_their_model_and_compare_flags_a_model_change(tmp_path):
+    """Every Result built on a Posterior records ``posterior_hash``/``model``, and
+    ``compare`` marks a row graded against another model's reference as a model change
+    (``same_model`` False, a note; refused with ``require_same_model=True``). Catches: a
+    method that forgets to record its model, a hash that ignores the prior's weight (the
+    two posteriors differ only in ``delta``), a compare that grades across models
+    silently, or one that flags a same-model row."""
+    from uqrecon import approximate, sample
+    from uqrecon.uq import compare
+    from uqrecon.uq.compare import same_model
+
+    post, other = tiny_posterior(), tiny_posterior(delta=6.0)
+    ref = exact_gaussian(post)
+    cached = mcmc_reference(post, method="exact", num_chains=2, num_samples=100,
+                            cache_dir=tmp_path, max_rounds=1)
+    hit = mcmc_reference(post, method="exact", num_chains=2, num_samples=100,
+                         cache_dir=tmp_path, max_rounds=1)
+    same = [sample(post, method="exact", num_chains=2, num_samples=100, progress=False),
+            approximate(post, method="laplace", rank=8), cached, hit]
+    for r in [ref] + same:
+        assert r.provenance["posterior_hash"] == posterior_hash(post)
+        assert "GMRF" in r.provenance["model"] and "4x4 float32" in r.provenance["model"]
+        row = compare(r, ref, require_same_model=True)
+        assert row["same_model"] is True and not any("model change" in n for n in row.notes)
+    changed = approximate(other, method="laplace", rank=8)
+    assert same_model(changed, ref) is False
+    row = compare(changed, ref)
+    assert row["same_model"] is False
+    assert any(n.startswith("model change") for n in row.notes)
+    with pytest.raises(ValueError, match="require_same_model"):
+        compare(changed, ref, require_same_model=True)
+    unknown = Result.from_gaussian({"kind": "diag", "mean": ref.mean, "diag": ref.variance})
+    assert compare(unknown, ref)["same_model"] is None

@@ -30,7 +30,6 @@ import functools
 import hashlib
 import math
 import os
-import re
 import time
 import warnings
 
@@ -41,10 +40,12 @@ import numpy as np
 from .inference import exact as _exact
 from .inference.sample import EXACTNESS
 from .linalg import pcg
+from .models.identity import _update_static, model_identity, posterior_hash
 from .result import Result, make_provenance
 
 __all__ = ["exact_gaussian", "mcmc_reference", "reference", "exactness", "cache_key",
-           "default_cache_dir", "EXACTNESS"]
+           "default_cache_dir", "EXACTNESS", "posterior_hash"]
+
 
 def exactness(method: str) -> str:
     """The exactness class of a sampling method (see :data:`EXACTNESS`)."""
@@ -52,7 +53,6 @@ def exactness(method: str) -> str:
 
 
 _CACHE_FORMAT = 2
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 # --------------------------------------------------------------------------------------
@@ -128,7 +128,8 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
         cov = rinv.T @ rinv
         var = jnp.sum(rinv ** 2, axis=0).reshape(shape)
         prov = make_provenance("exact_gaussian", config, seed=None, dtype=dtype,
-                               solver="dense_cholesky", variance_error="rounding only")
+                               solver="dense_cholesky", variance_error="rounding only",
+                               **model_identity(posterior))
         return Result(mean=np.asarray(dense.mean), variance=np.asarray(var),
                       timings={"total_s": time.perf_counter() - t0}, provenance=prov,
                       gaussian={"kind": "dense", "mean": np.asarray(dense.mean),
@@ -147,7 +148,8 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
     prov = make_provenance(
         "exact_gaussian", config, seed=seed, dtype=dtype, solver="cg + perturbation-optimisation",
         variance_estimator=f"sample variance of {num_samples} exact draws about the CG mean",
-        variance_rel_se=rel_se, mean_cg_relres=float(relres), draws_cg_relres_max=worst)
+        variance_rel_se=rel_se, mean_cg_relres=float(relres), draws_cg_relres_max=worst,
+        **model_identity(posterior))
     draws = np.asarray(mean + devs)[None] if keep_draws else None
     diagnostics = {"num_grad_evals": int(iters) + int(jnp.sum(its)),
                    "variance_rel_se": rel_se}
@@ -159,74 +161,6 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
 # --------------------------------------------------------------------------------------
 # Cache keys
 # --------------------------------------------------------------------------------------
-def _update_static(h, obj, depth=0, seen=None):
-    """Feed a static (non-array-leaf) value into the hash by value, recursively."""
-    seen = set() if seen is None else seen
-    if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
-        a = np.asarray(obj)
-        h.update(f"array{a.dtype}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-        return
-    if isinstance(obj, (str, bytes, int, float, bool, complex, type(None))):
-        h.update(repr(obj).encode())
-        return
-    if isinstance(obj, (tuple, list)):
-        h.update(f"{type(obj).__name__}{len(obj)}(".encode())
-        for o in obj:
-            _update_static(h, o, depth + 1, seen)
-        h.update(b")")
-        return
-    if isinstance(obj, dict):
-        h.update(b"dict(")
-        for k in sorted(obj, key=repr):
-            _update_static(h, k, depth + 1, seen)
-            _update_static(h, obj[k], depth + 1, seen)
-        h.update(b")")
-        return
-    h.update(f"{type(obj).__module__}.{type(obj).__qualname__}:".encode())
-    h.update(_ADDRESS.sub("", repr(obj)).encode())
-    if id(obj) in seen or depth > 4:
-        return
-    seen.add(id(obj))
-    attrs = {}
-    if hasattr(obj, "__dict__"):
-        attrs.update(vars(obj))
-    for slot in getattr(type(obj), "__slots__", ()):
-        if hasattr(obj, slot):
-            attrs[slot] = getattr(obj, slot)
-    for k in sorted(attrs):
-        v = attrs[k]
-        if callable(v) and not hasattr(v, "__array__"):
-            h.update(f"{k}=callable:{getattr(v, '__qualname__', type(v).__name__)}".encode())
-            continue
-        h.update(k.encode())
-        _update_static(h, v, depth + 1, seen)
-
-
-def _walk_treedef(h, treedef):
-    data = treedef.node_data()
-    if data is not None:
-        typ, aux = data
-        h.update(f"{typ.__module__}.{typ.__qualname__}".encode())
-        _update_static(h, aux)
-    h.update(f"[{treedef.num_leaves}]".encode())
-    for child in treedef.children():
-        _walk_treedef(h, child)
-
-
-def posterior_hash(posterior) -> str:
-    """SHA-256 of a posterior: its pytree structure, static fields and array leaves."""
-    h = hashlib.sha256()
-    leaves, treedef = jax.tree_util.tree_flatten(posterior)
-    h.update(_ADDRESS.sub("", str(treedef)).encode())
-    _walk_treedef(h, treedef)
-    for leaf in leaves:
-        a = np.asarray(leaf)
-        h.update(f"leaf{a.dtype}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
 def cache_key(posterior, method: str, config: dict) -> str:
     """The cache key of an MCMC reference: posterior, method, configuration, version."""
     from . import __version__
@@ -281,6 +215,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
                 "num_warmup": num_warmup, "thin": thin, "rhat_max": rhat_max,
                 "min_ess": min_ess, "max_rounds": max_rounds, "sampler_config": config}
     key = cache_key(posterior, method, settings)
+    ident = model_identity(posterior)
     cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
     path = os.path.join(cache_dir, f"{method}-{key[:32]}.npz")
     if use_cache and os.path.exists(path):
@@ -290,7 +225,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         if not result.provenance.get("converged", False):
             warnings.warn(f"loaded MCMC reference {path!r} did not meet its convergence "
                           "criteria", RuntimeWarning, stacklevel=2)
-        prov = dict(result.provenance, cache={"hit": True, "path": path})
+        # the key holds the posterior's hash: a hit is this posterior's reference
+        prov = dict(result.provenance, cache={"hit": True, "path": path}, **ident)
         return result.replace(provenance=prov)
 
     t0 = time.perf_counter()
@@ -344,7 +280,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         gold_standard=bool(converged and exactness(method) != "biased"),
         criteria=(f"split R-hat < {rhat_max}, bulk and tail ESS >= {min_ess} on every "
                   "pixel, no divergent transitions"),
-        cache_key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        cache_key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **ident)
     result = Result.from_draws(draws, diagnostics=diagnostics,
                                timings={"total_s": time.perf_counter() - t0},
                                provenance=prov)

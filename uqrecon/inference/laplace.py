@@ -482,6 +482,7 @@ def laplace(posterior, key: jax.Array, *, rank: int | str = 50, mode=None,
     diagonal estimate (prior-precision solves, which involve no forward operator, are
     not counted).
     """
+    from uqrecon.models.identity import model_identity
     from uqrecon.result import Result, make_provenance
 
     t0 = time.perf_counter()
@@ -525,7 +526,8 @@ def laplace(posterior, key: jax.Array, *, rank: int | str = 50, mode=None,
     elapsed = time.perf_counter() - t0
     return Result(mean=np.asarray(approx.mean).reshape(shape), variance=var.reshape(shape),
                   diagnostics=diagnostics, timings={"total_s": elapsed},
-                  provenance=make_provenance("laplace", config, dtype=posterior.dtype),
+                  provenance=make_provenance("laplace", config, dtype=posterior.dtype,
+                                             **model_identity(posterior)),
                   gaussian=gaussian)
 
 

@@ -72,6 +72,7 @@ import numpy as np
 import optax
 
 from ..map import _smooth_solver
+from ..models.identity import model_identity
 from ..result import Result, make_provenance
 from ..diagnostics import check_convergence, diagnose, summarize
 from . import exact as _exact
@@ -771,6 +772,7 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
         method, config={**built.config, "num_chains": num_chains, "num_samples": num_samples,
                         "num_warmup": num_warmup, "thin": thin,
                         "chain_method": chain_method},
-        seed=seed, dtype=dtype, exactness=EXACTNESS.get(method, "unknown"))
+        seed=seed, dtype=dtype, exactness=EXACTNESS.get(method, "unknown"),
+        **model_identity(posterior))
     return Result(mean=out.mean, variance=out.variance, draws=draws, diagnostics=diagnostics,
                   timings=timings, provenance=provenance)

@@ -3,7 +3,7 @@
 Knows results and arrays, never how a result was made.
 """
 
-from uqrecon.uq.compare import Comparison, ComparisonTable, compare, compare_table
+from uqrecon.uq.compare import Comparison, ComparisonTable, compare, compare_table, same_model
 from uqrecon.diagnostics import (
     ConvergenceWarning,
     WelfordState,
@@ -39,7 +39,7 @@ from uqrecon.uq.metrics import (
 )
 
 __all__ = [
-    "Comparison", "ComparisonTable", "compare", "compare_table",
+    "Comparison", "ComparisonTable", "compare", "compare_table", "same_model",
     "ConvergenceWarning", "WelfordState", "add_diagnostics", "check_convergence", "diagnose", "ess",
     "ess_bulk", "ess_tail", "rhat", "summarize", "welford_combine", "welford_finalize",
     "welford_init", "welford_merge", "welford_update",

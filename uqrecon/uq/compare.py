@@ -23,7 +23,7 @@ from uqrecon.result import Result
 from uqrecon.uq import metrics as M
 from uqrecon.diagnostics import summarize
 
-__all__ = ["Comparison", "ComparisonTable", "compare", "compare_table"]
+__all__ = ["Comparison", "ComparisonTable", "compare", "compare_table", "same_model"]
 
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 
@@ -148,9 +148,26 @@ def _name(r: Result, default: str) -> str:
     return str(r.provenance.get("method", default))
 
 
+def same_model(result: Result, reference: Result):
+    """Whether two Results describe the same posterior: ``True``/``False`` from the
+    ``posterior_hash`` in their provenance (recorded by every sampler, approximation and
+    gold standard built on a Posterior), ``None`` when either lacks one (deep UQ, FBP,
+    results saved before the hash was recorded)."""
+    a = result.provenance.get("posterior_hash")
+    b = reference.provenance.get("posterior_hash")
+    if a is None or b is None:
+        return None
+    return a == b
+
+
+def _model_label(r: Result) -> str:
+    return str(r.provenance.get("model", "an unrecorded model"))
+
+
 def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4096,
             levels: Sequence[float] = COVERAGE_LEVELS, name: str | None = None,
-            reference_name: str | None = None) -> Comparison:
+            reference_name: str | None = None,
+            require_same_model: bool = False) -> Comparison:
     """Metrics of ``result`` against ``reference`` (and ``truth`` when given).
 
     Entries: ``mean_error``, ``std_error`` (relative errors of mean and std),
@@ -161,6 +178,13 @@ def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4
     ``pearson``/``spearman`` (|error| vs std), ``ause``. Convergence and timing figures
     are copied from the result when present. ``name``/``reference_name`` label the
     rows (default: ``provenance['method']``).
+
+    ``same_model`` (first entry after the names) says whether ``result`` approximates the
+    posterior ``reference`` was drawn from (:func:`same_model`). When it does not (e.g.
+    Huber-TV VI against an exact-TV reference), every error mixes the model change with
+    the approximation error: the comparison says so in a note, and
+    ``require_same_model=True`` refuses it instead (``ValueError``). ``None`` means the
+    provenance cannot tell (no hash recorded): grade such rows with care.
     """
     for arg, val in (("result", result), ("reference", reference)):
         if not isinstance(val, Result):
@@ -171,6 +195,14 @@ def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4
     notes = []
     d: dict = {"method": name or _name(result, "result"),
                "reference": reference_name or _name(reference, "reference")}
+    d["same_model"] = same_model(result, reference)
+    if d["same_model"] is False:
+        msg = (f"model change: the result is of {_model_label(result)!r}, the reference of "
+               f"{_model_label(reference)!r}; its errors mix the model change with "
+               "approximation error")
+        if require_same_model:
+            raise ValueError(f"compare(require_same_model=True): {msg}")
+        notes.append(msg)
     for key, a, b in (("mean_error", result.mean, reference.mean),
                       ("std_error", result.std, reference.std)):
         if np.any(b != 0):

@@ -539,6 +539,7 @@ def default_cg_tol(dtype) -> float:
 def vi_result(posterior, method, kind, mean, diag, factor, diagnostics, config, t_start,
               compile_s):
     """Package fitted Gaussian factors as a :class:`uqrecon.result.Result`."""
+    from uqrecon.models.identity import model_identity
     from uqrecon.result import Result, make_provenance
 
     shape = tuple(posterior.shape)
@@ -552,7 +553,8 @@ def vi_result(posterior, method, kind, mean, diag, factor, diagnostics, config, 
                "total_s": total}
     return Result(mean=mean, variance=np.asarray(var).reshape(shape),
                   diagnostics=diagnostics, timings=timings,
-                  provenance=make_provenance(method, config, dtype=posterior.dtype),
+                  provenance=make_provenance(method, config, dtype=posterior.dtype,
+                                             **model_identity(posterior)),
                   gaussian=gaussian)
 
 
