@@ -20,9 +20,9 @@ from uqrecon.inference import run_chains, sample
 from uqrecon.inference.sample import default_chain_method
 from uqrecon.models import GMRF, Gaussian, Posterior
 from uqrecon.operators.tomo import sparse_view
+from compile_count import CompileCount
 
 N = 16
-BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
 def _posterior(seed=0, noise=0.01):
@@ -90,22 +90,6 @@ def test_chain_method_is_validated(bad):
                    num_warmup=1, num_samples=1, progress=False, chain_method=bad)
 
 
-class _Count:
-    """XLA compilations while active (JAX monitoring listener)."""
-
-    def __init__(self):
-        self.names = []
-
-    def _listener(self, event, duration, **kw):
-        if event == BACKEND_COMPILE:
-            self.names.append(kw.get("fun_name"))
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self._listener)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listener)
 
 
 @pytest.mark.parametrize("method", ["nuts"])   # the chunk's sequential path is the
@@ -118,8 +102,10 @@ def test_second_call_compiles_nothing_in_sequential_mode(method):   # same for a
     jax.block_until_ready((first, second))
     kw = dict(method=method, num_warmup=10, num_samples=20, chunk_size=10,
               chain_method="sequential")
-    _sample(first, seed=0, **kw)
-    with _Count() as count:
+    with CompileCount() as control:
+        _sample(first, seed=0, **kw)
+    assert control.names                   # the counter sees compilations at all
+    with CompileCount() as count:
         r2 = _sample(second, seed=1, **kw)
     assert count.names == [], count.names
     assert r2.diagnostics["num_compiles"] == 0

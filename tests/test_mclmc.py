@@ -26,12 +26,12 @@ import pytest
 from uqrecon.inference import sample
 from uqrecon.models import GMRF, Gaussian, Posterior
 from uqrecon.operators.tomo import sparse_view
+from compile_count import CompileCount
 
 sample_module = importlib.import_module("uqrecon.inference.sample")
 EXACTNESS = sample_module.EXACTNESS
 
 N = 16
-BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 RUN = dict(num_chains=4, num_warmup=300, progress=False)
 # MCLMC runs longer: its bias (~1 %) is measured on the median over pixels of the
 # relative std error, whose Monte Carlo noise is common to all pixels (the chains'
@@ -64,28 +64,12 @@ def _ct(seed, noise):
     return post, mean.reshape(N, N), np.sqrt(np.diag(cov)).reshape(N, N)
 
 
-class _Count:
-    """XLA compilations while active (JAX monitoring listener)."""
-
-    def __init__(self):
-        self.names = []
-
-    def _listener(self, event, duration, **kw):
-        if event == BACKEND_COMPILE:
-            self.names.append(kw.get("fun_name"))
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self._listener)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listener)
 
 
 def _run(post, method, seed, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # R-hat noise of short runs is not tested here
-        with _Count() as count:
+        with CompileCount() as count:
             r = sample(post, method=method, seed=seed, **RUN, **LENGTH[method], **kw)
     return r, count.names
 
@@ -171,7 +155,7 @@ def test_second_call_compiles_nothing(first_runs, method):
     jax.block_until_ready(post2)
     r2, second = _run(post2, method, 2)
     assert second == [], second
-    assert r1.diagnostics["num_compiles"] == len(first)
+    assert len(first) > 0 and r1.diagnostics["num_compiles"] == len(first)
     assert r2.diagnostics["num_compiles"] == 0 and r2.timings["compile_s"] == 0.0
     assert not np.allclose(r1.mean, r2.mean)
     # warmup = tuning in the set-up: RUN's 300 steps per chain, 2 gradients a step
