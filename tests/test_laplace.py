@@ -5,7 +5,6 @@ sparse-view CT problem with a GMRF prior (``inv(tau A^T A + Q)`` in float64) and
 smoothed-TV prior, the inverse of the dense Hessian from ``jax.hessian``.
 """
 
-import contextlib
 import functools
 import math
 
@@ -22,6 +21,7 @@ from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.operators.matrix import MatrixOperator
 from uqrecon.operators.tomo import sparse_view
 from uqrecon.phantoms import shepp_logan
+from compile_count import CompileCount
 
 SIZE = 10          # 100 pixels: full rank is cheap, the CT posterior is still correlated
 
@@ -240,22 +240,6 @@ def test_bad_input_is_rejected_with_named_arguments():
 
 
 # -- compiled once, products counted, rank chosen by a rule ---------------------------
-@contextlib.contextmanager
-def count_compiles():
-    """Number of XLA compilations inside the block (any function, jitted or eager)."""
-    events = []
-
-    def listener(name, duration, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            events.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 @pytest.mark.parametrize("prior,config", [
     ("gmrf", {"rank": "auto", "dense_max": 50}),   # CG base, Lanczos grown, sampled var.
     ("tv", {"rank": 20}),                          # diag base, MAP by L-BFGS
@@ -263,11 +247,11 @@ def count_compiles():
 def test_second_call_on_a_same_shaped_posterior_compiles_nothing(prior, config):
     first, _ = ct_posterior(prior=prior, seed=0)
     second, _ = ct_posterior(prior=prior, seed=1)     # other data, same shapes
-    with count_compiles() as c1:
+    with CompileCount() as c1:
         r1 = approximate(first, "laplace", seed=0, **config)
-    with count_compiles() as c2:
+    with CompileCount() as c2:
         r2 = approximate(second, "laplace", seed=0, **config)
-    assert len(c1) > 0 and len(c2) == 0, (len(c1), len(c2))
+    assert len(c1.names) > 0 and c2.names == [], (len(c1.names), c2.names)
     assert not np.array_equal(r1.mean, r2.mean)
 
 

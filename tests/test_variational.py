@@ -10,7 +10,6 @@ checked against the optimum's two fixed-point equations, evaluated in the test w
 dense Hessians from ``jax.hessian`` on independent draws.
 """
 
-import contextlib
 import math
 import warnings
 
@@ -25,6 +24,7 @@ from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.operators.matrix import MatrixOperator
 from uqrecon.operators.tomo import limited_angle
 from uqrecon.phantoms import shepp_logan
+from compile_count import CompileCount
 
 
 def reverse_kl(mean_q, cov_q, mean_p, P):
@@ -314,23 +314,6 @@ def test_meanfield_on_smoothed_tv_satisfies_the_optimality_conditions():
 
 
 # -- compile once ----------------------------------------------------------------------
-@contextlib.contextmanager
-def count_compiles():
-    """XLA compilations inside the block (``backend_compile_duration`` fires once per
-    compilation, never for an executable from jit's cache)."""
-    events = []
-
-    def listener(name, duration, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            events.append(kwargs.get("fun_name", "?"))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 @pytest.mark.parametrize("method,config", [
     ("meanfield", {}),
     ("meanfield", {"optimizer": "adam", "max_iter": 600, "window": 100}),
@@ -343,11 +326,11 @@ def test_second_call_with_other_data_and_sigma_compiles_nothing(method, config):
     jax.clear_caches()             # earlier tests compiled the same kernels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with count_compiles() as c1:
+        with CompileCount() as c1:
             r1 = approximate(first, method, seed=0, **config)
-        with count_compiles() as c2:
+        with CompileCount() as c2:
             r2 = approximate(second, method, seed=1, **config)
-    assert len(c1) > 0 and c2 == [], c2
+    assert len(c1.names) > 0 and c2.names == [], c2.names
     assert not np.array_equal(r1.mean, r2.mean)
     assert r2.timings["compile_s"] < 0.05 * r1.timings["compile_s"] + 1e-3
 
