@@ -134,6 +134,44 @@ def test_mcmc_reference_extends_in_rounds_until_the_criteria_hold(tmp_path):
     assert res.provenance["cache"]["path"] is None
 
 
+def test_next_round_asks_for_what_the_criteria_miss():
+    """Round sizing (:func:`uqrecon.gold._next_round`): multiples of the first round, the
+    missing fraction plus 20 %, at least one first round, at most a doubling. Catches a
+    rule that ignores the tail ESS or R-hat, or one that overshoots a near miss."""
+    from uqrecon.gold import _next_round
+    ok = dict(rhat_max=1.01, min_ess=400)
+    # bulk ESS 350 of 400 after 1000: 1.2 * 8/7 * 1000 - 1000 = 371 -> one round of 500
+    assert _next_round(1000, 500, 1.005, 350, 900, **ok) == 500
+    # the tail ESS is the worst: 1.2 * 2 * 1000 - 1000 = 1400 -> capped at 1000
+    assert _next_round(1000, 500, 1.005, 900, 200, **ok) == 1000
+    # R-hat 1.02 at 3000: needs ~2x -> 1.2 * 2 * 3000 - 3000 = 4200 -> 9 x 500 capped at 3000
+    assert _next_round(3000, 500, 1.02, 900, 900, **ok) == 3000
+    # R-hat 1.0105 at 2000: 1.2 * 1.05 * 2000 - 2000 = 520 -> 2 x 500
+    assert _next_round(2000, 500, 1.0105, 900, 900, **ok) == 1000
+    # only a divergence missing: one more first round
+    assert _next_round(2000, 500, 1.001, 900, 900, **ok) == 500
+
+
+def test_later_rounds_keep_the_first_rounds_step_without_warmup(tmp_path):
+    """HMC references continue at the median of the first round's tuned step sizes with no
+    new warmup: the provenance records no warmup gradients after round one. Catches a
+    continuation that re-tunes (wasted warmup) or silently drops the tuned step."""
+    post = tiny_posterior()
+    res = mcmc_reference(post, method="hmc", num_chains=2, num_samples=40, num_warmup=40,
+                         min_ess=5000, max_rounds=2, cache_dir=tmp_path)
+    assert res.provenance["rounds"] == 2
+    first = mcmc_reference(post, method="hmc", num_chains=2, num_samples=40,
+                           num_warmup=40, min_ess=5000, max_rounds=1, cache_dir=tmp_path)
+    step = first.provenance["tuned_step_size"]
+    assert res.provenance["tuned_step_size"] == step
+    from uqrecon import sample
+    second = sample(post, method="hmc", num_chains=2, num_samples=40, num_warmup=0,
+                    seed=1, init=first.draws[:, -1], init_jitter=0.0, step_size=step,
+                    progress=False)
+    np.testing.assert_allclose(second.diagnostics["step_size"], step, rtol=1e-6)
+    np.testing.assert_allclose(res.draws[:, 40:], second.draws, rtol=1e-5, atol=1e-6)
+
+
 def test_gold_bad_input():
     post = tiny_posterior()
     from uqrecon.models import TV

@@ -52,7 +52,7 @@ def exactness(method: str) -> str:
     return EXACTNESS.get(method, "unknown")
 
 
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3   # 3: rounds sized by _next_round, tuned step kept
 
 
 # --------------------------------------------------------------------------------------
@@ -182,6 +182,27 @@ def default_cache_dir() -> str:
 # MCMC references
 # --------------------------------------------------------------------------------------
 _NO_TUNING = ("gsm", "gibbs", "exact", "rto")   # later rounds need no new warmup
+# later rounds keep the first round's dual-averaged step (pooled over chains: the median)
+# instead of a new warmup: continuing at a fixed step is a valid chain, and at 32x32
+# Huber-TV the warmups were a quarter of the reference's cost
+_STEP_TUNED = ("hmc", "nuts", "mala")
+
+
+def _next_round(have: int, first: int, max_rhat: float, min_ess_bulk: float,
+                min_ess_tail: float, rhat_max: float, min_ess: float) -> int:
+    """Iterations per chain of the next round.
+
+    Scales what is missing by how the criteria grow with the run (ESS in proportion to
+    the draws, ``R-hat - 1`` in inverse proportion), with a 20 % margin; rounded up to a
+    multiple of the first round (one compiled chunk length for every round), at least one
+    first round and at most as long as all rounds so far (the doubling a badly mixing
+    chain needs).
+    """
+    factor = max(1.0, min_ess / max(min_ess_bulk, 1e-12), min_ess / max(min_ess_tail, 1e-12),
+                 (max_rhat - 1.0) / (rhat_max - 1.0))
+    missing = 1.2 * factor * have - have
+    rounds_of_first = min(max(math.ceil(missing / first), 1), max(have // first, 1))
+    return rounds_of_first * first
 
 
 def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
@@ -193,9 +214,12 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
 
     Runs ``uqrecon.inference.sample.sample(posterior, method, ...)``; while any pixel has
     split R-hat >= ``rhat_max``, bulk or tail ESS < ``min_ess``, or any transition was
-    divergent (posteriordb's reference criteria), it runs another round as long as all
-    previous rounds together, continuing each chain from its last state (without a new
-    warmup for methods that tune nothing, e.g. ``gsm``), and appends the draws. After
+    divergent (posteriordb's reference criteria), it runs another round, continuing each
+    chain from its last state, and appends the draws. A round's length is what the
+    criteria's scaling says is missing plus 20 % (a multiple of the first round, at most
+    all previous rounds together: :func:`_next_round`); later rounds need no warmup (for
+    ``gsm``/``gibbs``/``exact`` nothing is tuned; HMC, NUTS and MALA keep the median of
+    the first round's tuned step sizes; MCLMC/MAMS tune again). After
     ``max_rounds`` rounds it stops with a warning (the result says ``converged: False``
     in its provenance, which also holds the cache key, the rounds, the criteria and the
     method's exactness class). ``config`` goes to the sampler.
@@ -231,7 +255,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
 
     t0 = time.perf_counter()
     draws, grads, rounds, init, divergences = None, 0, 0, None, 0
-    per_round = num_samples
+    per_round, tuned_step = num_samples, None
     while True:
         cfg = dict(config)
         # every round is a multiple of the first, and warmup shares the chunk length:
@@ -243,6 +267,9 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
             cfg.update(init=init, init_jitter=0.0)
             if method in _NO_TUNING:
                 warmup = 0
+            elif method in _STEP_TUNED and tuned_step is not None:
+                warmup = 0
+                cfg.setdefault("step_size", tuned_step)
         run = sample(posterior, method=method, num_chains=num_chains, num_samples=per_round,
                      num_warmup=warmup, thin=thin, seed=seed + rounds,
                      progress=progress, **cfg)
@@ -253,6 +280,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         grads += int(run.diagnostics.get("num_grad_evals", 0)) + int(
             run.diagnostics.get("num_grad_evals_warmup", 0))
         rounds += 1
+        if rounds == 1 and method in _STEP_TUNED and "step_size" in run.diagnostics:
+            tuned_step = float(np.median(np.asarray(run.diagnostics["step_size"])))
         diag = diagnose(draws)
         max_rhat = float(np.max(diag["rhat"]))
         min_ess_found = float(np.min(diag["ess_bulk"]))
@@ -262,7 +291,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         if converged or rounds >= max_rounds:
             break
         init = draws[:, -1]
-        per_round = draws.shape[1] * thin
+        per_round = _next_round(draws.shape[1] * thin, num_samples, max_rhat, min_ess_found,
+                                min_tail, rhat_max, min_ess)
     if not converged:
         warnings.warn(f"MCMC reference not converged after {rounds} rounds: max R-hat "
                       f"{max_rhat:.4f} (need < {rhat_max}), min bulk / tail ESS "
@@ -281,7 +311,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         criteria=(f"split R-hat < {rhat_max}, bulk and tail ESS >= {min_ess} on every "
                   "pixel, no divergent transitions"),
         cache_key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **ident)
+        tuned_step_size=tuned_step, **ident)
     result = Result.from_draws(draws, diagnostics=diagnostics,
                                timings={"total_s": time.perf_counter() - t0},
                                provenance=prov)

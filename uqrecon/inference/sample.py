@@ -17,7 +17,8 @@ Methods and their options (``**cfg``):
   makes NUTS miss U-turns, see :func:`~.samplers.hmc.nuts`; 10 otherwise; how often the
   cap stopped a tree is in ``diagnostics["max_depth_hits"]`` / ``"max_depth_fraction"``),
   ``step_size_jitter`` (NUTS, 0: relative uniform
-  jitter of each iteration's step), ``target_acceptance`` (NUTS 0.8; HMC 0.65 with a
+  jitter of each iteration's step), ``step_size`` (0.5: where the warmup's dual averaging
+  starts; with ``num_warmup=0`` the step used), ``target_acceptance`` (NUTS 0.8; HMC 0.65 with a
   path length, the high-dimensional optimum of Beskos et al. 2013); HMC's trajectory:
   ``path_length`` (integration time, jittered in [T/2, 3T/2]; default pi/2, a quarter
   period of the whitened Gaussian, with the dense preconditioner) or
@@ -46,7 +47,9 @@ Methods and their options (``**cfg``):
 - ``"gibbs"``: ``tol``, ``maxiter`` for the exact image draw.
 - ``"gsm"``: the exact sampler for one TV / l1-wavelet term with a Gaussian likelihood
   (:mod:`.samplers.gsm`): ``tol`` (CG, relative to the starting residual; 1e-4 float32,
-  1e-6 float64; exactness does not depend on it), ``maxiter`` (1000), ``init``,
+  1e-6 float64; exactness does not depend on it), ``maxiter`` (1000), ``dense_max``
+  (2048: up to this many pixels ``A^T A`` is formed densely once, a product ~4x cheaper
+  than the projector pair at 32x32), ``init``,
   ``init_jitter`` (0.1: chains start at independent N(0, 0.1^2) images).
 - ``"exact"`` / ``"rto"``: ``solver`` (``"dense"`` up to 4096 pixels, else ``"cg"``), ``tol``,
   ``maxiter``. Draws are independent; warmup is skipped.
@@ -359,6 +362,9 @@ def _build_hmc_family(kind):
             # 0.65: the optimal acceptance of HMC in high dimension (Beskos et al. 2013)
             target = (0.65 if path is not None else 0.8) if target is None else target
             steps = 16 if steps is None else steps
+        # the start of the step-size adaptation; with num_warmup=0 it is the step used
+        # (how gold.mcmc_reference continues a chain with the step of its first round)
+        step = _pop_positive(cfg, "step_size", 0.5)
         _reject_unknown(cfg, kind)
 
         k_init, k_pc = jax.random.split(key)
@@ -368,15 +374,17 @@ def _build_hmc_family(kind):
         whitened = Whitened(post, pc)
         init = _init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
         if kind == "nuts":
-            sampler, params = _hmc.nuts(whitened, depth, target_acceptance=target,
-                                        dtype=dtype, step_size_jitter=sjitter)
+            sampler, params = _hmc.nuts(whitened, depth, initial_step_size=step,
+                                        target_acceptance=target, dtype=dtype,
+                                        step_size_jitter=sjitter)
             used.update(max_num_doublings=depth, step_size_jitter=float(sjitter))
         else:
-            sampler, params = _hmc.hmc(whitened, steps, target_acceptance=target,
-                                       dtype=dtype, path_length=path)
+            sampler, params = _hmc.hmc(whitened, steps, initial_step_size=step,
+                                       target_acceptance=target, dtype=dtype,
+                                       path_length=path)
             used.update({"path_length": float(path)} if path is not None
                         else {"num_integration_steps": steps})
-        used["target_acceptance"] = target
+        used.update(target_acceptance=target, initial_step_size=float(step))
         return _Built(sampler, params, init, used, {"num_grad_evals_setup": setup_grads})
     return build
 
@@ -599,14 +607,16 @@ def _build_gsm(post, key, cfg, num_chains, dtype):
     if not tol < 1:
         raise ValueError(f"'tol' must be a number in (0, 1), got {tol!r}")
     maxiter = _pop_int(cfg, "maxiter", 1000, 1)
+    dense_max = _pop_int(cfg, "dense_max", _gsm.GSM_DENSE_MAX, 0)
     init, jitter = _pop_init(cfg, 0.1)
     _reject_unknown(cfg, "gsm")
     zeros = jnp.zeros(tuple(post.shape), dtype)
     init, _ = _init_positions(post, key, init, jitter, num_chains, dtype,
                               unconstrained=False, ref=zeros)
-    params, spent = _gsm.gsm_params(post, tol, maxiter)
+    params, spent = _gsm.gsm_params(post, tol, maxiter, dense_max)
     return _Built(_gsm.GSM, params, init,
-                  {"tol": tol, "maxiter": maxiter, "preconditioner": params.kind},
+                  {"tol": tol, "maxiter": maxiter, "preconditioner": params.kind,
+                   "dense_max": dense_max, "dense_normal": params.normal is not None},
                   {"num_grad_evals_setup": math.ceil(spent / 2)})
 
 
