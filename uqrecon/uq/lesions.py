@@ -25,7 +25,6 @@ import dataclasses
 
 import numpy as np
 
-from .. import phantoms
 from .structure import Structure, disc_structure
 
 __all__ = ["CASES", "PlantedLesion", "planted_lesion", "planted_lesion_set",
@@ -46,7 +45,8 @@ class PlantedLesion:
         hallucinated).
       hallucination: image to add to a reconstruction to make the candidate (the disc
         for ``'hallucinated'``, zeros otherwise).
-      absent_is_true: whether H0 holds for the truth.
+      absent_is_true: whether H0 holds for the truth (up to 1e-9 of round-off in the
+        contrast of a flat background).
       seed: the replicate's seed; center, radius: the disc in pixels.
     """
 
@@ -62,8 +62,19 @@ class PlantedLesion:
 
 
 def _ellipse_image(rows, shape):
-    img = phantoms.ellipse_phantom(np.asarray(rows, np.float64), shape, dtype=np.float32)
-    return np.asarray(img, np.float64)
+    """Sum of ellipse indicators times values, on the grid and with the parametrisation
+    of :func:`uqrecon.phantoms.ellipse_phantom` (in numpy: the generator draws and tests
+    many candidate ellipses, and eager JAX calls would dominate its cost)."""
+    h, w = shape
+    xx, yy = np.meshgrid(np.linspace(-1, 1, h) if h > 1 else np.zeros(1),
+                         np.linspace(-1, 1, w) if w > 1 else np.zeros(1), indexing="ij")
+    img = np.zeros(shape)
+    for value, a, b, x0, y0, theta in rows:
+        c, s = np.cos(theta), np.sin(theta)
+        u = c * (xx - x0) + s * (yy - y0)
+        v = -s * (xx - x0) + c * (yy - y0)
+        img += value * ((u / a) ** 2 + (v / b) ** 2 <= 1)
+    return img
 
 
 def _background_and_center(rng, shape, radius, ring_width, num_inner, tries=1000):
@@ -140,7 +151,7 @@ def planted_lesion(seed: int, case: str, shape=(32, 32), *, radius: float = 2.5,
     true_contrast = float(np.tensordot(truth, structure.weights, axes=2))
     return PlantedLesion(truth=truth, case=case, structure=structure,
                          true_contrast=true_contrast, hallucination=hallucination,
-                         absent_is_true=true_contrast <= threshold, seed=int(seed),
+                         absent_is_true=true_contrast <= threshold + 1e-9, seed=int(seed),
                          center=(ci, cj), radius=float(radius))
 
 

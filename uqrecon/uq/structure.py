@@ -387,6 +387,24 @@ def _box_of(post, dtype):
     return lower, jnp.broadcast_to(jnp.asarray(cons.upper, dtype), post.shape), True, True
 
 
+def _check_absent_set_not_empty(posterior, structure, owner):
+    """ValueError naming 'structure' if no image within the posterior's box constraint
+    has a contrast <= threshold (the smallest contrast in a box is attained at a
+    corner: lower bounds on the region, upper bounds on the ring)."""
+    if posterior.constraint is None:
+        return
+    lower, upper, _, has_upper = _box_of(posterior, posterior.dtype)
+    c = structure.weights
+    least = np.sum(np.where(c > 0, c * np.asarray(lower, np.float64), 0.0))
+    least += (np.sum(np.where(c < 0, c * np.asarray(upper, np.float64), 0.0))
+              if has_upper else -np.inf)
+    if least > structure.threshold:
+        raise ValueError(f"{owner}: argument 'structure' has threshold "
+                         f"{structure.threshold} below the smallest contrast ({least:.4g}) "
+                         f"any image within the posterior's constraint can have: the "
+                         f"structure-free set is empty")
+
+
 def _check_convex_posterior(posterior, owner):
     from ..models.hyper import check_posterior
     from ..models.priors import CauchyMRF
@@ -440,17 +458,7 @@ def minimize_potential_over_absent_set(posterior, structure: Structure, x0=None,
     weights = jnp.asarray(structure.weights, dtype)
     threshold = jnp.asarray(structure.threshold, dtype)
     lower, upper, has_lower, has_upper = _box_of(posterior, dtype)
-    if has_lower:   # is S ∩ C non-empty? the smallest contrast in the box
-        c = structure.weights
-        lo = np.asarray(lower, np.float64)
-        hi = np.asarray(upper, np.float64) if has_upper else None
-        least = np.sum(np.where(c > 0, c * lo, 0.0)) + (
-            np.sum(np.where(c < 0, c * hi, 0.0)) if has_upper else -np.inf)
-        if least > structure.threshold:
-            raise ValueError(f"{owner}: argument 'structure' has threshold "
-                             f"{structure.threshold} below the smallest contrast "
-                             f"({least:.4g}) any image within the posterior's constraint "
-                             f"can have: the structure-free set is empty")
+    _check_absent_set_not_empty(posterior, structure, owner)
     x0 = jnp.zeros(posterior.shape, dtype) if x0 is None else jnp.asarray(x0, dtype)
     if tuple(x0.shape) != posterior.shape:
         raise ValueError(f"{owner}: argument 'x0' has shape {tuple(x0.shape)}, expected "
@@ -547,6 +555,7 @@ def buqo_test(posterior, structure: Structure, alpha: float = 0.01, *, x_map=Non
     alpha = _check_alpha(alpha, owner)
     _check_convex_posterior(posterior, owner)
     _check_structure(structure, posterior.shape, owner)
+    _check_absent_set_not_empty(posterior, structure, owner)
     num_dims = math.prod(posterior.shape)
     map_info = {}
     if tol is None:
