@@ -1,0 +1,387 @@
+"""Hypothesis tests of image structures (issue 12 item 4): BUQO, the sampling test and
+the planted-lesion set.
+
+Independent references: for a Gaussian posterior ``N(mu, P^-1)`` the contrast is a linear
+functional ``<c, x>``, so ``min_{<c,x> <= t} phi`` has the closed form
+``phi(mu) + (<c,mu> - t)^2 / (2 c^T P^-1 c)`` (attained at
+``mu - P^-1 c (<c,mu> - t) / (c^T P^-1 c)``) and ``P(<c,x> <= t | y)`` is
+``Phi((t - <c,mu>) / sqrt(c^T P^-1 c))``; ``P`` is the densified precision, inverted in
+numpy float64. Images are at most 32x32.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import optimize, special
+
+from uqrecon.models import GMRF, TV, Box, CauchyMRF, Gaussian, NonNegative, Posterior
+from uqrecon.noise import relative_gaussian_noise
+from uqrecon.operators.matrix import MatrixOperator
+from uqrecon.operators.tomo import sparse_view
+from uqrecon.result import Result
+from uqrecon.uq import structure as st
+from uqrecon.uq.lesions import CASES, hallucinated_candidate, planted_lesion, \
+    planted_lesion_set
+
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+def _ct_posterior(truth, noise, prior, seed=1, views=20, dtype=jnp.float32):
+    shape = truth.shape
+    op = sparse_view(shape, views)
+    y, sigma = relative_gaussian_noise(jax.random.PRNGKey(seed),
+                                       op(jnp.asarray(truth, jnp.float32)), noise)
+    return Posterior(Gaussian(op, jnp.asarray(y, dtype), sigma=float(sigma)), prior)
+
+
+def _difference_matrix(n):
+    """Backward differences with zero before the first pixel (GMRF 'zero' boundary)."""
+    return np.eye(n) - np.eye(n, k=-1)
+
+
+def _matrix_gaussian_posterior(truth, noise_sigma=0.02, delta=10.0, rows=120, seed=0):
+    """float64 Gaussian posterior with a random 'projection' matrix (rows x pixels) and a
+    GMRF prior, and its (mu, Sigma) computed independently in numpy:
+    ``P = A^T A / sigma^2 + delta (Dx^T Dx + Dy^T Dy)``, ``mu = P^-1 A^T y / sigma^2``."""
+    h, w = truth.shape
+    rng = np.random.default_rng(seed)
+    A = np.abs(rng.normal(size=(rows, h * w))) / math.sqrt(h * w)
+    y = A @ truth.ravel() + noise_sigma * rng.normal(size=rows)
+    post = Posterior(Gaussian(MatrixOperator(jnp.asarray(A), domain_shape=(h, w)),
+                              jnp.asarray(y), sigma=noise_sigma),
+                     GMRF((h, w), delta=delta))
+    dx = np.kron(_difference_matrix(h), np.eye(w))
+    dy = np.kron(np.eye(h), _difference_matrix(w))
+    P = A.T @ A / noise_sigma ** 2 + delta * (dx.T @ dx + dy.T @ dy)
+    cov = np.linalg.inv(P)
+    return post, cov @ (A.T @ y) / noise_sigma ** 2, cov
+
+
+# --------------------------------------------------------------------------------------
+# BUQO's convex problem against the Gaussian closed form
+# --------------------------------------------------------------------------------------
+def test_min_potential_over_absent_set_matches_gaussian_closed_form():
+    """float64, 16x16 random-matrix model with a GMRF prior: the minimiser over ``S`` and the potential
+    increase equal the closed form (rel. 1e-5), the constraint is active
+    (contrast = threshold), and with a threshold above the MAP's contrast the minimiser
+    is the MAP itself. Catches: ignoring the constraint (increase 0, contrast above t), a
+    flipped inequality (minimiser on the wrong side), a wrong projection step."""
+    with jax.enable_x64(True):
+        lesion = planted_lesion(3, "present", (16, 16), radius=2.0, ring_width=2.0,
+                                contrast=0.4)
+        post, mu, cov = _matrix_gaussian_posterior(lesion.truth)
+        c = lesion.structure.weights.ravel()
+        v = c @ cov @ c
+        for t in (0.0, 0.1):
+            s = lesion.structure.with_threshold(t)
+            x, info = st.minimize_potential_over_absent_set(post, s, max_iter=20000,
+                                                            tol=1e-11)
+            assert info["converged"]
+            excess = c @ mu - t
+            assert excess > 0.1
+            x_ref = mu - cov @ c * excess / v
+            increase = info["potential"] - float(post.potential(jnp.asarray(mu.reshape(16, 16))))
+            assert increase == pytest.approx(excess ** 2 / (2 * v), rel=1e-5)
+            np.testing.assert_allclose(np.asarray(x).ravel(), x_ref, atol=1e-5)
+            assert info["contrast"] == pytest.approx(t, abs=1e-7)
+        # H0 already holds at the MAP: nothing to move
+        above = lesion.structure.with_threshold(float(c @ mu) + 0.05)
+        x, info = st.minimize_potential_over_absent_set(post, above, tol=1e-11)
+        np.testing.assert_allclose(np.asarray(x).ravel(), mu, atol=1e-6)
+
+
+def test_buqo_decision_matches_the_closed_form_on_both_sides_of_the_critical_threshold():
+    """float64 Gaussian posterior: BUQO rejects iff ``(<c,mu> - t)^2 / (2 c^T P^-1 c) >
+    N (tau_alpha + 1)``. Thresholds are placed 0.3 % of the critical contrast excess on
+    either side of the boundary, so a test with the wrong tau_alpha (e.g.
+    ``log(1/alpha)`` for ``log(3/alpha)``, a 1.2 % shift, or a missing ``+ N``), a flipped
+    decision or an ignored constraint decides one of them wrongly. Also checks
+    ``hpd_tau`` against its formula written out."""
+    assert st.hpd_tau(0.01, 1024) == pytest.approx(math.sqrt(16 * math.log(300) / 1024))
+    with jax.enable_x64(True):
+        lesion = planted_lesion(5, "present", (16, 16), radius=2.0, contrast=0.8)
+        post, mu, cov = _matrix_gaussian_posterior(lesion.truth, noise_sigma=0.005)
+        c = lesion.structure.weights.ravel()
+        v = c @ cov @ c
+        n, alpha = 256, 0.05
+        tau = math.sqrt(16 * math.log(3 / alpha) / n)
+        critical_excess = math.sqrt(2 * v * n * (tau + 1))
+        x_map = jnp.asarray(mu.reshape(16, 16))
+        for factor, expected in ((1.003, True), (0.997, False)):
+            t = float(c @ mu - factor * critical_excess)
+            s = lesion.structure.with_threshold(t)
+            res = st.buqo_test(post, s, alpha, x_map=x_map, max_iter=20000, tol=1e-11)
+            assert res.converged and res.rejected is expected, (factor, res.ratio)
+            assert res.tau_alpha == pytest.approx(tau)
+            assert res.potential_level - res.potential_map == pytest.approx(n * (tau + 1))
+            assert res.ratio == pytest.approx(factor ** 2, rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# BUQO on planted lesions (float32, the default)
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("prior", ["gmrf", "tv"])
+def test_buqo_confirms_a_strong_lesion_and_not_an_absent_one(prior):
+    """32x32 sparse-view CT (20 views, 0.5 % noise), float32: a disc of contrast 1.0 is
+    confirmed (H0 rejected, solve converged), the same seed without the disc is not
+    rejected, and the hallucinated candidate (the MAP with the disc painted on) shows
+    the contrast that BUQO refuses to confirm. Catches: a flipped decision (the absent
+    one is rejected), an ignored constraint or a wrong level (the strong one is not)."""
+    make = {"gmrf": lambda: GMRF((32, 32), delta=10.0),
+            "tv": lambda: TV((32, 32), 10.0)}[prior]
+    decisions = {}
+    for case in ("present", "hallucinated"):
+        lesion = planted_lesion(0, case, contrast=1.0)
+        post = _ct_posterior(lesion.truth, 0.005, make())
+        res = st.buqo_test(post, lesion.structure, alpha=0.01)
+        decisions[case] = res
+        assert res.map_info["converged"]
+    assert decisions["present"].rejected is True
+    assert decisions["present"].converged and decisions["present"].ratio > 1
+    assert decisions["hallucinated"].rejected is False
+    hallucinated = planted_lesion(0, "hallucinated", contrast=1.0)
+    absent = decisions["hallucinated"]
+    candidate = hallucinated_candidate(hallucinated, absent.map_image)
+    assert st.contrast(hallucinated.structure, candidate) > 0.9
+    assert absent.contrast_structure_free <= hallucinated.structure.threshold + 1e-5
+
+
+def test_buqo_does_not_decide_from_an_unconverged_solve():
+    """With one iteration the structure-free iterate lies outside the HPD region but is
+    not a minimiser: the result must be undecided (None), not a rejection. Catches
+    deciding on ``phi(x_S) > level`` without convergence."""
+    lesion = planted_lesion(0, "present", contrast=1.0)
+    post = _ct_posterior(lesion.truth, 0.005, GMRF((32, 32), delta=10.0))
+    res = st.buqo_test(post, lesion.structure, alpha=0.01, max_iter=1)
+    assert not res.converged and res.iterations == 1
+    assert res.margin > 0 and res.rejected is None and not res.decided
+
+
+def test_buqo_second_call_on_same_shapes_compiles_nothing():
+    """Another 16x16 GMRF posterior (other data, other noise) and another structure of
+    the same shape: BUQO (MAP, Lipschitz, structure-free solve, potentials) compiles no
+    XLA program the second time. Catches a jit of a closure inside the call or a
+    setting traced as a Python constant (threshold, step)."""
+    names = []
+
+    def listener(event, duration, **kw):
+        if event == BACKEND_COMPILE:
+            names.append(kw.get("fun_name"))
+
+    def run(seed, noise, threshold):
+        lesion = planted_lesion(seed, "present", (16, 16), radius=2.0, contrast=0.5)
+        post = _ct_posterior(lesion.truth, noise, GMRF((16, 16), delta=10.0), views=12)
+        s = lesion.structure.with_threshold(threshold)
+        x_map = jnp.zeros((16, 16), jnp.float32)      # map_estimate's own compile-once
+        jax.block_until_ready((post, x_map))         # is tested in test_compile_once
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            st.buqo_test(post, s, 0.05, x_map=x_map)
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+
+    run(0, 0.01, 0.0)
+    assert names, "the counter saw no compilation on the first call"
+    names.clear()
+    run(1, 0.03, 0.05)
+    assert names == []
+
+
+def test_tv_minimiser_is_feasible_and_locally_optimal():
+    """TV posterior with a non-negativity constraint (no closed form): the minimiser has
+    contrast = threshold and x >= 0, and no feasible perturbation (random directions with
+    ``<c, d> <= 0``, clipped at 0) lowers the potential. Catches: a projection that
+    ignores the box or the half-space, an unconverged or wrong prox."""
+    lesion = planted_lesion(1, "present", (16, 16), radius=2.0, contrast=0.6)
+    post = _ct_posterior(lesion.truth, 0.01, [TV((16, 16), 5.0), NonNegative((16, 16))],
+                         views=12)
+    x, info = st.minimize_potential_over_absent_set(post, lesion.structure, max_iter=20000)
+    x = np.asarray(x, np.float64)
+    assert info["converged"]
+    assert info["contrast"] == pytest.approx(0.0, abs=1e-5)
+    assert x.min() >= 0
+    phi = info["potential"]
+    c = lesion.structure.weights
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d = rng.normal(size=x.shape)
+        d -= max(0.0, float(np.sum(c * d))) * c / np.sum(c * c)
+        for eps in (1e-2, 1e-3):
+            y = np.clip(x + eps * d, 0, None)
+            if np.sum(c * y) > lesion.structure.threshold:
+                continue
+            assert float(post.potential(jnp.asarray(y, jnp.float32))) >= phi - 1e-6 * abs(phi)
+
+
+def test_projection_onto_half_space_and_box_matches_a_generic_solver():
+    """The projection onto ``{<c, x> <= t} ∩ [lo, hi]`` equals SLSQP's answer on random
+    8x8 inputs (float64), with and without an upper bound. Catches a bisection in the
+    wrong direction or a projection that drops the box."""
+    with jax.enable_x64(True):
+        s = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5, threshold=0.1)
+        c = s.weights
+        rng = np.random.default_rng(1)
+        for has_upper in (False, True):
+            z = rng.normal(0.5, 0.5, size=(8, 8))
+            lo, hi = np.zeros((8, 8)), np.ones((8, 8))
+            x = np.asarray(st._project_absent(
+                jnp.asarray(z), jnp.asarray(c), jnp.asarray(0.1), jnp.asarray(lo),
+                jnp.asarray(hi), True, has_upper))
+            bounds = [(0, 1 if has_upper else None)] * 64
+            ref = optimize.minimize(
+                lambda u: 0.5 * np.sum((u - z.ravel()) ** 2), np.clip(z.ravel(), 0, 1),
+                jac=lambda u: u - z.ravel(), bounds=bounds, method="SLSQP",
+                constraints=[{"type": "ineq", "fun": lambda u: 0.1 - c.ravel() @ u,
+                              "jac": lambda u: -c.ravel()}],
+                options={"ftol": 1e-14, "maxiter": 500})
+            np.testing.assert_allclose(x.ravel(), ref.x, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# the sampling test
+# --------------------------------------------------------------------------------------
+def test_sampling_test_matches_the_gaussian_closed_form():
+    """Exact independent draws (4 x 1000, numpy Cholesky of the dense covariance) of a
+    16x16 random-matrix GMRF posterior in a Result: the estimated P(contrast <= t | y) agrees with
+    ``Phi((t - <c,mu>) / sd)`` within 4 Monte Carlo standard errors (t set so that the
+    answer is 0.3, far from 0.5); with Gaussian factors ('dense', 'lowrank', 'diag') the
+    probability is exact. Catches: a flipped inequality (0.7), a wrong contrast
+    functional or variance, a standard error off by the ESS."""
+    with jax.enable_x64(True):
+        lesion = planted_lesion(2, "faint", (16, 16), radius=2.0, faint_contrast=0.2)
+        _, mu, cov = _matrix_gaussian_posterior(lesion.truth)
+    c = lesion.structure.weights.ravel()
+    m, sd = c @ mu, math.sqrt(c @ cov @ c)
+    t = m + sd * special.ndtri(0.3)
+    s = lesion.structure.with_threshold(t)
+    z = np.random.default_rng(3).normal(size=(4000, 256))
+    draws = (mu + z @ np.linalg.cholesky(cov).T).reshape(4, 1000, 16, 16)
+    result = Result.from_draws(draws)
+    test = st.sampling_test(result, s, alpha=0.05)
+    assert test.source == "draws" and test.num_draws == 4000
+    assert test.mc_se == pytest.approx(math.sqrt(0.3 * 0.7 / test.ess), rel=0.1)
+    assert 2000 < test.ess <= 4000              # exact draws are independent
+    assert abs(test.prob_absent - 0.3) < 4 * test.mc_se
+    assert test.contrast_mean == pytest.approx(m, abs=4 * sd / 60)
+    assert test.rejected is False
+    # Gaussian factors: exact, for each kind
+    w, V = np.linalg.eigh(cov)
+    factor = V[:, -40:] * np.sqrt(w[-40:])
+    residual_diag = np.clip(np.diag(cov) - np.sum(factor ** 2, 1), 0, None)
+    kinds = {"dense": {"kind": "dense", "mean": mu.reshape(16, 16), "cov": cov},
+             "lowrank": {"kind": "lowrank", "mean": mu.reshape(16, 16),
+                         "diag": residual_diag.reshape(16, 16), "factor": factor},
+             "diag": {"kind": "diag", "mean": mu.reshape(16, 16),
+                      "diag": np.diag(cov).reshape(16, 16)}}
+    covs = {"dense": cov, "lowrank": np.diag(residual_diag) + factor @ factor.T,
+            "diag": np.diag(np.diag(cov))}
+    for kind, g in kinds.items():
+        gt = st.sampling_test(Result.from_gaussian(g), s, alpha=0.05)
+        expected = special.ndtr((t - m) / math.sqrt(c @ covs[kind] @ c))
+        assert gt.source == "gaussian" and gt.prob_absent == pytest.approx(expected, rel=1e-9)
+
+
+def test_sampling_test_decides_only_when_the_monte_carlo_error_allows():
+    """Synthetic iid draws with a known contrast law N(m, 1): P(H0) far below alpha ->
+    rejected; far above -> not rejected; within two standard errors of alpha ->
+    undecided; every draw on one side with too few draws for the rule of three ->
+    undecided. Catches a decision that ignores the Monte Carlo error, or a flipped
+    comparison with alpha."""
+    s = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5)
+    rng = np.random.default_rng(0)
+
+    def draws_with(mean, n):
+        z = rng.normal(mean, 1.0, size=n)
+        return z[:, None, None] * s.region / 1.0 + 0.0 * s.ring   # contrast = z
+
+    def run(mean, n, alpha):
+        return st.sampling_test(draws_with(mean, n), s, alpha)
+
+    assert run(4.0, 4000, 0.05).rejected is True          # P(H0) ~ 3e-5
+    assert run(0.0, 4000, 0.05).rejected is False         # P(H0) = 0.5
+    near = run(float(-special.ndtri(0.05)), 4000, 0.05)   # P(H0) = alpha
+    assert abs(near.prob_absent - 0.05) < 0.015 and near.rejected is None
+    few = run(10.0, 20, 0.05)                             # no draw in H0, but 3/20 > alpha
+    assert few.prob_absent == 0.0 and few.rejected is None
+    assert run(10.0, 200, 0.05).rejected is True          # 3/200 < alpha
+
+
+# --------------------------------------------------------------------------------------
+# planted lesions
+# --------------------------------------------------------------------------------------
+def test_planted_lesion_set_cases_share_background_and_are_keyed_by_seed():
+    """Same seed: same background and disc for every case; the truth's contrast is the
+    planted one (0 for absent/hallucinated, so H0 holds exactly there); only the
+    hallucinated case carries a hallucination; other seeds give other images. Catches a
+    lesion placed on a non-flat background (contrast off), cases drawn from different
+    backgrounds, or a generator that ignores the seed."""
+    lesions = planted_lesion_set([0, 1], contrast=0.5, faint_contrast=0.15)
+    assert [l.case for l in lesions[:4]] == list(CASES)
+    by = {(l.seed, l.case): l for l in lesions}
+    for seed in (0, 1):
+        absent = by[seed, "absent"]
+        for case in CASES:
+            l = by[seed, case]
+            assert l.center == absent.center
+            outside = ~l.structure.region
+            np.testing.assert_array_equal(l.truth[outside], absent.truth[outside])
+        assert by[seed, "present"].true_contrast == pytest.approx(0.5)
+        assert by[seed, "faint"].true_contrast == pytest.approx(0.15)
+        assert abs(absent.true_contrast) < 1e-12 and absent.absent_is_true
+        assert by[seed, "hallucinated"].absent_is_true
+        assert not by[seed, "present"].absent_is_true
+        assert np.all(by[seed, "present"].hallucination == 0)
+        assert st.contrast(absent.structure, by[seed, "hallucinated"].hallucination) \
+            == pytest.approx(0.5)
+        assert absent.truth.min() >= 0 and by[seed, "present"].truth.max() <= 1.0
+    assert not np.array_equal(by[0, "absent"].truth, by[1, "absent"].truth)
+    again = planted_lesion(1, "present", contrast=0.5, faint_contrast=0.15)
+    np.testing.assert_array_equal(again.truth, by[1, "present"].truth)
+
+
+# --------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------
+def test_bad_input_gets_an_error_naming_the_argument():
+    """Region outside the image, empty region / ring, alpha outside (0, 1), an unknown
+    case, a non-convex prior, a threshold no image in the box reaches, and mismatched
+    shapes each raise with the argument's name."""
+    with pytest.raises(ValueError, match="'center'"):
+        st.disc_structure((16, 16), (20.0, 3.0), 2.0)
+    with pytest.raises(ValueError, match="'region' is empty"):
+        st.structure_from_mask(np.zeros((8, 8), bool))
+    with pytest.raises(ValueError, match="ring"):
+        st.structure_from_mask(np.ones((8, 8), bool))
+    with pytest.raises(ValueError, match="'radius'"):
+        st.disc_structure((16, 16), (5.0, 5.0), 0.0)
+    with pytest.raises(ValueError, match="'polarity'"):
+        st.disc_structure((16, 16), (5.0, 5.0), 2.0, polarity=0)
+    s = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5)
+    draws = np.zeros((10, 8, 8))
+    for alpha in (0.0, 1.0, -0.1, 2.0):
+        with pytest.raises(ValueError, match="'alpha'"):
+            st.sampling_test(draws, s, alpha)
+        with pytest.raises(ValueError, match="'alpha'"):
+            st.hpd_tau(alpha, 64)
+    with pytest.raises(ValueError, match="'structure'"):
+        st.sampling_test(np.zeros((10, 16, 16)), s, 0.05)
+    with pytest.raises(ValueError, match="'case'"):
+        planted_lesion(0, "maybe")
+    op = sparse_view((8, 8), 6)
+    y = op(jnp.ones((8, 8), jnp.float32))
+    lik = Gaussian(op, y, sigma=0.1)
+    with pytest.raises(ValueError, match="'alpha'"):
+        st.buqo_test(Posterior(lik, GMRF((8, 8), 1.0)), s, alpha=1.5)
+    with pytest.raises(ValueError, match="not convex"):
+        st.buqo_test(Posterior(lik, CauchyMRF((8, 8))), s)
+    high = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5, threshold=-2.0)
+    with pytest.raises(ValueError, match="'structure'.*empty"):
+        st.buqo_test(Posterior(lik, [GMRF((8, 8), 1.0), Box((8, 8), 0.0, 1.0)]), high)
+    with pytest.raises(ValueError, match="'structure'"):
+        st.buqo_test(Posterior(lik, GMRF((8, 8), 1.0)),
+                     st.disc_structure((16, 16), (5.0, 5.0), 2.0))
+    with pytest.raises(ValueError, match="neither draws nor Gaussian"):
+        st.sampling_test(Result(mean=np.zeros((8, 8)), variance=np.ones((8, 8))), s)
