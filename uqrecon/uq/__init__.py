@@ -21,6 +21,25 @@ from uqrecon.diagnostics import (
     welford_merge,
     welford_update,
 )
+from uqrecon.uq.lesions import (
+    CASES,
+    PlantedLesion,
+    hallucinated_candidate,
+    planted_lesion,
+    planted_lesion_set,
+)
+from uqrecon.uq.structure import (
+    BUQOTest,
+    SamplingTest,
+    Structure,
+    buqo_test,
+    contrast,
+    disc_structure,
+    hpd_tau,
+    minimize_potential_over_absent_set,
+    sampling_test,
+    structure_from_mask,
+)
 from uqrecon.uq.metrics import (
     calibration_curve,
     coverage,
@@ -46,4 +65,7 @@ __all__ = [
     "calibration_curve", "coverage", "credible_interval", "error_uncertainty_correlation",
     "gaussian_kl", "gaussian_w2", "mse_ball_coverage", "psnr", "relative_error",
     "sparsification", "ssim", "w1_empirical", "w1_gaussian", "w1_gaussian_empirical",
+    "CASES", "PlantedLesion", "hallucinated_candidate", "planted_lesion", "planted_lesion_set",
+    "BUQOTest", "SamplingTest", "Structure", "buqo_test", "contrast", "disc_structure",
+    "hpd_tau", "minimize_potential_over_absent_set", "sampling_test", "structure_from_mask",
 ]
