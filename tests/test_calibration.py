@@ -98,7 +98,7 @@ def test_same_seed_same_replicates_whatever_the_batching(model):
 def test_fast_path_agrees_with_running_a_method_per_replicate(model):
     """``method='exact'`` (one factorisation, batched means) and running the generic
     per-replicate path with :func:`exact_gaussian_method` see the same truths and data and
-    give the same means and pixel coverages. A method returning draws (500 exact draws
+    give the same means and pixel coverages. A method returning draws (400 exact draws
     per replicate) goes through the draw-quantile path: its coverage differs only by the
     quantile error of 400 draws. Catches the fast path and the generic path drifting
     apart (e.g. data or keys routed differently)."""
