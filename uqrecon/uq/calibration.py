@@ -520,6 +520,20 @@ def _reduce_gaussian(truths, means, stds, levels, interval_level):
     return cov, width, zi * stds, zi * stds
 
 
+def _dense_draws(gaussian, key, num):
+    """Draws of dense Gaussian factors by a float64 Cholesky factor (several times faster
+    than the eigendecomposition ``Result.sample`` uses; it falls back to that when the
+    covariance is numerically singular)."""
+    cov = np.asarray(gaussian["cov"], np.float64)
+    try:
+        chol = np.linalg.cholesky(0.5 * (cov + cov.T))
+    except np.linalg.LinAlgError:
+        return Result.from_gaussian(gaussian).sample(key, num)
+    z = np.asarray(jax.random.normal(key, (num, cov.shape[0]), jnp.float32), np.float64)
+    mean = np.asarray(gaussian["mean"], np.float64)
+    return mean + (z @ chol.T).reshape((num, *mean.shape))
+
+
 def _reduce_result(res, truth, levels, interval_level, num_draws, key):
     """Coverage at every level, widths, interval offsets and MSE-ball hits of one Result."""
     truth = np.asarray(truth, np.float64)
@@ -537,6 +551,8 @@ def _reduce_result(res, truth, levels, interval_level, num_draws, key):
     lower, upper = np.maximum(mean - q[2 * L], 0.0), np.maximum(q[2 * L + 1] - mean, 0.0)
     if res.draws is not None:
         draws = res.pooled_draws()
+    elif res.gaussian is not None and res.gaussian["kind"] == "dense":
+        draws = _dense_draws(res.gaussian, key, num_draws)
     elif res.gaussian is not None:
         draws = res.sample(key, num_draws)
     else:
