@@ -3,7 +3,7 @@ corrections, and the guarantees checked on fresh replicates for a calibrated and
 over-confident methods (exact std x0.5; mean-field VI on a correlated CT posterior).
 
 Statistical tests use fixed seeds; their size and power were measured in a scratch
-script by repeating them with 50 other seeds (numbers in each docstring).
+script by repeating them with 20 (RCPS: 10) other seeds (numbers in each docstring).
 """
 
 import math
@@ -68,7 +68,7 @@ def test_hb_bound_covers_the_true_risk_in_simulation():
     """1000 samples of 50 Bernoulli(0.2) losses: the bound falls below the true mean in
     at most delta = 10 % of them (measured ~3 %; the 99.9 % binomial allowance for a
     valid bound is 13 %). With the bound replaced by the empirical risk itself ("no
-    Hoeffding, no Bentkus") the rate is ~45 %: this test fails (power 50/50 seeds)."""
+    Hoeffding, no Bentkus") the rate is ~45 %: this test fails (size 0/20 seeds failed; power 20/20)."""
     rng = np.random.default_rng(0)
     S, n, mu, delta = 1000, 50, 0.2, 0.1
     risks = (rng.random((S, n)) < mu).mean(axis=1)
@@ -100,7 +100,8 @@ def test_error_bound_image_level_correction_holds_with_correlated_pixels():
     pixels): with fully correlated pixels pooling gains nothing and the image-level
     ``(n+1)`` correction is what makes ``P(covered) >= 1 - alpha``. n = 10, alpha = 0.2:
     expected coverage 9/11 = 0.818 with the correction; dropping it (pooled (1-alpha)
-    quantile) gives 8/11 = 0.727 and this test fails (power 50/50 seeds). 3000
+    quantile) gives 8/11 = 0.727 and this test fails (size 0/20 seeds failed; power
+    20/20). 3000
     calibrations, each scored on a fresh image."""
     rng = np.random.default_rng(1)
     reps, n, alpha = 3000, 10, 0.2
@@ -119,7 +120,7 @@ def test_error_bound_is_tight_with_independent_pixels_and_per_pixel_mode():
     """Independent pixels: pooled lambda gives coverage within 1/(n+1) of 1 - alpha
     (measured 0.9002 at n = 50); per-pixel lambda_j (the ceil((n+1)(1-alpha))-th score)
     gives exactly k/(n+1) = 10/11 at n = 10, alpha = 0.1 at every pixel; the rank without
-    the +1 (9/11) fails it (power 50/50)."""
+    the +1 (9/11) fails it (per-pixel part: size 0/20 seeds failed, power 20/20)."""
     rng = np.random.default_rng(2)
     x, m, s = _synthetic(rng, 400, 51, 64, correlated=False)
     cov = [np.mean(fit_error_bound(x[i, :50], m[i, :50], s[i, :50], 0.1)
@@ -155,7 +156,8 @@ def test_rcps_and_error_bound_hold_on_fresh_replicates(pools, std_scale):
     0/30 in both cases: HB is conservative); the error bound: mean realised risk <= alpha
     plus its allowance. Catches the bound replaced by the empirical risk (violations
     ~50 %), a scan in the wrong direction, a lambda not applied to the method's own
-    interval. Power against "no bound": 50/50 seeds; size: 0/50."""
+    interval. Over 10 other seeds and both scales: size 0/10 failed; power against
+    "no bound" 10/10."""
     pool = pools[std_scale]
     cal = [pool.subset(np.arange(50 * k, 50 * (k + 1))) for k in range(30)]
     test = pool.subset(np.arange(1500, 1750))
@@ -176,7 +178,8 @@ def test_conformal_repairs_meanfield_vi(model):
     calibration shows the under-coverage (measured: 0.875 at 90 %, MSE-ball 0.35 at 90 %),
     and the std-based error bound fitted on 25 of 50 replicates restores >= 90 % on the
     other 25 (mean over 50 random splits); RCPS on 25 replicates covers > 90 % of the
-    other 25. Catches a bound that does not rescale (coverage stays ~0.875)."""
+    other 25. Catches a bound that does not rescale (coverage stays ~0.875). Not repeated
+    over seeds (mean-field VI costs ~0.2 s per replicate)."""
     rep = run_replicates(model, "meanfield", truths="prior", num_replicates=50, seed=11,
                          num_draws=200)
     report = summarize_calibration(rep)
