@@ -21,6 +21,15 @@ from uqrecon.diagnostics import (
     welford_merge,
     welford_update,
 )
+from uqrecon.uq.bootstrap import (
+    FBPReconstruction,
+    ImageGroup,
+    LinearReconstruction,
+    equivariant_bootstrap,
+    gaussian_mean_reconstruction,
+    image_group,
+    naive_bootstrap,
+)
 from uqrecon.uq.calibration import (
     CalibrationReport,
     Replicates,
@@ -52,6 +61,23 @@ from uqrecon.uq.lesions import (
     hallucinated_candidate,
     planted_lesion,
     planted_lesion_set,
+)
+from uqrecon.uq.risk import (
+    Quantity,
+    QuantityPosterior,
+    abstain,
+    area_above,
+    auroc,
+    double_sampling,
+    evaluate_abstention,
+    evaluate_quantity,
+    reliability_score,
+    ring_around,
+    roi_contrast,
+    roi_mean,
+    roi_posterior,
+    threshold_for_error,
+    threshold_for_flag_rate,
 )
 from uqrecon.uq.structure import (
     BUQOTest,
@@ -96,6 +122,12 @@ __all__ = [
     "RCPS", "ConformalCheck", "ErrorBound", "conformity_scores", "fit_error_bound", "fit_rcps",
     "hoeffding_bentkus_bound", "min_calibration_size", "rcps_max_empirical_risk",
     "repeated_split_check", "uncovered_fraction",
+    "FBPReconstruction", "ImageGroup", "LinearReconstruction", "equivariant_bootstrap",
+    "gaussian_mean_reconstruction", "image_group", "naive_bootstrap",
+    "Quantity", "QuantityPosterior", "abstain", "area_above", "auroc", "double_sampling",
+    "evaluate_abstention", "evaluate_quantity", "reliability_score", "ring_around",
+    "roi_contrast", "roi_mean", "roi_posterior", "threshold_for_error",
+    "threshold_for_flag_rate",
     "CASES", "PlantedLesion", "hallucinated_candidate", "planted_lesion", "planted_lesion_set",
     "BUQOTest", "SamplingTest", "Structure", "buqo_test", "contrast", "disc_structure",
     "hpd_tau", "minimize_potential_over_absent_set", "sampling_test", "structure_from_mask",
