@@ -1,6 +1,10 @@
-"""Summaries and evaluation of results: diagnostics, metrics, comparison.
+"""Summaries, evaluation and trust: diagnostics, metrics, comparison with a reference;
+calibration over replicated experiments and conformal guarantees; bootstrap UQ for any
+reconstruction map; tests of whether a structure is real; downstream ROI risk.
 
-Knows results and arrays, never how a result was made.
+Metrics and comparisons know results and arrays, never how a result was made; the
+replicate-based tools (calibration, bootstrap, structure tests) run methods of the layers
+below through their public entry points, imported when called.
 """
 
 from uqrecon.uq.compare import Comparison, ComparisonTable, compare, compare_table, same_model
