@@ -63,6 +63,23 @@ def test_main_job_writes_report(tmp_path):
     for name in ("panels_laplace.png", "calibration.png", "comparison.md"):
         assert os.path.getsize(out / "gmrf" / name) > 0
     assert (out / "summary.md").read_text().startswith("# uqrecon report")
+    # the trust section ran on the run's own model: the exact posterior is calibrated over
+    # prior-drawn replicates, mean-field VI is not, conformal brings VI's risk to alpha,
+    # and the structure tests never confirm an absent or hallucinated lesion (catches a
+    # section wired to the wrong method/posterior, or a report that drops it)
+    trust = summary["trust"]
+    verdict = {c["setting"]: c["calibrated"] for c in trust["calibration"]}
+    assert verdict == {"exact / prior": True, "exact / ellipses": False,
+                       "meanfield / prior": False}
+    conf = trust["conformal"]
+    assert conf["raw_risk"] > 0.2 and conf["bound_risk_mean"] <= conf["bound_risk_band"]
+    for row in trust["structure"]:
+        if row["h0_true"]:
+            assert not row["buqo_gmrf"] and not row["buqo_tv"] and not row["sampling_gmrf"]
+    assert {r["case"] for r in trust["structure"] if r["sampling_gmrf"]} == {"present", "faint"}
+    for name in ("trust.md", "calibration.png", "structure.png"):
+        assert os.path.getsize(out / "trust" / name) > 0
+    assert "## Trust" in (out / "summary.md").read_text()
 
 
 def test_main_job_rejects_unknown_prior(tmp_path):
@@ -79,7 +96,7 @@ def test_main_job_grades_tv_and_huber_tv_against_their_own_references(tmp_path):
     with pytest.warns(Warning):  # a 40-draw, one-round reference cannot meet the criteria
         cli.main(["--size", "12", "--num-angles", "10", "--priors", "tv,huber_tv",
                   "--methods", "myula", "--num-samples", "40", "--reference-rounds", "1",
-                  "--reference-samples", "40", "--out", str(out),
+                  "--reference-samples", "40", "--out", str(out), "--no-trust",
                   "--cache-dir", str(tmp_path / "cache")])
     summary = json.loads((out / "summary.json").read_text())
     tv, huber = summary["models"]["tv"], summary["models"]["huber_tv"]

@@ -83,7 +83,22 @@ def _parser() -> argparse.ArgumentParser:
                         "draw (default 100)")
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for a smoke run (64x64, short chains)")
+    p.add_argument("--no-trust", action="store_true",
+                   help="skip the trust section (replicated calibration of the GMRF model, "
+                        "conformal repair of mean-field VI, tests of planted lesions; "
+                        "written to <out>/trust/)")
     return p
+
+
+def _trust(problem, args, log):
+    """The trust section (:mod:`uqrecon.trust`) on the run's problem, in ``<out>/trust``."""
+    from .trust import run_trust_section
+    gmrf_post, _ = _posterior(problem, "gmrf", args)
+    tv_post, _ = _posterior(problem, "tv", args)
+    summary = run_trust_section(problem, gmrf_post, tv_post, os.path.join(args.out, "trust"),
+                                seed=args.seed, log=log)
+    summary["report"] = os.path.join(args.out, "trust", "trust.md")
+    return summary
 
 
 def _problem(args):
@@ -248,6 +263,8 @@ def run(args, log=print) -> dict:
         model["report"] = written["markdown"]
         summary["models"][prior] = model
 
+    if not args.no_trust:
+        summary["trust"], _ = _timed("trust section", lambda: _trust(problem, args, log), log)
     summary["total_seconds"] = time.perf_counter() - t_start
     log("[3/3] report")
     with open(os.path.join(args.out, "summary.json"), "w") as fh:
@@ -324,6 +341,21 @@ def _summary_markdown(summary: dict) -> str:
             body = fh.read().split("\n", 1)[1]
         lines.append(body)
         lines.append(f"Figures: `{os.path.dirname(model['report'])}/`\n")
+    trust = summary.get("trust")
+    if trust:
+        if "skipped" in trust:
+            lines.append(f"## Trust\n\nSkipped: {trust['skipped']}.\n")
+        else:
+            lines.append("## Trust (replicated calibration, conformal repair, structure "
+                         f"tests): `{trust['report']}`\n")
+            lines += [f"- {c['setting']}: 90 % pixel coverage {c['coverage_90']:.3f} over "
+                      f"{c['replicates']} replicates, "
+                      f"{'calibrated' if c['calibrated'] else 'NOT calibrated'}"
+                      for c in trust["calibration"]]
+            conf = trust["conformal"]
+            lines.append(f"- conformal repair of {conf['label']}: raw risk "
+                         f"{conf['raw_risk']:.3f} -> std-bound {conf['bound_risk_mean']:.3f}"
+                         f" (target {conf['alpha']:g})\n")
     return "\n".join(lines)
 
 
