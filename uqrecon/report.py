@@ -339,6 +339,10 @@ def _confidence_words(row: Mapping) -> str:
     detail = f"mean std {ratio:.2f}x the reference's"
     if cov is not None:
         detail += f"; its 90 % intervals hold {100 * cov:.0f} % of the reference mass"
+    if cov is not None and cov < 0.85 and ratio >= 1 / CONFIDENCE_BAND:
+        return (f"MISCALIBRATED: its 90 % intervals hold only {100 * cov:.0f} % of the "
+                f"reference mass although its mean std is {ratio:.2f}x the reference's "
+                "(intervals in the wrong place).")
     if ratio < 1 / CONFIDENCE_BAND or (cov is not None and cov < 0.85):
         return f"OVERCONFIDENT ({detail})."
     if ratio > CONFIDENCE_BAND or (cov is not None and cov > 0.95):
@@ -352,8 +356,8 @@ def _warnings(result: Result) -> tuple:
     if isinstance(trunc, Mapping):
         bound = _scalar(trunc.get("variance_ratio_bound"))
         if bound is not None and (math.isinf(bound) or bound > LAPLACE_BOUND_WARN):
-            out.append(f"Laplace truncation: its pixel variances may exceed the "
-                       f"approximation's full-rank ones by up to {bound:.3g}x "
+            out.append(f"Laplace truncation: its pixel variances may be up to {bound:.3g}x "
+                       f"those of the full-rank Laplace approximation "
                        f"(variance-ratio bound, {trunc.get('kind', 'estimate')}); raise "
                        "the rank to tighten it.")
     saved = result.provenance.get("saved_draws")
