@@ -92,7 +92,6 @@ def compare_saved(paths, reference=None, truth=None) -> dict:
         ``{'reference', 'verdicts' (list of Verdict), 'rows' (ordered), 'notes'}``.
     """
     from .report import assess, table_rows, _with_diagnostics
-    from .result import Result
     from .uq.compare import compare_table
     ref_path = reference or paths[0]
     names = [_name_of(p) for p in paths]
