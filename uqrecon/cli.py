@@ -37,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="uqrecon",
         description="Posterior UQ on a simulated CT/MRI problem, judged against gold "
                     "standards of the same model. With no options: sparse-view CT, 32x32, "
-                    "30 angles, 1 %% noise, GMRF, TV and Huber-TV models, report in out/demo.")
+                    "30 angles, 1 %% noise, GMRF, TV and Huber-TV models, report in "
+                    "out/demo (index.html).",
+        epilog="Sub-commands on saved state (nothing is re-run): 'uqrecon report RUN_DIR' "
+               "regenerates a run's report from its saved Results; 'uqrecon compare A.npz "
+               "B.npz ...' compares saved Results. See 'uqrecon report --help'.")
     p.add_argument("--problem", default="sparse_view_ct",
                    choices=["sparse_view_ct", "limited_angle_ct", "fan_beam_ct", "mri"])
     p.add_argument("--size", type=int, default=32,
@@ -218,6 +222,7 @@ def run(args, log=print) -> dict:
                "baseline": {"name": baseline_name, "psnr": _psnr(baseline, truth)},
                "models": {}}
     log(f"  {baseline_name} PSNR {summary['baseline']['psnr']:.2f} dB")
+    report_options = _save_problem_state(args, problem, truth, baseline, baseline_name)
 
     references = {}
     for i, prior in enumerate(priors):
@@ -254,7 +259,8 @@ def run(args, log=print) -> dict:
             model["timings"][method] = dt
         folder = os.path.join(args.out, prior)
         written = write_report(folder, results, truth, baseline, reference_name=ref_name,
-                               baseline_name=baseline_name)
+                               baseline_name=baseline_name, **report_options,
+                               title=_model_title(model["prior"]))
         for name, res in results.items():  # reloadable with uqrecon.Result.load
             res = lean(res, args.keep_draws)
             res.save(os.path.join(folder, "result_" + name.replace(" ", "_") + ".npz"))
@@ -271,8 +277,9 @@ def run(args, log=print) -> dict:
         json.dump(summary, fh, indent=2, default=float)
     with open(os.path.join(args.out, "summary.md"), "w") as fh:
         fh.write(_summary_markdown(summary))
-    log(f"report written to {os.path.abspath(args.out)} "
-        f"(summary.md, and one folder per model); {summary['total_seconds']:.0f} s in all")
+    html_path = _write_html(args.out, summary)
+    log(f"report written to {os.path.abspath(html_path)} "
+        f"(and summary.md, one folder per model); {summary['total_seconds']:.0f} s in all")
     return summary
 
 
@@ -315,12 +322,46 @@ def lean(result, keep_draws):
     return result.replace(draws=np.ascontiguousarray(draws), provenance=prov)
 
 
+def _save_problem_state(args, problem, truth, baseline, baseline_name) -> dict:
+    """Save truth, baseline and the problem's description as ``<out>/problem.npz`` (so
+    ``uqrecon report`` can rebuild the report from saved Results); returns the figure
+    options ``write_report`` needs (extent and unit of the image axes)."""
+    from .report_html import save_problem_state
+    space = getattr(problem.operator, "space", None)
+    try:
+        lo, hi = np.asarray(space.min_pt, float), np.asarray(space.max_pt, float)
+        extent, unit = [lo[0], hi[0], lo[1], hi[1]], "domain units"
+    except (AttributeError, IndexError, TypeError):
+        extent, unit = None, None            # e.g. MRI: no physical extent, pixels
+    info = {"name": problem.name, "kind": problem.kind, "config": problem.config,
+            "shape": list(problem.shape), "sigma": problem.sigma,
+            "noise_level": problem.noise_level, "seed": args.seed, "dtype": args.dtype,
+            "baseline_name": baseline_name, "extent": extent, "axis_unit": unit,
+            "describe": problem.describe()}
+    save_problem_state(args.out, truth, baseline, info)
+    return {"extent": extent, "axis_unit": unit}
+
+
+def _model_title(prior: dict) -> str:
+    from .report import model_title
+    return model_title(prior)
+
+
+def _write_html(out: str, summary: dict) -> str:
+    """Write the run's self-contained page ``<out>/index.html``; returns its path."""
+    from .report_html import write_index_html
+    return write_index_html(out, summary)
+
+
 def _summary_markdown(summary: dict) -> str:
-    lines = ["# uqrecon report\n", f"Problem: {summary['problem']}  ",
+    lines = ["# uqrecon report\n",
+             "The full report, with verdicts, figures and tables, is `index.html` (one "
+             "self-contained page; open it in a browser).\n",
+             f"Problem: {summary['problem']}  ",
              f"Numerics: {summary['dtype']}, seed {summary['seed']}  ",
              f"{summary['baseline']['name']} PSNR: {summary['baseline']['psnr']:.2f} dB\n"]
     for prior, model in summary["models"].items():
-        lines.append(f"## {prior} model ({model['prior']})\n")
+        lines.append(f"## {_model_title(model['prior'])}\n")
         lines.append(f"MAP PSNR {model['map']['psnr']:.2f} dB "
                      f"({model['map']['iterations']} iterations, "
                      f"converged: {model['map']['converged']}).  ")
@@ -360,6 +401,10 @@ def _summary_markdown(summary: dict) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("report", "compare"):   # sub-commands on saved state
+        from .report_cli import run_subcommand
+        return run_subcommand(argv)
     args = _parser().parse_args(argv)
     if args.quick:
         args.size = min(args.size, 64)
