@@ -13,7 +13,7 @@ imports inside functions count too):
 5. ``uqrecon.inference``: samplers, approximations, the runner.
 6. ``uqrecon.uq``: evaluation of results (``uq.diagnostics`` is layer 1's module under
    its user-facing path).
-7. ``uqrecon.problems``, ``uqrecon.gold``, ``uqrecon.deep``, ``uqrecon.report``, ``uqrecon.trust``,
+7. ``uqrecon.problems``, ``uqrecon.gold``, ``uqrecon.deep``, ``uqrecon.report`` (with ``report_html``, ``report_cli``), ``uqrecon.trust``,
    ``uqrecon.cli`` and the package ``__init__``: applications built on everything below.
 """
 
@@ -30,7 +30,8 @@ LAYERS = {
     "map": 4,
     "inference": 5,
     "uq": 6,
-    "problems": 7, "gold": 7, "deep": 7, "report": 7, "trust": 7, "cli": 7, "__init__": 7,
+    "problems": 7, "gold": 7, "deep": 7, "report": 7, "report_html": 7,
+    "report_cli": 7, "trust": 7, "cli": 7, "__init__": 7,
 }
 
 ROOT = Path(uqrecon.__file__).parent

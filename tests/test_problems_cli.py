@@ -80,6 +80,10 @@ def test_main_job_writes_report(tmp_path):
     for name in ("trust.md", "calibration.png", "structure.png"):
         assert os.path.getsize(out / "trust" / name) > 0
     assert "## Trust" in (out / "summary.md").read_text()
+    page = (out / "index.html").read_text()
+    trust_html = page[page.index("id='trust'"):]
+    assert "meanfield / prior" in trust_html and "NOT calibrated" in trust_html
+    assert trust_html.count("data:image/png;base64,") >= 2    # both figures embedded
 
 
 def test_main_job_rejects_unknown_prior(tmp_path):

@@ -361,6 +361,57 @@ def _model_section(model: Mapping) -> str:
     return "\n".join(parts)
 
 
+def _trust_section(trust: Mapping) -> str:
+    """The trust section (:mod:`uqrecon.trust`): calibration verdicts over replicates,
+    conformal repair, structure-test decisions, and their figures."""
+    s = trust.get("summary", {})
+    out = ["<h2 id='trust'>Trust: calibration over replicated experiments, conformal repair, "
+           "structure tests</h2>"]
+    if "skipped" in s:
+        out.append(f"<p class='note'>Skipped: {_e(s['skipped'])}.</p>")
+        return "\n".join(out)
+    out.append("<p>The run's operator and noise level with its GMRF model. A method is "
+               "<i>calibrated</i> when its pixel coverage is within 2 % of nominal at every "
+               "level and its MSE-ball curve lies in its band; truths drawn from the prior "
+               "make the model well specified, random ellipses do not.</p>")
+    rows = [("setting", "replicates", "90 % pixel coverage", "ECE", "verdict")]
+    rows += [(c["setting"], c["replicates"], _num(c["coverage_90"]), _num(c["ece_pixel"]),
+              "calibrated" if c["calibrated"] else "NOT calibrated")
+             for c in s.get("calibration", [])]
+    out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in rows[0]) + "</tr>"
+               + "".join("<tr" + ("" if r[-1] == "calibrated" else " class='unchecked'") + ">"
+                         + "".join(f"<td>{_e(v)}</td>" for v in r) + "</tr>"
+                         for r in rows[1:]) + "</table>")
+    conf = s.get("conformal")
+    if conf:
+        out.append(f"<p>Conformal repair of {_e(conf['label'])} (alpha = {_num(conf['alpha'])}"
+                   f"): its own 90 % intervals leave {_num(conf['raw_risk'])} of the pixels "
+                   f"uncovered; the conformal std-bound {_num(conf['bound_risk_mean'])} "
+                   f"(allowed {_num(conf['bound_risk_band'])}), RCPS "
+                   f"{_num(conf['rcps_risk_mean'])} with P(risk &gt; alpha) = "
+                   f"{_num(conf['rcps_violation_rate'])}.</p>")
+    words = {True: "structure confirmed", False: "not confirmed", None: "undecided"}
+    rows = [("lesion", "absent in truth", "picture's contrast > 0", "BUQO, GMRF", "BUQO, TV",
+             "sampling test, GMRF (P(absent))")]
+    rows += [(r["case"], r["h0_true"], words[r["naive_rejects"]], words[r["buqo_gmrf"]],
+              words[r["buqo_tv"]], f"{words[r['sampling_gmrf']]} ({_num(r['p_absent_gmrf'])})")
+             for r in s.get("structure", [])]
+    if len(rows) > 1:
+        out.append("<p>Is the planted lesion real? (level 0.05; a test must never confirm "
+                   "an absent or hallucinated one)</p>")
+        out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in rows[0]) + "</tr>"
+                   + "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r) + "</tr>"
+                             for r in rows[1:]) + "</table>")
+    for key, caption in (("calibration", "Pixel coverage and MSE-ball coverage against the "
+                          "nominal level over replicated experiments"),
+                         ("structure", "Planted lesion: truth, TV MAP, and the closest "
+                          "structure-free image BUQO found")):
+        uri = trust.get("figures", {}).get(key)
+        if uri:
+            out.append(_figure(uri, key, caption))
+    return "\n".join(out)
+
+
 def render_index_html(page: Mapping) -> str:
     """The report page as a string (pure: no file access).
 
@@ -386,6 +437,8 @@ def render_index_html(page: Mapping) -> str:
                 "everywhere), its exactness class, then how far it is from the gold standard "
                 "and whether its uncertainty is too small (overconfident) or too large.</p>")
     body += [_model_section(m) for m in models]
+    if page.get("trust"):
+        body.append(_trust_section(page["trust"]))
     prov = page.get("provenance")
     if prov:
         body.append("<h2>Provenance of the run</h2>")
@@ -499,11 +552,18 @@ def collect_page(out_dir, summary: Mapping) -> dict:
             "timings": _timings(model, comp),
             "provenance": _provenance_of(folder, names),
             "axis_words": _axis_words(comp.get("extent"), comp.get("axis_unit"))})
+    trust = None
+    if summary.get("trust"):
+        folder = os.path.join(out_dir, "trust")
+        trust = {"summary": summary["trust"], "figures": {
+            key: png_data_uri(os.path.join(folder, f"{key}.png"))
+            for key in ("calibration", "structure")
+            if os.path.exists(os.path.join(folder, f"{key}.png"))}}
     kind = info.get("name", "run") if info else "run"
     shape = info.get("shape") if info else None
     title = f"uqrecon report: {kind}" + (f", {shape[0]}x{shape[1]}" if shape else "")
     return {"title": title, "problem": problem, "lines": lines, "models": models,
-            "provenance": {k: summary[k] for k in ("dtype", "seed", "versions")
+            "trust": trust, "provenance": {k: summary[k] for k in ("dtype", "seed", "versions")
                            if k in summary}}
 
 
