@@ -135,8 +135,8 @@ def test_mcmc_reference_extends_in_rounds_until_the_criteria_hold(tmp_path):
 
 
 def test_next_round_asks_for_what_the_criteria_miss():
-    """Round sizing (:func:`uqrecon.gold._next_round`): multiples of the first round, the
-    missing fraction plus 20 %, at least one first round, at most a doubling. Catches a
+    """Round sizing (:func:`uqrecon.gold._next_round`): multiples of the chunk (500
+    here), the missing fraction plus 20 %, at least one chunk, at most a doubling. Catches a
     rule that ignores the tail ESS or R-hat, or one that overshoots a near miss."""
     from uqrecon.gold import _next_round
     ok = dict(rhat_max=1.01, min_ess=400)

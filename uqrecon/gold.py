@@ -188,21 +188,21 @@ _NO_TUNING = ("gsm", "gibbs", "exact", "rto")   # later rounds need no new warmu
 _STEP_TUNED = ("hmc", "nuts", "mala")
 
 
-def _next_round(have: int, first: int, max_rhat: float, min_ess_bulk: float,
+def _next_round(have: int, unit: int, max_rhat: float, min_ess_bulk: float,
                 min_ess_tail: float, rhat_max: float, min_ess: float) -> int:
     """Iterations per chain of the next round.
 
     Scales what is missing by how the criteria grow with the run (ESS in proportion to
     the draws, ``R-hat - 1`` in inverse proportion), with a 20 % margin; rounded up to a
-    multiple of the first round (one compiled chunk length for every round), at least one
-    first round and at most as long as all rounds so far (the doubling a badly mixing
-    chain needs).
+    multiple of ``unit`` (the compiled chunk length: every round reuses one compiled
+    chunk), at least one unit and at most as long as all rounds so far (the doubling a
+    badly mixing chain needs).
     """
     factor = max(1.0, min_ess / max(min_ess_bulk, 1e-12), min_ess / max(min_ess_tail, 1e-12),
                  (max_rhat - 1.0) / (rhat_max - 1.0))
     missing = 1.2 * factor * have - have
-    rounds_of_first = min(max(math.ceil(missing / first), 1), max(have // first, 1))
-    return rounds_of_first * first
+    units = min(max(math.ceil(missing / unit), 1), max(have // unit, 1))
+    return units * unit
 
 
 def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
@@ -216,8 +216,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     split R-hat >= ``rhat_max``, bulk or tail ESS < ``min_ess``, or any transition was
     divergent (posteriordb's reference criteria), it runs another round, continuing each
     chain from its last state, and appends the draws. A round's length is what the
-    criteria's scaling says is missing plus 20 % (a multiple of the first round, at most
-    all previous rounds together: :func:`_next_round`); later rounds need no warmup (for
+    criteria's scaling says is missing plus 20 % (a multiple of the compiled chunk, at
+    most all previous rounds together: :func:`_next_round`); later rounds need no warmup (for
     ``gsm``/``gibbs``/``exact`` nothing is tuned; HMC, NUTS and MALA keep the median of
     the first round's tuned step sizes; MCLMC/MAMS tune again). After
     ``max_rounds`` rounds it stops with a warning (the result says ``converged: False``
@@ -291,8 +291,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         if converged or rounds >= max_rounds:
             break
         init = draws[:, -1]
-        per_round = _next_round(draws.shape[1] * thin, num_samples, max_rhat, min_ess_found,
-                                min_tail, rhat_max, min_ess)
+        per_round = _next_round(draws.shape[1] * thin, cfg["chunk_size"], max_rhat,
+                                min_ess_found, min_tail, rhat_max, min_ess)
     if not converged:
         warnings.warn(f"MCMC reference not converged after {rounds} rounds: max R-hat "
                       f"{max_rhat:.4f} (need < {rhat_max}), min bulk / tail ESS "
