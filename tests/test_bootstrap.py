@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from compile_count import CompileCount
 from uqrecon import phantoms
 from uqrecon.operators import MatrixOperator
 from uqrecon.operators.fbp import fbp
@@ -19,27 +20,6 @@ from uqrecon.operators.tomo import sparse_view
 from uqrecon.uq.bootstrap import (FBPReconstruction, GroupElement, ImageGroup, LinearReconstruction,
                                   equivariant_bootstrap, gaussian_mean_reconstruction,
                                   image_group, naive_bootstrap)
-
-BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
-
-
-class _Count:
-    """XLA compilations while active (JAX monitoring listener), as in test_compile_once."""
-
-    def __init__(self):
-        self.names = []
-
-    def _listener(self, event, duration, **kw):
-        if event == BACKEND_COMPILE:
-            self.names.append(kw.get("fun_name"))
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self._listener)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listener)
-
 
 @functools.lru_cache(maxsize=None)
 def _dense_ct(num_angles=5, n=16):
@@ -226,10 +206,10 @@ def test_second_same_shaped_call_compiles_nothing():
     _, y1, s1 = _ct_data(op, 0)
     _, y2, s2 = _ct_data(op, 1, noise=0.02)
     jax.block_until_ready((y1, y2))
-    with _Count() as first:
+    with CompileCount() as first:
         r1 = equivariant_bootstrap(FBPReconstruction(op), op, y1, s1, 0, group="dihedral",
                                    num_resamples=12)
-    with _Count() as second:
+    with CompileCount() as second:
         r2 = equivariant_bootstrap(FBPReconstruction(op), op, y2, s2, 1, group="dihedral",
                                    num_resamples=12)
     assert any("_resample_traced" in str(n) for n in first.names), first.names

@@ -25,7 +25,7 @@ from typing import Mapping
 
 import numpy as np
 
-from uqrecon.report import COLUMN_ORDER, model_title  # noqa: F401  (re-exported order)
+from uqrecon.report import COLUMN_ORDER, _json_default, model_title  # noqa: F401
 
 __all__ = ["render_index_html", "collect_page", "write_index_html", "png_data_uri",
            "problem_rows", "load_problem_state", "save_problem_state", "regenerate_run",
@@ -115,13 +115,6 @@ def result_path(model_folder, name: str) -> str:
 # --------------------------------------------------------------------------------------
 # formatting helpers
 # --------------------------------------------------------------------------------------
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
 
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
