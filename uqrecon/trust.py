@@ -88,7 +88,7 @@ def _structure_figure(example, path):
     import matplotlib.pyplot as plt
 
     truth, candidate, free, s = example
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
     lo, hi = float(np.min(truth)), float(np.max(truth))
     for ax, img, title in zip(axes, (truth, candidate, free),
                               ("truth (lesion present)", "TV MAP",
@@ -98,7 +98,7 @@ def _structure_figure(example, path):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("pixel")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
