@@ -187,15 +187,15 @@ def test_gold_bad_input():
 @pytest.mark.parametrize("dense_max", [4096, 50])
 def test_exact_gaussian_second_call_compiles_nothing(dense_max):
     """Jitted on the posterior pytree: a same-shaped problem reuses the compiled code."""
-    from test_laplace import count_compiles
+    from compile_count import CompileCount
 
     first, _ = ct_posterior(seed=0)
     second, _ = ct_posterior(seed=1)
-    with count_compiles() as c1:
+    with CompileCount() as c1:
         exact_gaussian(first, dense_max=dense_max, num_samples=16)
-    with count_compiles() as c2:
+    with CompileCount() as c2:
         exact_gaussian(second, dense_max=dense_max, num_samples=16)
-    assert len(c1) > 0 and len(c2) == 0, (len(c1), len(c2))
+    assert len(c1.names) > 0 and len(c2.names) == 0, (c1.names, c2.names)
 
 
 # --------------------------------------------------------------------------------------
