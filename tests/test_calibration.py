@@ -117,6 +117,24 @@ def test_fast_path_agrees_with_running_a_method_per_replicate(model):
     assert drawn.info["mse_reference"] == "per replicate" and drawn.mse_reference_draws == 400
 
 
+def test_replicates_say_when_the_method_stopped_short(model):
+    """A method whose Result says it did not converge (here: VI-style
+    ``diagnostics['converged'] = False`` on odd replicates) is reported per replicate
+    and warned about, never pooled silently. Catches a calibration that ignores the
+    method's own convergence flags."""
+    def flaky(post, key):
+        g = exact_gaussian_method(post)
+        flag = bool(jax.random.bernoulli(key))
+        return g.replace(diagnostics={**g.diagnostics, "converged": flag})
+
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        rep = run_replicates(model, flaky, num_replicates=6, seed=3)
+    stopped = rep.info["unconverged_replicates"]
+    assert 0 < len(stopped) < 6 and all(0 <= i < 6 for i in stopped)
+    fine = run_replicates(model, exact_gaussian_method, num_replicates=3, seed=3)
+    assert fine.info["unconverged_replicates"] == []
+
+
 def test_second_call_on_same_shapes_compiles_nothing():
     """Another model of the same shapes (other noise level and prior weight) and another
     seed: no XLA compilation at all. Catches a jit of a closure inside the call, a

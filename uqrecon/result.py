@@ -45,14 +45,20 @@ _FORMAT_VERSION = 1
 # --------------------------------------------------------------------------------------
 # Interval primitives: the one definition used by Result and uqrecon.uq.metrics
 # --------------------------------------------------------------------------------------
-def _check_level(level) -> float:
+def check_probability(value, name: str = "level") -> float:
+    """``value`` as a float strictly inside (0, 1): a TypeError for a non-number, a
+    ValueError otherwise, both naming ``name`` (levels, alphas, confidences)."""
     try:
-        level = float(level)
+        v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"'level' must be a number in (0, 1), got {level!r}") from None
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"'level' must lie in (0, 1), got {level}")
-    return level
+        raise TypeError(f"'{name}' must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"'{name}' must lie in (0, 1), got {value!r}")
+    return v
+
+
+def _check_level(level) -> float:
+    return check_probability(level, "level")
 
 
 def equal_tailed_interval(draws, level: float = 0.9, axis=0):

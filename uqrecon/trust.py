@@ -178,7 +178,9 @@ def run_trust_section(problem, gmrf_post, tv_post, folder: str, *, seed: int = 0
     summary = {
         "calibration": [{"setting": r.label, "replicates": r.replicates.num_replicates,
                          "coverage_90": r.coverage_at(0.9), "ece_pixel": r.ece_pixel,
-                         "calibrated": bool(verdicts[r.label]["calibrated"])}
+                         "calibrated": bool(verdicts[r.label]["calibrated"]),
+                         "unconverged_replicates": len(
+                             r.replicates.info.get("unconverged_replicates", []))}
                         for r in reports],
         "conformal": conformal.summary(),
         "structure": rows,
@@ -197,9 +199,11 @@ def run_trust_section(problem, gmrf_post, tv_post, folder: str, *, seed: int = 0
     ]
     for r in reports:
         v = verdicts[r.label]
+        short = len(r.replicates.info.get("unconverged_replicates", []))
         lines.append(f"- **{r.label}**: {'calibrated' if v['calibrated'] else 'NOT calibrated'}"
                      f" (pixel {'pass' if v['pixel'] else 'fail'}, MSE-ball "
-                     f"{'pass' if v['mse_ball'] else 'fail'})")
+                     f"{'pass' if v['mse_ball'] else 'fail'})"
+                     + (f"; the method did not converge on {short} replicates" if short else ""))
     lines += [
         "", "![calibration](calibration.png)", "",
         "## Conformal repair of an over-confident method", "",

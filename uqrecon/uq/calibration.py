@@ -42,6 +42,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from typing import Callable, Sequence
 
 import jax
@@ -52,7 +53,7 @@ from scipy import special, stats
 
 from uqrecon.linalg import dense_from_matvec
 from uqrecon.models.hyper import replace
-from uqrecon.result import Result, make_provenance
+from uqrecon.result import Result, check_probability, make_provenance
 from uqrecon.uq.metrics import DEFAULT_LEVELS
 
 __all__ = [
@@ -253,14 +254,7 @@ class CalibrationReport:
 # --------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------
-def _check_prob(value, name):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"'{name}' must be a number in (0, 1), got {value!r}") from None
-    if not 0.0 < v < 1.0:
-        raise ValueError(f"'{name}' must lie in (0, 1), got {value!r}")
-    return v
+_check_prob = check_probability   # one definition: uqrecon.result
 
 
 def _check_count(value, name, minimum):
@@ -652,6 +646,7 @@ def run_replicates(posterior, method="exact", *, truths="prior", num_replicates:
         label = getattr(method, "__name__", "callable") if callable(method) else method
 
     base = jax.random.PRNGKey(seed)
+    stopped = []   # replicates whose Result says the method stopped short
     out = {k: [] for k in ("truths", "means", "stds", "lower", "upper", "cov", "width",
                            "hits", "pit")}
     ref_draws = num_draws
@@ -685,6 +680,8 @@ def run_replicates(posterior, method="exact", *, truths="prior", num_replicates:
                 if not isinstance(res, Result):
                     raise TypeError(f"'method' must return a uqrecon Result, got "
                                     f"{type(res).__name__}")
+                if _stopped_short(res):
+                    stopped.append(int(i))
                 res = scale_result(res, std_scale)
                 cov, width, lower, upper, hits, pit, ref_draws = _reduce_result(
                     res, x[j], levels, interval_level, num_draws, k_draws)
@@ -696,8 +693,14 @@ def run_replicates(posterior, method="exact", *, truths="prior", num_replicates:
                     out[k].append(v)
         out["truths"].append(x)
     cat = {k: np.concatenate(v) for k, v in out.items()}
+    if stopped:
+        warnings.warn(f"run_replicates: method {label!r} did not converge on "
+                      f"{len(stopped)} of {num_replicates} replicates (their Results say "
+                      "so); the calibration mixes method and optimiser/sampler error",
+                      RuntimeWarning, stacklevel=2)
     info = {"method": label, "truths": truth_label, "seed": seed, "dtype": dtype.name,
             "std_scale": std_scale, "num_replicates": num_replicates,
+            "unconverged_replicates": stopped,
             "mse_reference": "shared" if fast else "per replicate",
             "total_s": time.perf_counter() - t0}
     return Replicates(truths=cat["truths"], means=cat["means"], stds=cat["stds"],
@@ -705,6 +708,17 @@ def run_replicates(posterior, method="exact", *, truths="prior", num_replicates:
                       levels=levels, pixel_coverage=cat["cov"], interval_width=cat["width"],
                       mse_hits=cat["hits"].astype(bool), mse_pit=cat["pit"],
                       mse_reference_draws=int(ref_draws), info=info)
+
+
+def _stopped_short(res: Result) -> bool:
+    """Whether a method's Result says it stopped before converging (VI/Laplace
+    ``diagnostics['converged']``, a reference's ``provenance['converged']``, a sampler's
+    R-hat above 1.01)."""
+    for flag in (res.diagnostics.get("converged"), res.provenance.get("converged")):
+        if flag is not None and not bool(flag):
+            return True
+    rhat = res.diagnostics.get("rhat")
+    return rhat is not None and bool(np.nanmax(np.asarray(rhat)) > 1.01)
 
 
 def _mse_reference_term(rep: Replicates, levels):

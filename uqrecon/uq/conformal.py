@@ -53,6 +53,8 @@ import math
 import numpy as np
 from scipy import optimize, special, stats
 
+from uqrecon.result import check_probability
+
 __all__ = [
     "ErrorBound",
     "RCPS",
@@ -71,14 +73,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------
-def _prob(value, name):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"'{name}' must be a number in (0, 1), got {value!r}") from None
-    if not 0.0 < v < 1.0:
-        raise ValueError(f"'{name}' must lie in (0, 1), got {value!r}")
-    return v
+_prob = check_probability   # one definition: uqrecon.result
 
 
 def _images(arr, name, like=None):
