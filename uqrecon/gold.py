@@ -161,12 +161,13 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
 # --------------------------------------------------------------------------------------
 # Cache keys
 # --------------------------------------------------------------------------------------
-def cache_key(posterior, method: str, config: dict) -> str:
-    """The cache key of an MCMC reference: posterior, method, configuration, version."""
+def cache_key(posterior, method: str, config: dict, digest: str | None = None) -> str:
+    """The cache key of an MCMC reference: posterior, method, configuration, version
+    (``digest``: the posterior's :func:`posterior_hash` when already computed)."""
     from . import __version__
 
     h = hashlib.sha256()
-    h.update(posterior_hash(posterior).encode())
+    h.update((digest or posterior_hash(posterior)).encode())
     _update_static(h, {"method": method, "config": config, "format": _CACHE_FORMAT,
                        "uqrecon": __version__})
     return h.hexdigest()
@@ -238,8 +239,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     settings = {"seed": seed, "num_chains": num_chains, "num_samples": num_samples,
                 "num_warmup": num_warmup, "thin": thin, "rhat_max": rhat_max,
                 "min_ess": min_ess, "max_rounds": max_rounds, "sampler_config": config}
-    key = cache_key(posterior, method, settings)
-    ident = model_identity(posterior)
+    ident = model_identity(posterior)      # hashes the posterior once for both uses
+    key = cache_key(posterior, method, settings, ident["posterior_hash"])
     cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
     path = os.path.join(cache_dir, f"{method}-{key[:32]}.npz")
     if use_cache and os.path.exists(path):
