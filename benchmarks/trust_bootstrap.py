@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import math
 import os
 import platform
@@ -47,11 +48,11 @@ from scipy import linalg
 from uqrecon import phantoms
 from uqrecon.models import GMRF
 from uqrecon.operators import MatrixOperator
-from uqrecon.operators.fbp import fbp
 from uqrecon.operators.tomo import sparse_view
 from uqrecon.result import Result
 from uqrecon.uq import risk
-from uqrecon.uq.bootstrap import LinearReconstruction, equivariant_bootstrap, image_group
+from uqrecon.uq.bootstrap import (FBPReconstruction, LinearReconstruction,
+                                  equivariant_bootstrap, image_group, response_matrix)
 from uqrecon.uq.metrics import DEFAULT_LEVELS, coverage, mse_ball_coverage
 
 N = 32
@@ -64,13 +65,20 @@ GROUPS = ("identity", "rot90", "rotate")
 # --------------------------------------------------------------------------------------
 # Dense problem
 # --------------------------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _ellipses(keys, shape):
+    """Random-ellipse truths for a batch of keys (jitted once, module level)."""
+    return jax.vmap(lambda k: phantoms.random_ellipses(k, shape))(keys)
+
+
 def dense_problem():
     """Operator, dense A, dense Hann FBP B, GMRF precision Q (delta = 1)."""
     op = sparse_view((N, N), NUM_ANGLES)
     A = np.asarray(op.to_dense(jnp.float32), np.float64)
     m = A.shape[0]
-    B = np.asarray(jax.jit(jax.vmap(lambda e: fbp(op, e.reshape(op.range_shape), "hann")))(
-        jnp.eye(m, dtype=jnp.float32)), np.float64).reshape(m, N * N).T
+    unit = jnp.eye(m, dtype=jnp.float32).reshape(m, *op.range_shape)
+    B = np.asarray(response_matrix(FBPReconstruction(op, "hann"), unit),
+                   np.float64).reshape(m, N * N).T
     prior = GMRF((N, N), delta=1.0)
     Q = np.asarray(jax.vmap(prior.precision)(jnp.eye(N * N, dtype=jnp.float32).reshape(-1, N, N)),
                    np.float64).reshape(N * N, N * N)
@@ -82,8 +90,7 @@ def truths(kind, count, offset, Q):
     ``x = (DELTA Q)^-1/2 z`` (well specified: the exact posterior must be calibrated)."""
     if kind == "ellipses":
         keys = jax.random.split(jax.random.PRNGKey(offset), count)
-        return np.asarray(jax.jit(jax.vmap(lambda k: phantoms.random_ellipses(k, (N, N))))(keys),
-                          np.float64)
+        return np.asarray(_ellipses(keys, (N, N)), np.float64)
     chol = np.linalg.cholesky(DELTA * Q)
     z = np.random.default_rng(offset).standard_normal((N * N, count))
     return linalg.solve_triangular(chol, z, lower=True, trans="T").T.reshape(count, N, N)

@@ -15,11 +15,10 @@ import pytest
 from compile_count import CompileCount
 from uqrecon import phantoms
 from uqrecon.operators import MatrixOperator
-from uqrecon.operators.fbp import fbp
 from uqrecon.operators.tomo import sparse_view
 from uqrecon.uq.bootstrap import (FBPReconstruction, GroupElement, ImageGroup, LinearReconstruction,
                                   equivariant_bootstrap, gaussian_mean_reconstruction,
-                                  image_group, naive_bootstrap)
+                                  image_group, naive_bootstrap, response_matrix)
 
 @functools.lru_cache(maxsize=None)
 def _dense_ct(num_angles=5, n=16):
@@ -28,8 +27,8 @@ def _dense_ct(num_angles=5, n=16):
     op = _ct(num_angles, n)
     A = np.asarray(op.to_dense(jnp.float32))
     m = A.shape[0]
-    B = np.asarray(jax.jit(jax.vmap(lambda e: fbp(op, e.reshape(op.range_shape), "hann")))(
-        jnp.eye(m, dtype=jnp.float32))).reshape(m, n * n).T
+    unit = jnp.eye(m, dtype=jnp.float32).reshape(m, *op.range_shape)
+    B = np.asarray(response_matrix(FBPReconstruction(op, "hann"), unit)).reshape(m, n * n).T
     return (op, MatrixOperator(A, domain_shape=(n, n), range_shape=op.range_shape),
             LinearReconstruction(jnp.asarray(B), jnp.zeros((n, n), jnp.float32)))
 

@@ -272,6 +272,16 @@ class FBPReconstruction:
         return fbp(self.operator, y, filter=self.filter)
 
 
+@jax.jit
+def response_matrix(reconstruct, unit_data):
+    """A linear reconstruction's responses to a batch of data, ``vmap(reconstruct)``,
+    jitted once at module level (``reconstruct`` a pytree such as
+    :class:`FBPReconstruction`). With ``unit_data`` the unit vectors of the data space,
+    shaped ``(m, *range_shape)``, the result is the reconstruction's matrix, one row per
+    datum (``(m, *image_shape)``)."""
+    return jax.vmap(reconstruct)(unit_data)
+
+
 @operator_dataclass
 class LinearReconstruction:
     """The affine map ``y -> reshape(matrix @ ravel(y)) + offset`` (``offset`` image-shaped)."""
