@@ -33,6 +33,7 @@ from uqrecon.uq.bootstrap import (
     gaussian_mean_reconstruction,
     image_group,
     naive_bootstrap,
+    response_matrix,
 )
 from uqrecon.uq.calibration import (
     CalibrationReport,
@@ -127,7 +128,7 @@ __all__ = [
     "hoeffding_bentkus_bound", "min_calibration_size", "rcps_max_empirical_risk",
     "repeated_split_check", "uncovered_fraction",
     "FBPReconstruction", "ImageGroup", "LinearReconstruction", "equivariant_bootstrap",
-    "gaussian_mean_reconstruction", "image_group", "naive_bootstrap",
+    "gaussian_mean_reconstruction", "image_group", "naive_bootstrap", "response_matrix",
     "Quantity", "QuantityPosterior", "abstain", "area_above", "auroc", "double_sampling",
     "evaluate_abstention", "evaluate_quantity", "reliability_score", "ring_around",
     "roi_contrast", "roi_mean", "roi_posterior", "threshold_for_error",
