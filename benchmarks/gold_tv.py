@@ -93,12 +93,12 @@ def circulant_pcg_iterations(size, views, seed=0):
     """CG iterations (to relative residual 1e-4) for one PO draw of the GMRF posterior,
     without and with the circulant preconditioner that ``gold.exact_gaussian`` uses
     (a Fourier model of the whole precision from its point-spread function)."""
-    from uqrecon.gold import _circulant_solve, circulant_symbol
+    from uqrecon.linalg import circulant_solve, circulant_symbol
     from uqrecon.inference.exact import perturbed_rhs
     p = sparse_view_ct(size, views)
     post = Posterior(Gaussian(p.operator, p.data, sigma=p.sigma), GMRF((size, size), 100.0))
     form = post.gaussian_form()
-    M = _circulant_solve(circulant_symbol(form.precision, form.shape, jnp.float32))
+    M = circulant_solve(circulant_symbol(form.precision, form.shape, jnp.float32))
     b = perturbed_rhs(form, jax.random.PRNGKey(seed))
     out = {}
     for name, prec in (("none", lambda r: r), ("circulant", M)):

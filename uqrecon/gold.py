@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import os
@@ -39,7 +38,7 @@ import numpy as np
 
 from .inference import exact as _exact
 from .inference.sample import EXACTNESS
-from .linalg import pcg
+from .linalg import circulant_solve, pcg
 from .models.identity import _update_static, model_identity, posterior_hash
 from .result import Result, make_provenance
 
@@ -58,43 +57,18 @@ _CACHE_FORMAT = 3   # 3: rounds sized by _next_round, tuned step kept
 # --------------------------------------------------------------------------------------
 # Exact Gaussian posteriors
 # --------------------------------------------------------------------------------------
-def circulant_symbol(precision, shape, dtype):
-    """FFT symbol of the circulant matrix whose point-spread function is ``P`` applied to
-    a unit impulse at the centre: a Fourier model of the whole precision (for parallel-beam
-    CT ``A^T A`` is nearly shift invariant, close to a ``1/|omega|`` filter; a GMRF's
-    ``D^T D`` is a Laplacian). Floored at 1e-3 of its maximum to stay positive definite."""
-    delta = jnp.zeros(shape, dtype).at[tuple(s // 2 for s in shape)].set(1.0)
-    sym = jnp.real(jnp.fft.fftn(jnp.fft.ifftshift(precision(delta))))
-    sym = sym.astype(jnp.finfo(dtype).dtype)
-    return jnp.maximum(sym, 1e-3 * jnp.max(sym))
-
-
-def _circulant_solve(symbol):
-    """``r -> C^{-1} r``; complex images (MRI) keep their imaginary part."""
-    def solve(r):
-        z = jnp.fft.ifftn(jnp.fft.fftn(r) / symbol)
-        return (z if jnp.iscomplexobj(r) else jnp.real(z)).astype(r.dtype)
-    return solve
-
-
-@functools.partial(jax.jit, static_argnames=("tol", "maxiter"))
+@jax.jit
 def _po_deviations(form, keys, tol, maxiter):
-    """Perturbation-optimisation deviations from the mean, one preconditioned CG solve
-    per key (circulant preconditioner, :func:`circulant_symbol`); jitted on the form (a
-    pytree), so same-shaped problems reuse the compiled solver."""
-    dtype = form.rhs.dtype
-    precond = _circulant_solve(circulant_symbol(form.precision, form.shape, dtype))
+    """Perturbation-optimisation deviations from the mean, one circulant-preconditioned CG
+    solve per key (:func:`uqrecon.inference.exact.precision_symbol`); jitted at module
+    level on the form (a pytree) with traced ``tol``/``maxiter``, so same-shaped problems
+    reuse the compiled solver."""
+    precond = circulant_solve(_exact.precision_symbol(form))
 
     def one(key):
         return pcg(form.precision, _exact.perturbed_rhs(form, key), precond, tol, maxiter)[:3]
 
     return jax.lax.map(one, keys, batch_size=8)
-
-
-@functools.partial(jax.jit, static_argnames=("tol", "maxiter"))
-def _pcg_mean(form, tol, maxiter):
-    precond = _circulant_solve(circulant_symbol(form.precision, form.shape, form.rhs.dtype))
-    return pcg(form.precision, form.rhs, precond, tol, maxiter)[:3]
 
 
 def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
@@ -135,7 +109,7 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
                       gaussian={"kind": "dense", "mean": np.asarray(dense.mean),
                                 "cov": np.asarray(cov)})
 
-    mean, iters, relres = _pcg_mean(form, tol, maxiter)
+    mean, iters, relres = _exact.posterior_mean(form, tol, maxiter)
     keys = jax.random.split(jax.random.PRNGKey(seed), num_samples)
     devs, its, res = _po_deviations(form, keys, tol, maxiter)
     var = jnp.mean(devs ** 2, axis=0)

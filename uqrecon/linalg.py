@@ -6,6 +6,9 @@ layer calls it from here:
 
 - :func:`pcg`: (preconditioned) conjugate gradients with the package's one default
   tolerance rule (:func:`default_tol`) and stagnation detection;
+- :func:`circulant_symbol` and :func:`circulant_solve`: a Fourier (circulant) model of a
+  nearly shift-invariant SPD operator, measured from its point-spread function, and the
+  preconditioner it gives;
 - :func:`largest_eigenvalue`: power iteration (operator norms, Lipschitz constants);
 - :func:`lanczos_eigh` and :func:`randomized_eigh`: matrix-free symmetric eigensolvers
   for a pencil ``(H, M)``;
@@ -25,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["identity", "default_tol", "CGResult", "pcg", "largest_eigenvalue", "Eigh",
+__all__ = ["identity", "default_tol", "CGResult", "pcg", "CIRCULANT_FLOOR",
+           "circulant_symbol", "circulant_solve", "largest_eigenvalue", "Eigh",
            "lanczos_eigh", "randomized_eigh", "dense_from_matvec", "psd_factor",
            "eigh_sqrt"]
 
@@ -158,6 +162,58 @@ def pcg(matvec: Callable, b: jax.Array, precond: Callable = identity, tol=None,
     x, _, rr, k, _, stagnated, checks = jax.lax.while_loop(restart_cond, restart_body, init)
     relres = jnp.sqrt(rr / jnp.where(bnorm2 > 0, bnorm2, 1.0))
     return CGResult(x, k, relres, stagnated, k + checks)
+
+
+# Floor of the circulant symbol relative to its maximum. Measured (CG iterations to 1e-5
+# for one perturbation-optimisation draw, sparse-view CT with a GMRF prior, delta 100;
+# none / floor 1e-3 / 1e-2 / 2e-2 / 3e-2 / 0.1): 32x32 20 views 74/103/49/40/39/54,
+# 64x64 30 views 78/83/40/-/39/55, 128x128 30 views 101/115/61/-/49/71, 256x256 60 views
+# 103/-/43/43/50/-, 64x64 delta 10: 224/274/116/106/109/163. Too low a floor inverts the
+# near-zero symbol between the projection angles' spokes and is worse than no
+# preconditioner; too high a floor stops modelling the operator.
+CIRCULANT_FLOOR = 2e-2
+
+
+def circulant_symbol(matvec: Callable, shape, dtype,
+                     floor: float = CIRCULANT_FLOOR) -> jax.Array:
+    """FFT symbol of the circulant matrix whose point-spread function is ``matvec`` applied
+    to a unit impulse at the centre of an image of ``shape``: a Fourier model of an SPD
+    operator that is nearly shift invariant. For parallel-beam CT ``A^T A`` is close to a
+    ``1/|omega|`` filter (with sparse views, a star of spokes); a GMRF's ``D^T D`` is a
+    Laplacian; single-coil Cartesian MRI's ``F^H M F`` is exactly circulant. One product
+    with ``matvec``.
+
+    Args:
+        matvec: ``v -> P v`` on images of ``shape``.
+        shape: the image shape.
+        dtype: the image dtype (the symbol is real, of the matching real dtype).
+        floor: the symbol is floored at ``floor`` times its maximum, so the model stays
+            positive definite and does not invert the near-zero symbol between the
+            angles of a sparse-view scan (:data:`CIRCULANT_FLOOR`, measured).
+
+    Returns:
+        The real symbol, an array of ``shape``.
+    """
+    delta = jnp.zeros(shape, dtype).at[tuple(s // 2 for s in shape)].set(1.0)
+    sym = jnp.real(jnp.fft.fftn(jnp.fft.ifftshift(matvec(delta))))
+    sym = sym.astype(jnp.finfo(dtype).dtype)
+    return jnp.maximum(sym, floor * jnp.max(sym))
+
+
+def circulant_solve(symbol: jax.Array) -> Callable:
+    """The preconditioner ``r -> C^{-1} r`` of a circulant model (:func:`circulant_symbol`):
+    two FFTs. Real residuals stay real; complex images (MRI) keep their imaginary part.
+
+    Args:
+        symbol: the positive real FFT symbol of ``C``.
+
+    Returns:
+        A callable ``r -> C^{-1} r`` for :func:`pcg`'s ``precond``.
+    """
+    def solve(r):
+        z = jnp.fft.ifftn(jnp.fft.fftn(r) / symbol)
+        return (z if jnp.iscomplexobj(r) else jnp.real(z)).astype(r.dtype)
+    return solve
 
 
 # --------------------------------------------------------------------------------------

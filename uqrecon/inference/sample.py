@@ -52,7 +52,9 @@ Methods and their options (``**cfg``):
   than the projector pair at 32x32), ``init``,
   ``init_jitter`` (0.1: chains start at independent N(0, 0.1^2) images).
 - ``"exact"`` / ``"rto"``: ``solver`` (``"dense"`` up to 4096 pixels, else ``"cg"``), ``tol``,
-  ``maxiter``. Draws are independent; warmup is skipped.
+  ``maxiter``, ``preconditioner`` for the CG path (``"circulant"``, a Fourier model of the
+  precision measured from its point-spread function, or ``"none"``). Draws are
+  independent; warmup is skipped.
 Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
 the unconstrained space; for nuts/hmc/mala without ``init``, chains start at
 ``pc(init_jitter * xi)`` with default 1.0, a draw from the preconditioner's Gaussian),
@@ -567,6 +569,13 @@ def _build_exact(post, key, cfg, num_chains, dtype, method="exact"):
         raise ValueError(f"'solver' must be 'dense' or 'cg', got {solver!r}")
     tol = _pop_positive(cfg, "tol", _exact.default_tol(dtype))
     maxiter = _pop_int(cfg, "maxiter", 10 * n, 1)
+    precond = _pop(cfg, "preconditioner", "circulant")
+    if precond not in ("circulant", "none"):
+        raise ValueError(f"'preconditioner' must be 'circulant' or 'none' for method="
+                         f"{method!r}, got {precond!r}")
+    if precond != "circulant" and solver == "dense":
+        raise ValueError("'preconditioner' applies to solver='cg' only (the dense solver "
+                         "factors the precision)")
     _pop_init(cfg, None)      # validated, unused: exact draws need no starting point
     _reject_unknown(cfg, method)
     if solver == "dense":
@@ -576,9 +585,11 @@ def _build_exact(post, key, cfg, num_chains, dtype, method="exact"):
         used = {"solver": "dense"}
     else:
         mean, it, _ = _exact.posterior_mean(form, tol, maxiter)
-        sampler, params = _exact.po_sampler(form, tol, maxiter, mean)
-        setup = {"num_grad_evals_setup": int(it)}
-        used = {"solver": "cg", "tol": tol, "maxiter": maxiter}
+        sampler, params = _exact.po_sampler(form, tol, maxiter, mean,
+                                            preconditioner=precond)
+        # + the product that measured the sampler's preconditioner
+        setup = {"num_grad_evals_setup": int(it) + (precond == "circulant")}
+        used = {"solver": "cg", "tol": tol, "maxiter": maxiter, "preconditioner": precond}
     init = jnp.broadcast_to(mean, (num_chains, *post.shape))
     return _Built(sampler, params, init, used, setup, num_warmup=0)
 
