@@ -53,6 +53,7 @@ Methods and their options (``**cfg``):
   ``init_jitter`` (0.1: chains start at independent N(0, 0.1^2) images).
 - ``"exact"`` / ``"rto"``: ``solver`` (``"dense"`` up to 4096 pixels, else ``"cg"``), ``tol``,
   ``maxiter``. Draws are independent; warmup is skipped.
+
 Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
 the unconstrained space; for nuts/hmc/mala without ``init``, chains start at
 ``pc(init_jitter * xi)`` with default 1.0, a draw from the preconditioner's Gaussian),

@@ -218,7 +218,7 @@ def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4
     reference) when both have Gaussian factors, ``w1_marginal`` (mean over pixels of the
     marginal W1), ``ref_coverage_XX`` (reference mass inside the result's XX % intervals)
     and, with ``truth``: ``truth_error``, ``psnr``, ``ssim``, ``coverage_XX``,
-    ``pearson``/``spearman`` (|error| vs std), ``ause``. Convergence and timing figures
+    ``pearson``/``spearman`` (``|error|`` vs std), ``ause``. Convergence and timing figures
     are copied from the result when present. ``name``/``reference_name`` label the
     rows (default: ``provenance['method']``).
 
