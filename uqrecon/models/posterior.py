@@ -189,7 +189,7 @@ class GaussianForm:
             x0: starting image (None: zeros).
 
         Returns:
-            The :class:`uqrecon.linalg.CGResult` of the solve (the mean is its ``x``).
+            The posterior mean, of the image shape.
         """
         maxiter = 10 * math.prod(self.shape) if maxiter is None else int(maxiter)
         rhs = self.rhs
