@@ -229,18 +229,39 @@ def rhat(draws) -> np.ndarray:
     """Rank-normalised split R-hat per pixel (max of bulk and folded-tail R-hat).
 
     ``draws``: ``(chains >= 2, draws >= 4, *shape)``. Matches ``arviz.rhat(method='rank')``.
+
+    Args:
+        draws: draws of shape ``(chains, draws, *shape)``.
+
+    Returns:
+        Image-shaped array.
     """
     return _apply(_rhat_rank, draws, "draws", min_chains=2)
 
 
 def ess_bulk(draws) -> np.ndarray:
-    """Rank-normalised split bulk ESS per pixel; matches ``arviz.ess(method='bulk')``."""
+    """Rank-normalised split bulk ESS per pixel; matches ``arviz.ess(method='bulk')``.
+
+    Args:
+        draws: draws of shape ``(chains, draws, *shape)``.
+
+    Returns:
+        Image-shaped array.
+    """
     return _apply(_ess_bulk, draws, "draws")
 
 
 def ess_tail(draws, prob=(0.05, 0.95)) -> np.ndarray:
     """Tail ESS per pixel: min ESS of the indicators ``x <= q`` at the 5 % and 95 %
-    quantiles; matches ``arviz.ess(method='tail')``."""
+    quantiles; matches ``arviz.ess(method='tail')``.
+
+    Args:
+        draws: draws of shape ``(chains, draws, *shape)``.
+        prob: the two tail quantile levels.
+
+    Returns:
+        Image-shaped array.
+    """
     prob = tuple(float(v) for v in np.atleast_1d(prob))
     if len(prob) == 1:
         prob = (prob[0], 1 - prob[0])
@@ -250,7 +271,15 @@ def ess_tail(draws, prob=(0.05, 0.95)) -> np.ndarray:
 
 
 def ess(draws, method: str = "bulk") -> np.ndarray:
-    """ESS per pixel, ``method`` in ``'bulk'``, ``'tail'``."""
+    """ESS per pixel, ``method`` in ``'bulk'``, ``'tail'``.
+
+    Args:
+        draws: draws of shape ``(chains, draws, *shape)``.
+        method: ``'bulk'`` or ``'tail'``.
+
+    Returns:
+        Image-shaped array.
+    """
     if method == "bulk":
         return ess_bulk(draws)
     if method == "tail":
@@ -262,6 +291,12 @@ def diagnose(draws) -> dict:
     """``{'ess_bulk', 'ess_tail', 'rhat'}`` per pixel (``rhat`` is NaN for one chain).
 
     Same values as the three functions separately, computed in one pass over the draws.
+
+    Args:
+        draws: draws of shape ``(chains, draws, *shape)``.
+
+    Returns:
+        A dict with keys ``ess_bulk``, ``ess_tail``, ``rhat``, each image-shaped.
     """
     eb, et, rh = _apply(_all, draws, "draws", num_out=3)
     return {"ess_bulk": eb, "ess_tail": et, "rhat": rh}
@@ -269,14 +304,30 @@ def diagnose(draws) -> dict:
 
 def add_diagnostics(result):
     """Copy of ``result`` with ``ess_bulk``, ``ess_tail`` and ``rhat`` computed from its
-    draws added to (and overriding) its diagnostics."""
+    draws added to (and overriding) its diagnostics.
+
+    Args:
+        result: a Result with draws.
+
+    Returns:
+        A new Result.
+    """
     if getattr(result, "draws", None) is None:
         raise ValueError("add_diagnostics needs a 'result' with draws")
     return result.replace(diagnostics={**result.diagnostics, **diagnose(result.draws)})
 
 
 def summarize(ess_bulk=None, rhat=None) -> dict:
-    """Scalar summary: min/median ESS and max/median R-hat over pixels (NaN ignored)."""
+    """Scalar summary: min/median ESS and max/median R-hat over pixels (NaN ignored).
+
+    Args:
+        ess_bulk: bulk ESS per pixel (None: omitted).
+        rhat: R-hat per pixel (None: omitted).
+
+    Returns:
+        A dict of floats (``ess_bulk_min``, ``ess_bulk_median``, ``rhat_max``,
+        ``rhat_median``).
+    """
     out = {}
     for name, arr in (("ess_bulk", ess_bulk), ("rhat", rhat)):
         if arr is None:
@@ -299,7 +350,17 @@ def check_convergence(ess_bulk=None, rhat=None, *, rhat_threshold: float = 1.01,
                       min_ess: float = 100.0) -> bool:
     """Warn (``ConvergenceWarning``) if any R-hat > ``rhat_threshold`` or the minimum
     bulk ESS < ``min_ess`` (Vehtari et al. 2021 recommend 1.01 and 100 for 4 chains).
-    Returns True when no warning was issued."""
+    Returns True when no warning was issued.
+
+    Args:
+        ess_bulk: bulk ESS per pixel (None: not checked).
+        rhat: R-hat per pixel (None: not checked).
+        rhat_threshold: largest acceptable R-hat.
+        min_ess: smallest acceptable minimum bulk ESS.
+
+    Returns:
+        True when no warning was issued.
+    """
     ok = True
     summary = summarize(ess_bulk, rhat)
     if rhat is not None:
@@ -331,14 +392,30 @@ class WelfordState(NamedTuple):
 
 
 def welford_init(shape, dtype=jnp.float32) -> WelfordState:
-    """Empty running statistics for arrays of ``shape``."""
+    """Empty running statistics for arrays of ``shape``.
+
+    Args:
+        shape: shape of one draw.
+        dtype: dtype of the statistics.
+
+    Returns:
+        A :class:`WelfordState` with count 0.
+    """
     shape = tuple(int(s) for s in shape)
     return WelfordState(jnp.zeros((), dtype), jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
 @jax.jit
 def welford_combine(a: WelfordState, b: WelfordState) -> WelfordState:
-    """Merge two running statistics (Chan, Golub & LeVeque's parallel formula)."""
+    """Merge two running statistics (Chan, Golub & LeVeque's parallel formula).
+
+    Args:
+        a: running statistics.
+        b: other running statistics.
+
+    Returns:
+        The merged :class:`WelfordState`.
+    """
     n = a.count + b.count
     safe = jnp.where(n > 0, n, 1)
     delta = b.mean - a.mean
@@ -349,7 +426,15 @@ def welford_combine(a: WelfordState, b: WelfordState) -> WelfordState:
 
 @jax.jit
 def welford_update(state: WelfordState, batch) -> WelfordState:
-    """Add a batch of draws ``(n, *shape)`` (leading axis = draws) to ``state``."""
+    """Add a batch of draws ``(n, *shape)`` (leading axis = draws) to ``state``.
+
+    Args:
+        state: running statistics.
+        batch: draws ``(n, *shape)``.
+
+    Returns:
+        The updated :class:`WelfordState`.
+    """
     batch = jnp.asarray(batch, state.mean.dtype)
     if batch.shape[1:] != state.mean.shape:
         raise ValueError(f"'batch' must have shape (n, *{state.mean.shape}), got {batch.shape}")
@@ -360,7 +445,14 @@ def welford_update(state: WelfordState, batch) -> WelfordState:
 
 
 def welford_merge(states: WelfordState) -> WelfordState:
-    """Merge states stacked along a leading axis (e.g. one per chain) into one."""
+    """Merge states stacked along a leading axis (e.g. one per chain) into one.
+
+    Args:
+        states: a :class:`WelfordState` whose arrays have a leading axis.
+
+    Returns:
+        The merged :class:`WelfordState`.
+    """
     k = states.count.shape[0] if states.count.ndim else 0
     if k == 0:
         raise ValueError("'states' must be stacked along a leading axis (e.g. from vmap)")
@@ -371,6 +463,14 @@ def welford_merge(states: WelfordState) -> WelfordState:
 
 
 def welford_finalize(state: WelfordState, ddof: int = 0):
-    """``(mean, variance)``; ``variance = m2 / (count - ddof)`` (``ddof=0`` as ``np.var``)."""
+    """``(mean, variance)``; ``variance = m2 / (count - ddof)`` (``ddof=0`` as ``np.var``).
+
+    Args:
+        state: running statistics.
+        ddof: delta degrees of freedom of the variance.
+
+    Returns:
+        A pair ``(mean, variance)``.
+    """
     denom = state.count - ddof
     return state.mean, state.m2 / jnp.where(denom > 0, denom, jnp.nan)

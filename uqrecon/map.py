@@ -160,6 +160,20 @@ def map_estimate(posterior, x0=None, method="auto", max_iter=1000, tol=1e-6, *,
     ``method``: ``'auto'`` (L-BFGS if ``posterior`` is smooth and unconstrained, else
     FISTA), ``'lbfgs'``, ``'adam'`` (``learning_rate``), ``'fista'`` or ``'pdhg'``.
     ``x0`` defaults to zeros (mapped into the constraint set if there is one).
+
+    Args:
+        posterior: a :class:`~uqrecon.models.Posterior`.
+        x0: starting image (None: zeros, projected onto the constraint set).
+        method: ``'auto'``, ``'lbfgs'``, ``'adam'``, ``'fista'`` or ``'pdhg'``.
+        max_iter: maximum number of iterations.
+        tol: relative tolerance of the stopping rule.
+        learning_rate: Adam's learning rate.
+        pdhg_ratio: PDHG's ratio of primal to dual step size.
+        key: JAX PRNG key (used for the Lipschitz estimate).
+
+    Returns:
+        A pair ``(x_map, info)``: the MAP image and a dict of method, iterations, converged,
+        objective, step.
     """
     from .models.hyper import check_posterior
     check_posterior(posterior, 'map_estimate')

@@ -171,7 +171,16 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
 
 
 def make_problem(name: str = "sparse_view_ct", **kwargs: Any) -> Problem:
-    """Build a named problem; ``kwargs`` go to its factory."""
+    """Build a named problem; ``kwargs`` go to its factory.
+
+    Args:
+        name: one of ``'sparse_view_ct'``, ``'limited_angle_ct'``, ``'fan_beam_ct'``,
+            ``'mri'``.
+        **kwargs: options of the problem's factory (size, views, noise level, seed, ...).
+
+    Returns:
+        A :class:`~uqrecon.problems.Problem`.
+    """
     try:
         factory = PROBLEMS[name]
     except KeyError:

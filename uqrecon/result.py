@@ -66,6 +66,14 @@ def equal_tailed_interval(draws, level: float = 0.9, axis=0):
 
     Quantiles are numpy's default (linear interpolation, R type 7). ``axis`` may be a
     tuple, e.g. ``(0, 1)`` to pool chains and draws.
+
+    Args:
+        draws: array of draws.
+        level: credible level in (0, 1).
+        axis: axis (or tuple of axes) of the draws.
+
+    Returns:
+        A pair ``(lo, hi)`` of arrays with ``axis`` removed.
     """
     level = _check_level(level)
     draws = np.asarray(draws)
@@ -273,6 +281,13 @@ class Result:
 
         ``draws`` has shape ``(chains, draws, *shape)`` (a single chain: ``draws[None]``;
         axes are never guessed). Other keyword arguments are passed to :class:`Result`.
+
+        Args:
+            draws: draws of shape ``(chains, draws, *shape)``.
+            **kwargs: other :class:`Result` fields (diagnostics, timings, provenance, ...).
+
+        Returns:
+            The :class:`Result`.
         """
         d = _float_array(draws, "draws")
         if d.ndim < 3:
@@ -284,7 +299,16 @@ class Result:
 
     @classmethod
     def from_gaussian(cls, gaussian: Mapping, **kwargs) -> "Result":
-        """Result of a Gaussian approximation: mean and variance read from its factors."""
+        """Result of a Gaussian approximation: mean and variance read from its factors.
+
+        Args:
+            gaussian: the Gaussian factors (a dict with ``kind`` and its arrays; see the
+                module docstring).
+            **kwargs: other :class:`Result` fields.
+
+        Returns:
+            The :class:`Result`, with ``gaussian`` set.
+        """
         if not isinstance(gaussian, Mapping) or "mean" not in gaussian:
             raise ValueError("'gaussian' must be a dict with a 'mean' entry")
         shape = np.shape(gaussian["mean"])
@@ -292,7 +316,14 @@ class Result:
         return cls(mean=g["mean"], variance=_gaussian_variance(g), gaussian=g, **kwargs)
 
     def replace(self, **changes) -> "Result":
-        """A copy with some fields replaced (validated again)."""
+        """A copy with some fields replaced (validated again).
+
+        Args:
+            **changes: new values by field name.
+
+        Returns:
+            A new :class:`Result`.
+        """
         return dataclasses.replace(self, **changes)
 
     # -- properties ---------------------------------------------------------------------
@@ -320,7 +351,11 @@ class Result:
         return 0 if self.draws is None else self.draws.shape[1]
 
     def pooled_draws(self) -> np.ndarray:
-        """Draws with chains pooled, shape ``(chains * draws, *shape)``."""
+        """Draws with chains pooled, shape ``(chains * draws, *shape)``.
+
+        Returns:
+            Array ``(chains * draws, *shape)`` (ValueError if no draws were kept).
+        """
         if self.draws is None:
             raise ValueError("this Result has no 'draws'")
         return self.draws.reshape((-1, *self.shape))
@@ -328,13 +363,27 @@ class Result:
     # -- intervals and quantiles --------------------------------------------------------
     def interval(self, level: float = 0.9):
         """Equal-tailed credible interval ``(lo, hi)``; from pooled draws if kept, else
-        Gaussian quantiles of mean and std."""
+        Gaussian quantiles of mean and std.
+
+        Args:
+            level: credible level in (0, 1).
+
+        Returns:
+            A pair ``(lo, hi)`` of image-shaped arrays.
+        """
         if self.draws is not None:
             return equal_tailed_interval(self.draws, level, axis=(0, 1))
         return gaussian_interval(self.mean, self.std, level)
 
     def quantile(self, q):
-        """Pixelwise quantile(s) ``q`` (scalar -> image, sequence -> ``(len(q), *shape)``)."""
+        """Pixelwise quantile(s) ``q`` (scalar -> image, sequence -> ``(len(q), *shape)``).
+
+        Args:
+            q: quantile level(s) in [0, 1].
+
+        Returns:
+            Image-shaped array, or ``(len(q), *shape)`` for a sequence.
+        """
         qa = np.asarray(q, dtype=np.float64)
         if qa.ndim > 1 or not np.all((qa >= 0) & (qa <= 1)):
             raise ValueError(f"'q' must be a number or 1-D sequence in [0, 1], got {q!r}")
@@ -350,6 +399,13 @@ class Result:
         """``n`` exact draws ``(n, *shape)`` from the Gaussian factors (Gaussian results).
 
         ``key`` is a JAX PRNG key or an integer seed; the same key gives the same draws.
+
+        Args:
+            key: JAX PRNG key or integer seed.
+            n: number of draws.
+
+        Returns:
+            Array ``(n, *shape)``.
         """
         import jax
 
@@ -381,7 +437,11 @@ class Result:
     def to_inference_data(self):
         """ArviZ ``InferenceData``: posterior variable ``x`` with dims
         ``(chain, draw, x_dim_0, x_dim_1, ...)``; per-draw diagnostics (arrays of shape
-        ``(chains, draws)``) go to ``sample_stats`` (``divergences`` as ``diverging``)."""
+        ``(chains, draws)``) go to ``sample_stats`` (``divergences`` as ``diverging``).
+
+        Returns:
+            An ``arviz.InferenceData``.
+        """
         import arviz as az
 
         if self.draws is None:
@@ -400,6 +460,12 @@ class Result:
         """Write the result to ``path`` (``.npz``: arrays + a JSON header; exact round trip).
 
         Returns the path written (``.npz`` is appended if missing).
+
+        Args:
+            path: file path (``.npz`` appended if missing).
+
+        Returns:
+            The path written, a string.
         """
         path = os.fspath(path)
         if not path.endswith(".npz"):
@@ -421,7 +487,14 @@ class Result:
 
     @classmethod
     def load(cls, path) -> "Result":
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save`.
+
+        Args:
+            path: a file written by :meth:`save`.
+
+        Returns:
+            The :class:`Result`.
+        """
         path = os.fspath(path)
         if not os.path.exists(path) and os.path.exists(path + ".npz"):
             path += ".npz"

@@ -64,7 +64,16 @@ def _noisy(task: Task, key, y_clean):
 
 
 def measure(task: Task, key: jax.Array, x: jax.Array) -> Batch:
-    """Simulate data for given images ``x`` of shape ``(batch, H, W)`` (e.g. a test set)."""
+    """Simulate data for given images ``x`` of shape ``(batch, H, W)`` (e.g. a test set).
+
+    Args:
+        task: the task.
+        key: JAX PRNG key of the noise.
+        x: images ``(batch, H, W)``.
+
+    Returns:
+        A :class:`Batch`.
+    """
     x = jnp.asarray(x)
     if x.ndim != 3 or tuple(x.shape[1:]) != task.shape:
         raise ValueError(f"argument 'x' must have shape (batch, *{task.shape}), got {x.shape}")
@@ -75,7 +84,16 @@ def measure(task: Task, key: jax.Array, x: jax.Array) -> Batch:
 
 
 def simulate(task: Task, key: jax.Array, batch_size: int) -> Batch:
-    """A fresh batch of ``batch_size`` phantoms with simulated data (jit-able)."""
+    """A fresh batch of ``batch_size`` phantoms with simulated data (jit-able).
+
+    Args:
+        task: the task.
+        key: JAX PRNG key.
+        batch_size: number of images.
+
+    Returns:
+        A :class:`Batch`.
+    """
     if int(batch_size) < 1:
         raise ValueError(f"argument 'batch_size' must be >= 1, got {batch_size}")
     kx, kn = jax.random.split(key)
@@ -90,6 +108,16 @@ def ct_task(shape=(64, 64), num_angles: int = 30, noise_level: float = 0.02,
     The default is sparse view over ``[0, pi)``; ``angle_range=(0, pi / 2)`` gives the
     limited-angle problem. Network input is the FBP (Hann filter); training phantoms are random
     ellipses unless ``phantom`` is given.
+
+    Args:
+        shape: image shape.
+        num_angles: number of views.
+        noise_level: noise std relative to max ``|Ax|``.
+        angle_range: ``(start, stop)`` of the views in radians.
+        phantom: training-image generator ``phantom(key) -> image`` (None: random ellipses).
+
+    Returns:
+        A :class:`Task`.
     """
     from uqrecon.operators.fbp import fbp
     from uqrecon.operators.tomo import sparse_view
@@ -102,7 +130,19 @@ def ct_task(shape=(64, 64), num_angles: int = 30, noise_level: float = 0.02,
 def mri_task(shape=(64, 64), acceleration: int = 4, center_fraction: float = 0.08,
              noise_level: float = 0.02, seed: int = 0,
              phantom: Callable | None = None) -> Task:
-    """Undersampled Cartesian MRI with a random line mask; network input is zero-filled."""
+    """Undersampled Cartesian MRI with a random line mask; network input is zero-filled.
+
+    Args:
+        shape: image shape.
+        acceleration: undersampling factor.
+        center_fraction: fully sampled centre fraction.
+        noise_level: noise std relative to max ``|Ax|``.
+        seed: seed of the mask.
+        phantom: training-image generator (None: random ellipses).
+
+    Returns:
+        A :class:`Task`.
+    """
     from uqrecon.operators.masks import random_line_mask
     from uqrecon.operators.mri import CartesianMRI
 
@@ -124,6 +164,15 @@ def with_insert(image: jax.Array, center=(0.3, -0.3), radius: float = 0.12,
 
     ``center`` and ``radius`` are in the ``[-1, 1]^2`` image coordinates (axis 0 first).
     Returns the modified image and the boolean insert mask.
+
+    Args:
+        image: image ``(H, W)``.
+        center: centre in ``[-1, 1]^2`` (axis 0 first).
+        radius: radius in the same units.
+        value: intensity set inside the disc.
+
+    Returns:
+        A pair ``(image, mask)``.
     """
     image = jnp.asarray(image)
     if image.ndim != 2:

@@ -89,7 +89,14 @@ class UNet(nn.Module):
 
 
 def gradient_step_size(operator: LinearOperator) -> float:
-    """``1 / ||A||^2``: scales the data-fit gradient fed to the unrolled network."""
+    """``1 / ||A||^2``: scales the data-fit gradient fed to the unrolled network.
+
+    Args:
+        operator: the forward operator.
+
+    Returns:
+        A float.
+    """
     return float(1.0 / operator.norm() ** 2)
 
 

@@ -45,6 +45,16 @@ def default_optimizer(num_steps: int, learning_rate: float = 2e-3,
     The schedule spans ``num_steps`` steps (linear warm-up over the first
     ``warmup_fraction`` of them). Cached: the same arguments return the same object, so
     repeated :func:`train` calls reuse the compiled step.
+
+    Args:
+        num_steps: length of the schedule.
+        learning_rate: peak learning rate.
+        warmup_fraction: fraction of the steps spent warming up.
+        final_fraction: final learning rate over the peak.
+        clip_norm: global gradient-norm clip.
+
+    Returns:
+        An ``optax.GradientTransformation``.
     """
     num_steps = int(num_steps)
     if num_steps < 1:
@@ -113,6 +123,16 @@ def held_out_loss(model, params, batch, loss: str = "mse", beta: float = 0.0) ->
     For learning curves: the same quantity as the training loss, on data the network
     never saw (``"nll"`` here is the plain NLL; with ``beta > 0`` it is weighted as in
     training).
+
+    Args:
+        model: the flax network.
+        params: its parameters.
+        batch: a fixed :class:`Batch`.
+        loss: ``'mse'`` or ``'nll'``.
+        beta: weight of the beta-NLL.
+
+    Returns:
+        The loss, a float.
     """
     _check_loss(model, loss, beta)
     return float(_held_out_jit(model, loss, float(beta), params, batch))
@@ -174,7 +194,14 @@ _jit_ensemble_init = jax.jit(
 
 
 def save_checkpoint(path, state: TrainState, losses, config: dict) -> None:
-    """Write state, loss history and run config to a msgpack file (atomically)."""
+    """Write state, loss history and run config to a msgpack file (atomically).
+
+    Args:
+        path: file to write.
+        state: the training state.
+        losses: loss history.
+        config: run configuration stored with it.
+    """
     blob = fser.msgpack_serialize({
         "state": fser.to_state_dict(jax.device_get(state)),
         "losses": np.asarray(losses, np.float64),
@@ -191,6 +218,15 @@ def load_checkpoint(path, template: TrainState, config: dict | None = None):
 
     Returns ``(state, losses)``. With ``config``, a checkpoint written by a run with a
     different configuration is refused (ValueError) instead of silently mixed.
+
+    Args:
+        path: checkpoint file.
+        template: a state of the expected structure.
+        config: configuration the checkpoint must have been written with (None: not
+            checked).
+
+    Returns:
+        A pair ``(state, losses)``.
     """
     with open(path, "rb") as f:
         blob = fser.msgpack_restore(f.read())
@@ -251,6 +287,25 @@ def train(model, task: Task, key, num_steps: int, *, batch_size: int = 8,
 
     Returns ``(state, losses)``: the final :class:`TrainState` and the loss of every step
     (shape ``(num_steps,)``, or ``(num_steps, M)`` for ensembles).
+
+    Args:
+        model: the flax network.
+        task: the task data are simulated from.
+        key: JAX PRNG key.
+        num_steps: total number of steps.
+        batch_size: images per step.
+        optimizer: optax optimizer (None: :func:`default_optimizer`).
+        loss: ``'mse'`` or ``'nll'``.
+        beta: weight of the beta-NLL.
+        num_members: ensemble size (None: one network).
+        ensemble_mode: ``'auto'``, ``'sequential'`` or ``'vmap'``.
+        checkpoint: checkpoint file path (None: no checkpoints).
+        checkpoint_every: steps between checkpoints.
+        callback: ``callback(step, state)`` (None: none).
+        callback_every: steps between callback calls.
+
+    Returns:
+        A pair ``(state, losses)``.
     """
     if int(num_steps) < 0:
         raise ValueError(f"argument 'num_steps' must be >= 0, got {num_steps}")

@@ -81,6 +81,17 @@ def mc_dropout_predictions(model, params, x0, y, key, num_passes: int = 32) -> P
 
     Pass ``s`` uses dropout key ``split(key, num_passes)[s]``: the same key gives the
     same passes.
+
+    Args:
+        model: the flax network.
+        params: its parameters.
+        x0: network inputs, ``(batch, H, W)``.
+        y: measured data, ``(batch, *data_shape)``.
+        key: JAX PRNG key of the dropout masks.
+        num_passes: number of passes.
+
+    Returns:
+        A :class:`Predictions`, one entry per pass.
     """
     if int(num_passes) < 1:
         raise ValueError(f"argument 'num_passes' must be >= 1, got {num_passes}")
@@ -89,13 +100,33 @@ def mc_dropout_predictions(model, params, x0, y, key, num_passes: int = 32) -> P
 
 
 def ensemble_predictions(model, params, x0, y) -> Predictions:
-    """One deterministic pass of each ensemble member (``params`` with a leading member axis)."""
+    """One deterministic pass of each ensemble member (``params`` with a leading member axis).
+
+    Args:
+        model: the flax network.
+        params: member parameters stacked along a leading axis.
+        x0: network inputs, ``(batch, H, W)``.
+        y: measured data, ``(batch, *data_shape)``.
+
+    Returns:
+        A :class:`Predictions`, one entry per member.
+    """
     x0, y = _batched(x0, y)
     return _ensemble_jit(model, params, x0, y)
 
 
 def deterministic_predictions(model, params, x0, y) -> Predictions:
-    """The network with dropout off, as a one-member ensemble (aleatoric variance only)."""
+    """The network with dropout off, as a one-member ensemble (aleatoric variance only).
+
+    Args:
+        model: the flax network.
+        params: its parameters.
+        x0: network inputs, ``(batch, H, W)``.
+        y: measured data, ``(batch, *data_shape)``.
+
+    Returns:
+        A :class:`Predictions` with one member.
+    """
     x0, y = _batched(x0, y)
     return _single_jit(model, params, x0, y)
 
@@ -106,6 +137,13 @@ def variance_split(means, variances=None) -> dict:
     Returns ``mean``, ``epistemic`` (population variance of the means), ``aleatoric``
     (mean of the predicted variances; zeros when ``variances`` is None) and
     ``total = epistemic + aleatoric``, the variance of the equally weighted mixture.
+
+    Args:
+        means: predicted means ``(S, ...)``.
+        variances: predicted variances ``(S, ...)`` (None: zeros).
+
+    Returns:
+        A dict with ``mean``, ``epistemic``, ``aleatoric`` and ``total``.
     """
     means = jnp.asarray(means)
     mean = jnp.mean(means, axis=0)
@@ -123,6 +161,14 @@ def entropy_split(means, variances) -> dict:
     ``aleatoric_entropy = mean_s 0.5 log(2 pi e v_s)`` and ``mutual_information`` their
     difference (>= 0 by Jensen). Because a Gaussian has the largest entropy for its
     variance, this is an upper bound on the mixture's exact mutual information.
+
+    Args:
+        means: predicted means ``(S, ...)``.
+        variances: predicted variances ``(S, ...)``.
+
+    Returns:
+        A dict with ``total_entropy``, ``aleatoric_entropy``, ``mutual_information`` (and
+        related terms).
     """
     if variances is None:
         raise ValueError("argument 'variances' is required: the entropy split needs "
@@ -153,6 +199,15 @@ def qoi_variance(qoi: Callable, predictions: Predictions, key, num_inner: int = 
     (population variances, so ``total``, the variance of all ``f_sk``, is their exact
     sum). The finite inner sample inflates ``epistemic`` by about
     ``(1 - 1/S) aleatoric / num_inner``; ``epistemic_debiased`` subtracts that estimate.
+
+    Args:
+        qoi: the quantity of interest ``f(x)``, image -> scalar.
+        predictions: one image's predictions.
+        key: JAX PRNG key.
+        num_inner: draws per member.
+
+    Returns:
+        A dict with ``epistemic``, ``aleatoric``, ``total`` and ``epistemic_debiased``.
     """
     means = _one_image_means(predictions)
     if int(num_inner) < 2:
@@ -193,6 +248,17 @@ def to_result(predictions: Predictions, key, *, method: str, num_draws: int = 12
     resolved even for one or a few members; without an aleatoric part the draws are
     the ``S`` means themselves. ``diagnostics`` hold ``epistemic_variance``,
     ``aleatoric_variance`` and, with a heteroscedastic head, the entropy split maps.
+
+    Args:
+        predictions: one image's predictions.
+        key: JAX PRNG key of the draws.
+        method: method name for the provenance.
+        num_draws: number of draws kept.
+        config: configuration for the provenance.
+        timings: timings to record.
+
+    Returns:
+        A :class:`~uqrecon.result.Result`.
     """
     means = _one_image_means(predictions)
     if int(num_draws) < 1:
@@ -230,6 +296,20 @@ def predict(model, params, x0, y, key, *, method: str = "mc_dropout", num_passes
     compiled function was cached). ``num_draws`` is that of :func:`to_result`.
     ``aleatoric=False`` drops a heteroscedastic head's predicted variances, leaving the
     epistemic part alone (plain MC dropout / plain ensemble from the same network).
+
+    Args:
+        model: the flax network.
+        params: its parameters.
+        x0: network inputs, ``(batch, H, W)``.
+        y: measured data, ``(batch, *data_shape)``.
+        key: JAX PRNG key.
+        method: ``'mc_dropout'``, ``'ensemble'`` or ``'deterministic'``.
+        num_passes: dropout passes (``'mc_dropout'``).
+        num_draws: draws kept per Result.
+        aleatoric: include the heteroscedastic (aleatoric) variance.
+
+    Returns:
+        A list of :class:`~uqrecon.result.Result`, one per image.
     """
     if method not in METHODS:
         raise ValueError(f"argument 'method' must be one of {METHODS}, got {method!r}")
@@ -275,6 +355,15 @@ def evaluate(result: Result, truth, level: float = 0.9, levels=None) -> dict:
     ``|coverage(a) - a|`` over the levels), Pearson/Spearman correlation of
     ``|mean - truth|`` with the std, and the sparsification curve with its AUSE, all
     from :mod:`uqrecon.uq.metrics` (one definition everywhere).
+
+    Args:
+        result: a Result for one image.
+        truth: the true image.
+        level: credible level of the coverage entry.
+        levels: levels of the calibration curve (None: the default grid).
+
+    Returns:
+        A dict of figures.
     """
     truth = np.asarray(truth)
     if truth.shape != result.mean.shape:
@@ -298,6 +387,13 @@ def ood_ratio(result: Result, mask) -> float:
 
     A ratio above 1 means the method's epistemic uncertainty rises on a structure (e.g.
     a bright insert from :func:`uqrecon.deep.data.with_insert`) absent from training.
+
+    Args:
+        result: a deep-UQ Result (with an epistemic variance).
+        mask: boolean mask of the structure.
+
+    Returns:
+        The ratio, a float.
     """
     mask = np.asarray(mask, bool)
     if mask.shape != result.mean.shape or mask.all() or not mask.any():

@@ -38,7 +38,19 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
                 seed: int | None = None, **config):
     """Gaussian approximation of ``posterior`` by ``method`` ('meanfield', 'lowrank',
     'laplace'); ``config`` goes to the method. Give ``key`` or ``seed`` (default seed 0);
-    the same seed gives the same result."""
+    the same seed gives the same result.
+
+    Args:
+        posterior: a :class:`~uqrecon.models.Posterior`.
+        method: ``'meanfield'``, ``'lowrank'`` or ``'laplace'``.
+        key: JAX PRNG key (exclusive with ``seed``).
+        seed: integer seed (None and no key: 0).
+        **config: options of the method (e.g. ``rank``, ``tol``, ``num_steps``).
+
+    Returns:
+        A :class:`~uqrecon.result.Result` with Gaussian factors (``gaussian``), diagnostics
+        and provenance.
+    """
     from ..models.hyper import check_posterior
     check_posterior(posterior)
     if method not in APPROXIMATIONS:

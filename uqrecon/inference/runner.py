@@ -269,6 +269,23 @@ def run_chains(sampler: Sampler, params, init_positions, key, *, num_warmup: int
     devices the chains are sharded over them in both modes. It is part of the
     checkpoint's fingerprint (a resumed run is bitwise identical only in the same mode).
 
+    Args:
+        sampler: the :class:`Sampler`.
+        params: the pytree its functions take.
+        init_positions: initial positions, one per chain.
+        key: JAX PRNG key.
+        num_warmup: warm-up iterations per chain.
+        num_samples: post-warmup iterations per chain.
+        thin: keep every ``thin``-th draw.
+        chunk_size: iterations per compiled chunk (None: automatic).
+        checkpoint_dir: folder for resumable checkpoints.
+        draws_dir: folder for memory-mapped draws.
+        keep_draws: keep the draws (False: only the running moments).
+        progress: show a progress bar.
+        callback: called with an info dict after each chunk.
+        fingerprint: extra entries of the checkpoint's fingerprint.
+        chain_method: ``'vectorized'`` or ``'sequential'``.
+
     Returns:
         A :class:`RunOutput` (host arrays).
     """

@@ -55,6 +55,7 @@ Methods and their options (``**cfg``):
   ``maxiter``, ``preconditioner`` for the CG path (``"circulant"``, a Fourier model of the
   precision measured from its point-spread function, or ``"none"``). Draws are
   independent; warmup is skipped.
+
 Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
 the unconstrained space; for nuts/hmc/mala without ``init``, chains start at
 ``pc(init_jitter * xi)`` with default 1.0, a draw from the preconditioner's Gaussian),
@@ -700,6 +701,22 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     Warns (``ConvergenceWarning``) when R-hat > 1.01 or the bulk ESS is low, and
     (``RuntimeWarning``) on divergences or chains that went non-finite (those chains are
     left out of mean/variance and listed in ``diagnostics['nonfinite_chains']``).
+
+    Args:
+        posterior: a :class:`~uqrecon.models.Posterior`.
+        method: sampler name, one of :data:`uqrecon.inference.METHODS`.
+        num_chains: number of chains.
+        num_samples: post-warmup iterations per chain.
+        num_warmup: warm-up (adaptation) iterations per chain.
+        thin: keep every ``thin``-th draw.
+        seed: integer seed; the same seed gives the same draws.
+        checkpoint_dir: folder for resumable checkpoints after every chunk (None: none).
+        draws_dir: folder for the draws as a memory-mapped file (None: in memory).
+        progress: show a progress bar.
+        **cfg: options of the method (see the module docstring).
+
+    Returns:
+        A :class:`~uqrecon.result.Result` with draws, diagnostics, timings and provenance.
     """
     from ..models.hyper import check_posterior
     check_posterior(posterior)

@@ -27,12 +27,36 @@ class IdentityTransform:
     """No constraint: ``x = z``."""
 
     def forward(self, z):
+        """Unconstrained ``z`` to the constrained image ``x`` (identity).
+
+        Args:
+            z: unconstrained coordinates, of the image shape.
+
+        Returns:
+            The image ``x``.
+        """
         return z
 
     def inverse(self, x):
+        """Constrained image ``x`` back to unconstrained ``z``.
+
+        Args:
+            x: image inside the constraint set.
+
+        Returns:
+            The coordinates ``z``.
+        """
         return x
 
     def log_det_jacobian(self, z):
+        """``log |det d forward / dz|`` (the transform is elementwise).
+
+        Args:
+            z: unconstrained coordinates, of the image shape.
+
+        Returns:
+            Scalar array.
+        """
         return jnp.zeros((), jnp.real(z).dtype)
 
 
@@ -43,14 +67,38 @@ class SoftplusTransform:
     lower: jax.Array
 
     def forward(self, z):
+        """Unconstrained ``z`` to the constrained image ``x`` (softplus).
+
+        Args:
+            z: unconstrained coordinates, of the image shape.
+
+        Returns:
+            The image ``x``.
+        """
         return like(self.lower, z) + jax.nn.softplus(z)
 
     def inverse(self, x):
+        """Constrained image ``x`` back to unconstrained ``z``.
+
+        Args:
+            x: image inside the constraint set.
+
+        Returns:
+            The coordinates ``z``.
+        """
         s = x - like(self.lower, x)
         s = jnp.maximum(s, jnp.finfo(s.dtype).eps)       # boundary points map to a finite z
         return s + jnp.log(-jnp.expm1(-s))
 
     def log_det_jacobian(self, z):
+        """``log |det d forward / dz|`` (the transform is elementwise).
+
+        Args:
+            z: unconstrained coordinates, of the image shape.
+
+        Returns:
+            Scalar array.
+        """
         return jnp.sum(jax.nn.log_sigmoid(z))
 
 
@@ -62,16 +110,40 @@ class SigmoidTransform:
     upper: jax.Array
 
     def forward(self, z):
+        """Unconstrained ``z`` to the constrained image ``x`` (scaled sigmoid).
+
+        Args:
+            z: unconstrained coordinates, of the image shape.
+
+        Returns:
+            The image ``x``.
+        """
         lo, hi = like(self.lower, z), like(self.upper, z)
         return lo + (hi - lo) * jax.nn.sigmoid(z)
 
     def inverse(self, x):
+        """Constrained image ``x`` back to unconstrained ``z``.
+
+        Args:
+            x: image inside the constraint set.
+
+        Returns:
+            The coordinates ``z``.
+        """
         lo, hi = like(self.lower, x), like(self.upper, x)
         eps = jnp.finfo(x.dtype).eps
         t = jnp.clip((x - lo) / (hi - lo), eps, 1.0 - eps)
         return jnp.log(t) - jnp.log1p(-t)
 
     def log_det_jacobian(self, z):
+        """``log |det d forward / dz|`` (the transform is elementwise).
+
+        Args:
+            z: unconstrained coordinates, of the image shape.
+
+        Returns:
+            Scalar array.
+        """
         width = jnp.broadcast_to(like(self.upper, z) - like(self.lower, z), z.shape)
         return jnp.sum(jnp.log(width) + jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z))
 
@@ -85,6 +157,14 @@ class _Constraint(FixedTerm):
     is_constraint = True
 
     def contains(self, x):
+        """Whether ``x`` lies in the set.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Boolean scalar array.
+        """
         lo = like(self.lower, x)
         ok = jnp.all(x >= lo)
         if self.upper is not None:
@@ -92,16 +172,39 @@ class _Constraint(FixedTerm):
         return ok
 
     def potential(self, x):
-        """0 inside the set, ``+inf`` outside (the indicator)."""
+        """0 inside the set, ``+inf`` outside (the indicator).
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Scalar array, 0 or ``+inf``.
+        """
         return jnp.where(self.contains(x), 0.0, jnp.inf).astype(jnp.real(x).dtype)
 
     def project(self, x):
+        """Euclidean projection onto the set.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The projection, of the image shape.
+        """
         lo = like(self.lower, x)
         hi = None if self.upper is None else like(self.upper, x)
         return jnp.clip(x, lo, hi)
 
     def prox(self, x, step):
-        """The prox of an indicator is the projection, whatever the step."""
+        """The prox of an indicator is the projection, whatever the step.
+
+        Args:
+            x: image, of the model's image shape.
+            step: step size (unused).
+
+        Returns:
+            The projection of ``x``.
+        """
         return self.project(x)
 
 

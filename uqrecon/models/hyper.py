@@ -44,11 +44,26 @@ class Gamma:
         return self.shape / self.rate
 
     def log_prob(self, t):
-        """Log density at ``t`` up to the normalising constant."""
+        """Log density at ``t`` up to the normalising constant.
+
+        Args:
+            t: positive precision value.
+
+        Returns:
+            Scalar array.
+        """
         return (self.shape - 1.0) * jnp.log(t) - self.rate * t
 
     def posterior(self, shape_increment, rate_increment):
-        """``(shape, rate)`` of the conjugate update ``Gamma(a + ds, b + dr)``."""
+        """``(shape, rate)`` of the conjugate update ``Gamma(a + ds, b + dr)``.
+
+        Args:
+            shape_increment: increment ``ds`` of the shape.
+            rate_increment: increment ``dr`` of the rate.
+
+        Returns:
+            A pair ``(shape, rate)``.
+        """
         return self.shape + shape_increment, self.rate + rate_increment
 
 
@@ -129,6 +144,15 @@ class FixedTerm:
     hyperpriors = hyperparameters
 
     def with_hyperparameters(self, **values):
+        """A copy with some hyperparameters set; this term has none.
+
+        Args:
+            **values: hyperparameter values; this term has none, so any name is a
+                ValueError.
+
+        Returns:
+            The term itself (unchanged).
+        """
         if values:
             raise ValueError(f"{type(self).__name__} has no hyperparameters {sorted(values)}")
         return self

@@ -80,7 +80,14 @@ def _walk_treedef(h, treedef):
 
 
 def posterior_hash(posterior) -> str:
-    """SHA-256 of a posterior: its pytree structure, static fields and array leaves."""
+    """SHA-256 of a posterior: its pytree structure, static fields and array leaves.
+
+    Args:
+        posterior: a uqrecon Posterior (any pytree).
+
+    Returns:
+        The hex digest, a string.
+    """
     h = hashlib.sha256()
     leaves, treedef = jax.tree_util.tree_flatten(posterior)
     h.update(_ADDRESS.sub("", str(treedef)).encode())

@@ -85,6 +85,15 @@ class _Likelihood:
         return {}
 
     def with_hyperparameters(self, **values):
+        """A copy with some hyperparameters set; this likelihood has none.
+
+        Args:
+            **values: hyperparameter values; this term has none, so any name is a
+                ValueError.
+
+        Returns:
+            The term itself (unchanged).
+        """
         if values:
             raise ValueError(f"{type(self).__name__} has no hyperparameters "
                              f"{sorted(values)}")
@@ -163,23 +172,62 @@ class Gaussian(_Likelihood):
         return math.prod(self.operator.range_shape) * (2 if self._complex else 1)
 
     def residual(self, x):
+        """The residual ``A x - y``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The residual, of the data shape.
+        """
         return self.operator(x) - self.data
 
     def quadratic_form(self, x):
-        """``||A x - y||^2``, the statistic of the noise-precision conditional."""
+        """``||A x - y||^2``, the statistic of the noise-precision conditional.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Scalar array.
+        """
         r = self.residual(x)
         return jnp.sum(jnp.real(r) ** 2 + jnp.imag(r) ** 2) if self._complex else jnp.sum(r * r)
 
     def potential(self, x):
+        """``tau ||A x - y||^2 / 2`` (the negative log likelihood up to a constant).
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The potential (negative log density up to a constant), a scalar array.
+        """
         return 0.5 * self.noise_precision * self.quadratic_form(x)
 
     def gauss_newton_vp(self, x, v):
+        """``tau A^H A v``: the Hessian of the potential (it does not depend on ``x``).
+
+        Args:
+            x: point (unused: the curvature is constant).
+            v: direction, of the image shape.
+
+        Returns:
+            The curvature applied to ``v``, of the image shape.
+        """
         return self.noise_precision * self._adjoint(self.operator(v))
 
     lipschitz_vp = gauss_newton_vp
 
     def conditional_stats(self, x):
-        """``(m/2, ||Ax - y||^2 / 2)``: shape and rate increments of the conjugate update."""
+        """``(m/2, ||Ax - y||^2 / 2)``: shape and rate increments of the conjugate update.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            A pair ``(shape_increment, rate_increment)``.
+        """
         return 0.5 * self.num_observations, 0.5 * self.quadratic_form(x)
 
     @property
@@ -191,6 +239,16 @@ class Gaussian(_Likelihood):
         return {} if self.hyperprior is None else {"noise_precision": self.hyperprior}
 
     def with_hyperparameters(self, noise_precision=None, **other):
+        """A copy with another noise precision.
+
+        Args:
+            noise_precision: new noise precision ``1/sigma^2`` (> 0); None keeps the current
+                one.
+            **other: any other name is a ValueError.
+
+        Returns:
+            The new likelihood (or this one when nothing changes).
+        """
         if other:
             raise ValueError(f"{type(self).__name__}: unknown hyperparameters {sorted(other)}")
         if noise_precision is None:
@@ -267,14 +325,38 @@ class PoissonTransmission(_Likelihood):
         object.__setattr__(self, "log_background", jnp.log(bg))   # -inf where zero
 
     def log_rate(self, x):
+        """Log of the expected counts, ``log(I0 exp(-A x) + background)``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Array of the data shape.
+        """
         return jnp.logaddexp(self.log_i0 - self.operator(x), self.log_background)
 
     def potential(self, x):
+        """Negative Poisson log likelihood of the counts, up to a constant.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The potential (negative log density up to a constant), a scalar array.
+        """
         log_lam = self.log_rate(x)
         return jnp.sum(jnp.exp(log_lam) - self.data * log_lam)
 
     def gauss_newton_vp(self, x, v):
-        """Fisher information: weights ``t^2 / lambda`` with ``t = I0 exp(-Ax)``."""
+        """Fisher information: weights ``t^2 / lambda`` with ``t = I0 exp(-Ax)``.
+
+        Args:
+            x: point where the Fisher information is taken.
+            v: direction, of the image shape.
+
+        Returns:
+            The curvature applied to ``v``, of the image shape.
+        """
         log_t = self.log_i0 - self.operator(x)
         w = jnp.exp(2.0 * log_t - self.log_rate(x))
         return self._weighted_normal(w, v)
@@ -282,7 +364,15 @@ class PoissonTransmission(_Likelihood):
     def lipschitz_vp(self, x, v):
         """A majorant of the Hessian valid wherever ``A x >= 0`` (non-negative
         attenuation): ``|l''| <= I0 + y/4`` per measurement (``+ y/4`` only with a
-        background)."""
+        background).
+
+        Args:
+            x: point (unused: the majorant is global).
+            v: direction, of the image shape.
+
+        Returns:
+            The majorant applied to ``v``, of the image shape.
+        """
         w = jnp.exp(self.log_i0) + jnp.where(jnp.isfinite(self.log_background),
                                              0.25 * self.data, 0.0)
         return self._weighted_normal(jnp.broadcast_to(w, self.data.shape), v)
@@ -314,9 +404,25 @@ class PoissonEmission(_Likelihood):
         object.__setattr__(self, "background", bg)
 
     def rate(self, x):
+        """Expected counts ``A x + background``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Array of the data shape.
+        """
         return self.operator(x) + self.background
 
     def potential(self, x):
+        """Negative Poisson log likelihood of the counts, up to a constant.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The potential (negative log density up to a constant), a scalar array.
+        """
         lam = self.rate(x)
         pos = self.data > 0
         safe = jnp.where(lam > 0, lam, 1.0)
@@ -325,13 +431,29 @@ class PoissonEmission(_Likelihood):
         return jnp.where(bad, jnp.inf, val)
 
     def gauss_newton_vp(self, x, v):
-        """Fisher information: weights ``1 / lambda``."""
+        """Fisher information: weights ``1 / lambda``.
+
+        Args:
+            x: point where the Fisher information is taken.
+            v: direction, of the image shape.
+
+        Returns:
+            The curvature applied to ``v``, of the image shape.
+        """
         lam = self.rate(x)
         return self._weighted_normal(1.0 / lam, v)
 
     def lipschitz_vp(self, x, v):
         """The Hessian ``A^T diag(y / lambda^2) A`` at ``x``: the emission gradient has
-        no global Lipschitz constant, so this is local to ``x``."""
+        no global Lipschitz constant, so this is local to ``x``.
+
+        Args:
+            x: point where the Hessian is taken.
+            v: direction, of the image shape.
+
+        Returns:
+            The majorant applied to ``v``, of the image shape.
+        """
         if x is None:
             raise ValueError("PoissonEmission: its gradient has no global Lipschitz "
                              "constant; pass a point 'x' to lipschitz()")

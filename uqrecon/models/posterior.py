@@ -132,11 +132,25 @@ class GaussianForm:
         return (jnp.real(z) if self.real_image else z).astype(like_x.dtype)
 
     def prior_precision(self, x):
-        """``Q x``."""
+        """``Q x``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            ``Q x``, of the image shape.
+        """
         return sum(p.precision(x) for p in self.priors)
 
     def precision(self, x):
-        """``P x = tau A^H A x + Q x``."""
+        """``P x = tau A^H A x + Q x``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            ``P x``, of the image shape.
+        """
         tau = like(self.noise_precision, x)
         return tau * self._domain(self.operator.normal(x), x) + self.prior_precision(x)
 
@@ -152,7 +166,14 @@ class GaussianForm:
 
     def precision_matrix(self, dtype=None):
         """Dense ``P`` (n x n); small problems only. Built from the densified operator
-        (one matrix product) and n prior-precision applications, not n products with P."""
+        (one matrix product) and n prior-precision applications, not n products with P.
+
+        Args:
+            dtype: dtype of the matrix (default: the image dtype).
+
+        Returns:
+            The dense precision, shape ``(n, n)`` with ``n`` the number of pixels.
+        """
         P = _precision_matrix(self)
         return P if dtype is None else P.astype(dtype)
 
@@ -160,7 +181,16 @@ class GaussianForm:
         """The posterior mean by conjugate gradients on ``P mu = rhs``: the package's one
         CG, :func:`uqrecon.linalg.pcg`. ``tol`` defaults to
         :func:`uqrecon.linalg.default_tol` of the dtype, ``maxiter`` to ``10 n``. With
-        ``x0`` CG starts there and solves to the same absolute tolerance ``tol ||rhs||``."""
+        ``x0`` CG starts there and solves to the same absolute tolerance ``tol ||rhs||``.
+
+        Args:
+            tol: relative residual tolerance (None: the dtype's default).
+            maxiter: maximum number of CG iterations (None: ``10 n``).
+            x0: starting image (None: zeros).
+
+        Returns:
+            The posterior mean, of the image shape.
+        """
         maxiter = 10 * math.prod(self.shape) if maxiter is None else int(maxiter)
         rhs = self.rhs
         if x0 is not None:
@@ -271,31 +301,84 @@ class Posterior:
         return self.likelihood.potential(x) + sum(p.potential(x) for p in self.smooth_priors)
 
     def potential(self, x):
-        """Negative log density up to a constant (``+inf`` outside constraints)."""
+        """Negative log density up to a constant (``+inf`` outside constraints).
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Scalar array; ``+inf`` outside the constraint set.
+        """
         return _jit_potential(self, self._check(x))
 
     def logdensity(self, x):
+        """Log density up to a constant: ``-potential(x)`` (``-inf`` outside constraints).
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Scalar array.
+        """
         return -self.potential(x)
 
     def smooth_potential(self, x):
-        """Likelihood plus every smooth prior term."""
+        """Likelihood plus every smooth prior term.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Scalar array.
+        """
         return _jit_smooth_potential(self, self._check(x))
 
     def grad_smooth_potential(self, x):
         """Gradient of ``smooth_potential``; for complex images ``df/dRe + i df/dIm``
-        (the ascent direction; JAX's raw ``grad`` would give its conjugate)."""
+        (the ascent direction; JAX's raw ``grad`` would give its conjugate).
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The gradient, of the image shape and dtype.
+        """
         return _jit_grad(self, self._check(x))
 
     def value_and_grad_smooth_potential(self, x):
+        """``(smooth_potential(x), grad_smooth_potential(x))`` in one pass.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            A pair ``(value, gradient)``: a scalar array and an array of the image shape.
+        """
         return _jit_value_and_grad(self, self._check(x))
 
     def hessian_vp(self, x, v):
-        """Hessian of the smooth potential at ``x`` applied to ``v`` (forward over reverse)."""
+        """Hessian of the smooth potential at ``x`` applied to ``v`` (forward over reverse).
+
+        Args:
+            x: point where the Hessian is taken, of the image shape.
+            v: direction, of the image shape.
+
+        Returns:
+            The Hessian-vector product, of the image shape.
+        """
         return _jit_hvp(self, self._check(x), self._check(v, "v"))
 
     def gauss_newton_vp(self, x, v):
         """Gauss-Newton / Fisher curvature (PSD): the likelihood's ``A^H W A v`` plus each
-        smooth prior's PSD curvature. Equals ``hessian_vp`` for Gaussian models."""
+        smooth prior's PSD curvature. Equals ``hessian_vp`` for Gaussian models.
+
+        Args:
+            x: point where the curvature is taken, of the image shape.
+            v: direction, of the image shape.
+
+        Returns:
+            The curvature applied to ``v``, of the image shape.
+        """
         return _jit_gn(self, self._check(x), self._check(v, "v"))
 
     # -- non-smooth part ----------------------------------------------------------------
@@ -304,6 +387,13 @@ class Posterior:
 
         One term: its own prox. TV with a constraint: the constrained dual iterations.
         Otherwise Dykstra-like splitting over the terms' proxes.
+
+        Args:
+            x: image, of the model's image shape.
+            step: positive step size of the proximal operator.
+
+        Returns:
+            The proximal point, of the image shape.
         """
         x = self._check(x)
         if not self.nonsmooth:
@@ -326,7 +416,17 @@ class Posterior:
         """Lipschitz constant of ``grad_smooth_potential`` by power iteration on the sum of
         the terms' curvature majorants (exact Hessian for quadratic terms; global bounds
         for smoothed TV and Cauchy; at ``x`` for Poisson emission, which has no global
-        constant). Returns a scalar array."""
+        constant). Returns a scalar array.
+
+        Args:
+            key: JAX PRNG key of the power iteration's start vector (None: a fixed key).
+            x: point where a local constant is taken (needed only for Poisson emission).
+            num_iter: maximum number of power iterations.
+            rtol: relative change of the estimate at which the power iteration stops.
+
+        Returns:
+            The Lipschitz constant, a scalar array.
+        """
         if key is None:
             key = jax.random.PRNGKey(0)
         real = jnp.finfo(self.dtype).dtype
@@ -343,7 +443,14 @@ class Posterior:
         return IdentityTransform() if c is None else c.transform
 
     def logdensity_unconstrained(self, z):
-        """``logdensity(forward(z)) + log|det J(z)|``, constraints dropped (always met)."""
+        """``logdensity(forward(z)) + log|det J(z)|``, constraints dropped (always met).
+
+        Args:
+            z: unconstrained coordinates, of the image shape.
+
+        Returns:
+            Scalar array.
+        """
         return _jit_logdensity_unconstrained(self, self._check(z, "z"))
 
     def _logdensity_unconstrained(self, z):
@@ -365,7 +472,11 @@ class Posterior:
         """The linear-Gaussian structure at the current hyperparameter values, or None
         unless the likelihood is Gaussian and every prior is Gaussian (at least one).
         For hierarchical models this is the conditional of ``x`` given the current
-        hyperparameters (what a Gibbs sampler needs); see ``is_hierarchical``."""
+        hyperparameters (what a Gibbs sampler needs); see ``is_hierarchical``.
+
+        Returns:
+            A :class:`GaussianForm`, or None when the posterior is not linear-Gaussian.
+        """
         lik = self.likelihood
         if not (lik.is_gaussian and self.priors and all(p.is_gaussian for p in self.priors)):
             return None
@@ -400,7 +511,15 @@ class Posterior:
         return bool(self.hyperpriors)
 
     def with_hyperparameters(self, **values) -> "Posterior":
-        """A new posterior with some hyperparameters set (names from ``hyperparameters``)."""
+        """A new posterior with some hyperparameters set (names from ``hyperparameters``).
+
+        Args:
+            **values: new values by hyperparameter name, e.g. ``noise_precision=...``,
+                ``prior_precision=...``.
+
+        Returns:
+            A new :class:`Posterior` (this one is unchanged).
+        """
         named = dict(self._named_terms())
         unknown = sorted(set(values) - set(named))
         if unknown:
@@ -425,7 +544,14 @@ class Posterior:
 
     def quadratic_forms(self, x) -> dict:
         """The statistic of each precision conditional: ``||Ax - y||^2`` for the noise,
-        ``(x - m)^H L^H L (x - m)`` for each Gaussian prior."""
+        ``(x - m)^H L^H L (x - m)`` for each Gaussian prior.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            A dict, hyperparameter name -> scalar array.
+        """
         x = self._check(x)
         return {name: _batched(t.quadratic_form, len(self.shape), x)
                 for name, t in self._named_terms()}
@@ -433,7 +559,14 @@ class Posterior:
     def conditionals(self, x) -> dict:
         """``name -> (shape, rate)`` of the Gamma full conditional of every hyperparameter
         with a Gamma hyperprior: noise ``(a + m/2, b + ||Ax-y||^2/2)``, prior
-        ``(a + rank/2, b + (x-m)^T L^T L (x-m)/2)``."""
+        ``(a + rank/2, b + (x-m)^T L^T L (x-m)/2)``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            A dict, hyperparameter name -> ``(shape, rate)`` of its Gamma full conditional.
+        """
         x = self._check(x)
         out = {}
         for name, t in self._named_terms():
@@ -446,7 +579,14 @@ class Posterior:
 
     def log_joint(self, x) -> jax.Array:
         """``log p(x, hyperparameters | y)`` up to a constant: ``logdensity(x)`` plus, for
-        each Gamma-hyperprior precision t, ``(k/2) log t + log Gamma(t)`` (k = m or rank)."""
+        each Gamma-hyperprior precision t, ``(k/2) log t + log Gamma(t)`` (k = m or rank).
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Scalar array.
+        """
         x = self._check(x)
         out = self.logdensity(x)
         for _, t in self._named_terms():

@@ -104,15 +104,37 @@ class _GaussianPriorBase:
         return x - self.mean.astype(x.dtype)
 
     def quadratic_form(self, x):
-        """``(x - m)^H L^H L (x - m)``: the statistic of the precision conditional."""
+        """``(x - m)^H L^H L (x - m)``: the statistic of the precision conditional.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            Scalar array.
+        """
         d = self._sqrt(self._centered(x))
         return jnp.sum(jnp.real(d * jnp.conj(d)))
 
     def potential(self, x):
+        """``delta (x - m)^H L^H L (x - m) / 2``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The potential (negative log density up to a constant), a scalar array.
+        """
         return 0.5 * like(self.delta, x) * self.quadratic_form(x)
 
     def precision(self, v):
-        """``Q v = delta L^H L v``."""
+        """``Q v = delta L^H L v``.
+
+        Args:
+            v: direction, of the image shape.
+
+        Returns:
+            ``Q v``, of the image shape.
+        """
         return like(self.delta, v) * self._sqrt.adjoint(self._sqrt(v)).astype(v.dtype)
 
     @property
@@ -121,15 +143,40 @@ class _GaussianPriorBase:
         return jnp.sqrt(self.delta) * self._sqrt
 
     def gauss_newton_vp(self, x, v):
+        """``Q v``: the Hessian of the potential (constant).
+
+        Args:
+            x: point (unused).
+            v: direction, of the image shape.
+
+        Returns:
+            The curvature applied to ``v``, of the image shape.
+        """
         return self.precision(v)
 
     def lipschitz_vp(self, x, v):
+        """``Q v``: the Hessian is its own majorant.
+
+        Args:
+            x: point (unused).
+            v: direction, of the image shape.
+
+        Returns:
+            The majorant applied to ``v``, of the image shape.
+        """
         return self.precision(v)
 
     def conditional_stats(self, x):
         """``(k/2, quadratic_form(x)/2)``: increments of the Gamma conjugate update, with
         ``k`` the real degrees of freedom the precision acts on: ``rank`` for a real
-        image, ``2 rank`` for a complex one (real and imaginary parts each get ``Q``)."""
+        image, ``2 rank`` for a complex one (real and imaginary parts each get ``Q``).
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            A pair ``(shape_increment, rate_increment)``.
+        """
         k = self.rank * (2 if jnp.iscomplexobj(x) else 1)
         return 0.5 * k, 0.5 * self.quadratic_form(x)
 
@@ -142,6 +189,15 @@ class _GaussianPriorBase:
         return {} if self.hyperprior is None else {self._hyper_name: self.hyperprior}
 
     def with_hyperparameters(self, **values):
+        """A copy with another prior precision ``delta``.
+
+        Args:
+            **values: the prior precision under its hyperparameter name (> 0); other names
+                are a ValueError.
+
+        Returns:
+            The new prior (or this one when no value is given).
+        """
         value = values.pop(self._hyper_name, None)
         if values:
             raise ValueError(f"{type(self).__name__}: unknown hyperparameters {sorted(values)}")
@@ -269,18 +325,53 @@ class CauchyMRF:
         return FiniteDifference(self.shape, self.boundary)
 
     def potential(self, x):
+        """Sum over neighbour differences ``d`` of ``log(1 + (d / scale)^2)``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The potential (negative log density up to a constant), a scalar array.
+        """
         g2 = like(self.scale, x) ** 2
         return jnp.sum(jnp.log1p(self._diff(x) ** 2 / g2))
 
     def gauss_newton_vp(self, x, v):
+        """A positive semi-definite curvature of the potential at ``x``.
+
+        Args:
+            x: point where the curvature is taken.
+            v: direction, of the image shape.
+
+        Returns:
+            The curvature applied to ``v``, of the image shape.
+        """
         g2 = like(self.scale, x) ** 2
         w = 2.0 / (g2 + self._diff(x) ** 2)
         return self._diff.adjoint(w * self._diff(v))
 
     def lipschitz_vp(self, x, v):
+        """A global majorant of the Hessian (the curvature at zero differences).
+
+        Args:
+            x: point (unused: the majorant is global).
+            v: direction, of the image shape.
+
+        Returns:
+            The majorant applied to ``v``, of the image shape.
+        """
         return (2.0 / like(self.scale, v) ** 2) * self._diff.normal(v)
 
     def with_hyperparameters(self, **values):
+        """A copy with some hyperparameters set; CauchyMRF has none.
+
+        Args:
+            **values: hyperparameter values; this term has none, so any name is a
+                ValueError.
+
+        Returns:
+            The term itself (unchanged).
+        """
         if values:
             raise ValueError(f"CauchyMRF has no hyperparameters {sorted(values)}")
         return self

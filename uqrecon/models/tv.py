@@ -37,12 +37,27 @@ class _NormPenalty(FixedTerm):
     is_constraint = False
 
     def potential(self, x):
+        """The weighted sum of the magnitudes of the analysis coefficients ``K x``.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The potential (negative log density up to a constant), a scalar array.
+        """
         mag = self.magnitude(self.analysis_operator(x))
         return jnp.sum(self.weights(x.dtype) * mag)
 
     def project_dual(self, q):
         """Projection of ``q`` (in K's range) onto ``{|q_i| <= w_i}``, the domain of the
-        conjugate of the penalty (the dual step of PDHG)."""
+        conjugate of the penalty (the dual step of PDHG).
+
+        Args:
+            q: dual variable, in the range of the analysis operator K.
+
+        Returns:
+            The projection, of the shape of ``q``.
+        """
         w = self.weights(jnp.real(q).dtype)
         mag = self.magnitude(q)
         if self.grouped:
@@ -50,7 +65,15 @@ class _NormPenalty(FixedTerm):
         return q * jnp.minimum(1.0, w / jnp.where(mag > 0, mag, 1.0))
 
     def smoothed(self, eps, kind="huber"):
-        """A smooth surrogate (Huber or Charbonnier with parameter ``eps``)."""
+        """A smooth surrogate (Huber or Charbonnier with parameter ``eps``).
+
+        Args:
+            eps: smoothing parameter (> 0).
+            kind: ``'huber'`` or ``'charbonnier'``.
+
+        Returns:
+            A :class:`SmoothedNorm`.
+        """
         return SmoothedNorm(self, eps, kind)
 
 
@@ -95,9 +118,25 @@ class TV(_NormPenalty):
         return self.isotropic
 
     def magnitude(self, z):
+        """Pointwise magnitude of a gradient field: Euclidean norm over the direction axis (isotropic) or absolute value (anisotropic).
+
+        Args:
+            z: gradient field, shape ``(2, *shape)``.
+
+        Returns:
+            The magnitudes (isotropic: ``shape``; anisotropic: ``(2, *shape)``).
+        """
         return _safe_norm(z, 0) if self.isotropic else jnp.abs(z)
 
     def weights(self, dtype):
+        """The penalty weight as an array of ``dtype``.
+
+        Args:
+            dtype: real dtype of the result.
+
+        Returns:
+            Scalar array.
+        """
         return like(self.weight, jnp.zeros((), dtype))
 
     def _project_unit(self, p):
@@ -108,7 +147,16 @@ class TV(_NormPenalty):
     def prox_dual(self, x, step, project=None):
         """``(u, p, iterations)``: ``u = prox_{step*TV}(x)`` (optionally restricted to a
         convex set through its projection ``project``) and the dual certificate ``p``
-        (``|p| <= 1`` pixelwise, ``u = P(x - step*weight*D^T p)``)."""
+        (``|p| <= 1`` pixelwise, ``u = P(x - step*weight*D^T p)``).
+
+        Args:
+            x: image, of the model's image shape.
+            step: positive step size.
+            project: projection onto a convex set (None: unconstrained).
+
+        Returns:
+            A triple ``(u, p, iterations)``.
+        """
         D = self.analysis_operator
         mu = like(self.weight, x) * like(step, x)
         project = (lambda v: v) if project is None else project
@@ -137,7 +185,16 @@ class TV(_NormPenalty):
 
     def prox(self, x, step, project=None):
         """``argmin_u weight*TV(u) + ||u - x||^2 / (2 step)`` (within the convex set
-        of ``project`` if given)."""
+        of ``project`` if given).
+
+        Args:
+            x: image, of the model's image shape.
+            step: positive step size.
+            project: projection onto a convex set (None: unconstrained).
+
+        Returns:
+            The proximal point, of the image shape.
+        """
         return self.prox_dual(x, step, project)[0]
 
 
@@ -176,6 +233,14 @@ class SmoothedNorm(FixedTerm):
         return jnp.where(mag <= eps, 0.5 * mag * mag / eps, mag - 0.5 * eps)
 
     def potential(self, x):
+        """The smoothed penalty: Huber or Charbonnier of the magnitudes of ``K x``, weighted.
+
+        Args:
+            x: image, of the model's image shape.
+
+        Returns:
+            The potential (negative log density up to a constant), a scalar array.
+        """
         z = self.parent.analysis_operator(x)
         eps = like(self.eps, x)
         if self.parent.grouped:
@@ -192,10 +257,27 @@ class SmoothedNorm(FixedTerm):
         return jnp.sum(self.parent.weights(x.dtype) * val)
 
     def gauss_newton_vp(self, x, v):
-        """The Hessian-vector product (positive semi-definite: the surrogate is convex)."""
+        """The Hessian-vector product (positive semi-definite: the surrogate is convex).
+
+        Args:
+            x: point where the Hessian is taken.
+            v: direction, of the image shape.
+
+        Returns:
+            The curvature applied to ``v``, of the image shape.
+        """
         return jax.jvp(real_gradient(self.potential), (x,), (v,))[1]
 
     def lipschitz_vp(self, x, v):
+        """A global majorant of the Hessian: ``(max w / eps) K^T K v``.
+
+        Args:
+            x: point (unused: the majorant is global).
+            v: direction, of the image shape.
+
+        Returns:
+            The majorant applied to ``v``, of the image shape.
+        """
         K = self.parent.analysis_operator
         wmax = jnp.max(self.parent.weights(v.dtype))
         return (wmax / like(self.eps, v)) * K.adjoint(K(v))

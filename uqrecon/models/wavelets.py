@@ -113,7 +113,11 @@ class WaveletTransform(LinearOperator):
         return out
 
     def approximation_mask(self) -> np.ndarray:
-        """Boolean array, True on the coarsest approximation block."""
+        """Boolean array, True on the coarsest approximation block.
+
+        Returns:
+            Boolean array of the coefficient shape.
+        """
         mask = np.zeros(self.domain_shape, bool)
         mask[tuple(slice(0, s >> self.levels) for s in self.domain_shape)] = True
         return mask
@@ -156,9 +160,25 @@ class WaveletL1(_NormPenalty):
         return WaveletTransform(self.shape, self.wavelet, self.levels)
 
     def magnitude(self, z):
+        """Absolute values of wavelet coefficients.
+
+        Args:
+            z: wavelet coefficients.
+
+        Returns:
+            ``|z|``.
+        """
         return jnp.abs(z)
 
     def weights(self, dtype):
+        """Per-coefficient weights: ``weight``, zero on the approximation block unless it is penalised.
+
+        Args:
+            dtype: real dtype of the result.
+
+        Returns:
+            Array of weights (scalar when every coefficient has the same).
+        """
         w = like(self.weight, jnp.zeros((), dtype))
         if self.penalize_approximation:
             return w
@@ -166,6 +186,15 @@ class WaveletL1(_NormPenalty):
         return jnp.where(jnp.asarray(mask), jnp.zeros((), w.dtype), w)
 
     def prox(self, x, step):
+        """Soft thresholding in the (orthonormal) wavelet domain.
+
+        Args:
+            x: image, of the model's image shape.
+            step: positive step size.
+
+        Returns:
+            The proximal point, of the image shape.
+        """
         W = self.analysis_operator
         c = W(x)
         thr = self.weights(x.dtype) * like(step, x)

@@ -40,7 +40,14 @@ __all__ = [
 
 
 def static_field(**kwargs) -> Any:
-    """A dataclass field that is pytree metadata (hashable, not traced)."""
+    """A dataclass field that is pytree metadata (hashable, not traced).
+
+    Args:
+        **kwargs: passed to :func:`dataclasses.field`.
+
+    Returns:
+        The dataclass field, marked as static metadata.
+    """
     return dataclasses.field(metadata={"static": True}, **kwargs)
 
 
@@ -51,6 +58,12 @@ def operator_dataclass(cls):
     leaves (arrays or nested pytrees such as other operators). Unflattening bypasses
     ``__init__``, so a class may define its own validating ``__init__`` (checks that
     need concrete values then never see tracers).
+
+    Args:
+        cls: the class to decorate.
+
+    Returns:
+        The same class, now a frozen dataclass and a registered pytree.
     """
     if "__init__" in cls.__dict__:
         custom_init = cls.__dict__["__init__"]
@@ -119,7 +132,14 @@ class LinearOperator:
         return self._batched(self._apply, x, self.domain_shape, "x")
 
     def adjoint(self, y: jax.Array) -> jax.Array:
-        """Apply the exact (Hermitian) adjoint ``A^H``."""
+        """Apply the exact (Hermitian) adjoint ``A^H``.
+
+        Args:
+            y: element of the range (leading batch axes allowed).
+
+        Returns:
+            ``A^H y``, of the domain shape.
+        """
         return self._batched(self._adjoint, y, self.range_shape, "y")
 
     @property
@@ -130,7 +150,14 @@ class LinearOperator:
     H = T
 
     def normal(self, x: jax.Array) -> jax.Array:
-        """``A^H A x`` (the Gram operator), used by least squares and Hessians."""
+        """``A^H A x`` (the Gram operator), used by least squares and Hessians.
+
+        Args:
+            x: element of the domain (leading batch axes allowed).
+
+        Returns:
+            ``A^H A x``, of the domain shape.
+        """
         return self.adjoint(self(x))
 
     def __matmul__(self, other):
@@ -171,6 +198,14 @@ class LinearOperator:
 
         Stops when the estimate changes by less than ``rtol`` (relative) or after
         ``num_iter`` iterations. Returns a scalar array.
+
+        Args:
+            key: JAX PRNG key of the start vector (None: a fixed key).
+            num_iter: maximum number of power iterations.
+            rtol: relative change at which the iteration stops.
+
+        Returns:
+            The estimated norm, a scalar array.
         """
         if key is None:
             key = jax.random.PRNGKey(0)
@@ -186,6 +221,12 @@ class LinearOperator:
         the range is smaller and both spaces are real (or both complex), ``size_out``
         adjoint applications (conjugated rows); one application at a time, since a
         projector vmapped over thousands of unit vectors is several times slower on CPU.
+
+        Args:
+            dtype: dtype of the matrix (None: the operator's).
+
+        Returns:
+            The matrix, shape ``(size_out, size_in)``.
         """
         return _dense_matrix(self, jnp.dtype(dtype or self._domain_dtype_for(None)))
 
@@ -442,6 +483,14 @@ def adjoint_mismatch(op: LinearOperator, key: jax.Array, dtype=None) -> jax.Arra
 
     The standard adjoint test; ~1e-7 in float32 and ~1e-15 in float64 for an exact
     adjoint.
+
+    Args:
+        op: the operator to test.
+        key: JAX PRNG key of the random inputs.
+        dtype: dtype of the random inputs (None: the operator's domain dtype).
+
+    Returns:
+        The relative mismatch, a scalar array.
     """
     dtype = jnp.dtype(dtype or op.domain_dtype)
     kx, ky, kx2, ky2 = jax.random.split(key, 4)

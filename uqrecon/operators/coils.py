@@ -22,6 +22,16 @@ def birdcage_maps(shape, num_coils: int = 8, radius: float = 1.5, normalize: boo
     that ``sum_c |S_c|^2 = 1`` at every pixel: then a fully sampled SENSE operator is an
     isometry (``A^H A = I``), ``||A|| <= 1`` for any mask, and its adjoint is the standard
     coil-combined image, so noise levels and step sizes carry over from single-coil.
+
+    Args:
+        shape: image shape ``(H, W)``.
+        num_coils: number of coils.
+        radius: radius of the coil circle, relative to the image half-width.
+        normalize: scale the maps so that the root-sum-of-squares is one at every pixel.
+        dtype: complex dtype of the maps.
+
+    Returns:
+        Complex array ``(num_coils, H, W)``.
     """
     try:
         h, w = (int(s) for s in shape)

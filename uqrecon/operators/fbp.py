@@ -63,6 +63,15 @@ def fbp(operator: RayTransform, sinogram, filter: str = "ramlak",
     ``filter`` is ``'ramlak'`` or ``'hann'``; frequencies above ``frequency_scaling``
     (a fraction of the detector's Nyquist frequency, in (0, 1]) are cut off.
     Parallel beam only (ValueError for fan beam).
+
+    Args:
+        operator: the parallel-beam :class:`RayTransform` the data come from.
+        sinogram: data of the operator's range shape (leading batch axes allowed).
+        filter: ``'ramlak'`` or ``'hann'``.
+        frequency_scaling: cut-off as a fraction of the Nyquist frequency, in (0, 1].
+
+    Returns:
+        The reconstruction, of the operator's domain shape (with the batch axes).
     """
     from odl.applications.tomo import Parallel2dGeometry
 

@@ -99,6 +99,16 @@ def random_line_mask(shape, acceleration: float = 4, center_fraction: float = 0.
     ``N_low`` lines are always kept and every other line with probability
     ``(N / acceleration - N_low) / (N - N_low)``, so the expected total is
     ``N / acceleration``. Returns a boolean array of ``shape``.
+
+    Args:
+        shape: k-space shape.
+        acceleration: undersampling factor.
+        center_fraction: fraction of lines in the fully sampled centre block.
+        seed: seed of the random draw.
+        axis: axis along which lines are selected.
+
+    Returns:
+        Boolean array of ``shape``.
     """
     shape = _check_shape(shape)
     axis = _check_axis(axis)
@@ -123,6 +133,16 @@ def equispaced_line_mask(shape, acceleration: float = 4, center_fraction: float 
     (so that the total is about ``N / acceleration``), starting at a random offset in
     ``[0, round(a'))``; as in fastMRI, positions ``round(offset + k a')`` may be unevenly
     spaced when ``a'`` is not an integer. Returns a boolean array of ``shape``.
+
+    Args:
+        shape: k-space shape.
+        acceleration: undersampling factor.
+        center_fraction: fraction of lines in the fully sampled centre block.
+        seed: seed of the random offset.
+        axis: axis along which lines are selected.
+
+    Returns:
+        Boolean array of ``shape``.
     """
     shape = _check_shape(shape)
     axis = _check_axis(axis)
@@ -151,6 +171,16 @@ def variable_density_mask(shape, acceleration: float = 4, seed: int = 0,
     centre ``n // 2``) is below ``center_radius`` are always sampled; the rest are drawn
     without replacement with weights ``(1 - r / r_max)^decay``, ``r_max`` slightly beyond
     the corners so every pixel has positive weight (Gumbel top-k: exact count, seeded).
+
+    Args:
+        shape: k-space shape ``(H, W)``.
+        acceleration: undersampling factor.
+        seed: seed of the random draw.
+        center_radius: normalised radius of the always-sampled centre.
+        decay: exponent of the sampling weight's decay with the radius.
+
+    Returns:
+        Boolean array of ``shape``.
     """
     shape = _check_shape(shape)
     acc = _check_acceleration(acceleration)

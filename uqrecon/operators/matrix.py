@@ -66,6 +66,14 @@ class MatrixOperator(LinearOperator):
         return (self.matrix.T @ yv).reshape(self.domain_shape)
 
     def to_dense(self, dtype=None):
+        """The matrix (a sparse one densified).
+
+        Args:
+            dtype: dtype of the result (None: the matrix's).
+
+        Returns:
+            The dense matrix, shape ``(size_out, size_in)``.
+        """
         mat = self.matrix.todense() if self.is_sparse else self.matrix
         return mat if dtype is None else mat.astype(dtype)
 

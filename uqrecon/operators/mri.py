@@ -26,13 +26,27 @@ _AXES = (-2, -1)
 
 
 def fft2c(x: jax.Array) -> jax.Array:
-    """Centred orthonormal 2D FFT over the last two axes (the convention above)."""
+    """Centred orthonormal 2D FFT over the last two axes (the convention above).
+
+    Args:
+        x: array whose last two axes are the image.
+
+    Returns:
+        Its centred orthonormal 2D FFT, same shape.
+    """
     return jnp.fft.fftshift(jnp.fft.fft2(jnp.fft.ifftshift(x, axes=_AXES), norm="ortho"),
                             axes=_AXES)
 
 
 def ifft2c(k: jax.Array) -> jax.Array:
-    """Inverse (= adjoint) of :func:`fft2c`."""
+    """Inverse (= adjoint) of :func:`fft2c`.
+
+    Args:
+        k: array whose last two axes are k-space.
+
+    Returns:
+        Its centred orthonormal inverse 2D FFT, same shape.
+    """
     return jnp.fft.fftshift(jnp.fft.ifft2(jnp.fft.ifftshift(k, axes=_AXES), norm="ortho"),
                             axes=_AXES)
 
@@ -139,11 +153,25 @@ class CartesianMRI(LinearOperator):
         return img
 
     def to_kspace_grid(self, y: jax.Array) -> jax.Array:
-        """Zero-filled k-space grid ``(H, W)`` (or ``(num_coils, H, W)``) from data ``y``."""
+        """Zero-filled k-space grid ``(H, W)`` (or ``(num_coils, H, W)``) from data ``y``.
+
+        Args:
+            y: measured data (the operator's range).
+
+        Returns:
+            The zero-filled k-space grid.
+        """
         return self._batched(self._grid, y, self.range_shape, "y")
 
     def zero_filled(self, y: jax.Array) -> jax.Array:
-        """Zero-filled reconstruction ``A^H y`` (coil-combined with ``conj(S_c)``)."""
+        """Zero-filled reconstruction ``A^H y`` (coil-combined with ``conj(S_c)``).
+
+        Args:
+            y: measured data (the operator's range).
+
+        Returns:
+            The complex image ``A^H y``.
+        """
         return self.adjoint(y)
 
 

@@ -207,5 +207,12 @@ def _bridge_transpose(handle, y):
 
 
 def from_odl(odl_operator) -> ODLOperator:
-    """Wrap a linear ODL operator as a :class:`LinearOperator` (host callback)."""
+    """Wrap a linear ODL operator as a :class:`LinearOperator` (host callback).
+
+    Args:
+        odl_operator: a linear ``odl.Operator``.
+
+    Returns:
+        An :class:`ODLOperator`.
+    """
     return ODLOperator(odl_operator)

@@ -241,6 +241,12 @@ class RayTransform(LinearOperator):
 
         Note ODL's ``adjoint`` carries cell-volume weights: it equals
         ``(w_sino / w_vol) * A^T``; use ``weighting=1.0`` spaces for the plain transpose.
+
+        Args:
+            impl: ODL back-end, e.g. ``'astra_cpu'`` or ``'skimage'``.
+
+        Returns:
+            An ``odl.applications.tomo.RayTransform``.
         """
         from odl.applications.tomo import RayTransform as OdlRayTransform
 
@@ -251,7 +257,14 @@ class RayTransform(LinearOperator):
         return self._mapped(self._apply, x, self.domain_shape, "x")
 
     def adjoint(self, y):
-        """Apply the exact adjoint (Euclidean transpose) ``A^T``."""
+        """Apply the exact adjoint (Euclidean transpose) ``A^T``.
+
+        Args:
+            y: sinogram of the range shape (leading batch axes allowed).
+
+        Returns:
+            ``A^T y``, of the image shape.
+        """
         return self._mapped(self._adjoint, y, self.range_shape, "y")
 
     def _mapped(self, fn, x, core, name):
@@ -375,6 +388,19 @@ def sparse_view(shape, num_angles, *, num_det=None, det_width=None, extent=1.0,
 
     The image covers ``[-extent, extent]^2`` (the longer axis, for non-square shapes);
     by default the detector has cells of one pixel side and spans the image diagonal.
+
+    Args:
+        shape: image shape ``(H, W)``.
+        num_angles: number of views.
+        num_det: number of detector cells (None: cells of about one pixel side).
+        det_width: total detector width in image units (None: wide enough to see the whole
+            image).
+        extent: half-width of the (longer side of the) image, which covers ``[-extent,
+            extent]``.
+        angle_range: ``(start, stop)`` of the view angles in radians.
+
+    Returns:
+        A parallel-beam :class:`RayTransform`.
     """
     from odl.applications.tomo import Parallel2dGeometry
 
@@ -389,6 +415,19 @@ def limited_angle(shape, angle_range=(0.0, math.pi / 2), num_angles=None, *, num
     """Parallel-beam ray transform over ``angle_range`` (default ``[0, pi/2)``).
 
     ``num_angles`` defaults to one view per degree of the range.
+
+    Args:
+        shape: image shape ``(H, W)``.
+        angle_range: ``(start, stop)`` of the view angles in radians.
+        num_angles: number of views (None: one per degree).
+        num_det: number of detector cells (None: cells of about one pixel side).
+        det_width: total detector width in image units (None: wide enough to see the whole
+            image).
+        extent: half-width of the (longer side of the) image, which covers ``[-extent,
+            extent]``.
+
+    Returns:
+        A parallel-beam :class:`RayTransform`.
     """
     lo, hi = (float(a) for a in angle_range)
     if num_angles is None:
@@ -403,6 +442,21 @@ def fan_beam(shape, num_angles, src_radius, det_radius, *, num_det=None, det_wid
 
     The detector (default) is wide enough to see the whole image (magnified by
     ``(src_radius + det_radius) / src_radius``) with ~one cell per magnified pixel.
+
+    Args:
+        shape: image shape ``(H, W)``.
+        num_angles: number of views.
+        src_radius: distance from the source to the rotation centre.
+        det_radius: distance from the rotation centre to the detector.
+        num_det: number of detector cells (None: cells of about one pixel side).
+        det_width: total detector width in image units (None: wide enough to see the whole
+            image).
+        extent: half-width of the (longer side of the) image, which covers ``[-extent,
+            extent]``.
+        angle_range: ``(start, stop)`` of the source angles in radians.
+
+    Returns:
+        A fan-beam :class:`RayTransform`.
     """
     from odl.applications.tomo import FanBeamGeometry
 

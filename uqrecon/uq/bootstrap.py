@@ -156,7 +156,11 @@ class ImageGroup:
         return "+".join(parts) or "identity"
 
     def check_image(self, shape) -> None:
-        """ValueError unless the group acts on images of ``shape``."""
+        """ValueError unless the group acts on images of ``shape``.
+
+        Args:
+            shape: image shape.
+        """
         if self.is_identity:
             return
         if len(shape) != 2:
@@ -170,7 +174,16 @@ class ImageGroup:
         """``num`` random elements (leading axis ``num``; jit-able, ``num`` static).
 
         All parts come from one uniform draw (each distinct random draw is a threefry
-        kernel that XLA compiles separately, and slowly)."""
+        kernel that XLA compiles separately, and slowly).
+
+        Args:
+            key: JAX PRNG key.
+            num: number of elements.
+            dtype: float dtype of the rotation angles.
+
+        Returns:
+            A ``GroupElement`` whose fields have a leading axis ``num``.
+        """
         u = jax.random.uniform(key, (num, 5), jnp.float32)
         zero = jnp.zeros((num,), jnp.int32)
         rot = jnp.minimum((4 * u[:, 0]).astype(jnp.int32), 3) if self.rot90 else zero
@@ -183,7 +196,15 @@ class ImageGroup:
         return GroupElement(rot, flip, shift, angle)
 
     def apply(self, g: GroupElement, x):
-        """``T_g x``."""
+        """``T_g x``.
+
+        Args:
+            g: one group element.
+            x: image.
+
+        Returns:
+            The transformed image.
+        """
         if self.max_shift:
             x = jnp.roll(x, g.shift, axis=(0, 1))
         if self.max_angle:
@@ -195,7 +216,15 @@ class ImageGroup:
         return x
 
     def inverse(self, g: GroupElement, x):
-        """``T_g^{-1} x`` (exact except for continuous rotations: bilinear)."""
+        """``T_g^{-1} x`` (exact except for continuous rotations: bilinear).
+
+        Args:
+            g: one group element.
+            x: image.
+
+        Returns:
+            The image transformed by the inverse of ``g``.
+        """
         if self.flips:
             x = jnp.where(g.flip, x[::-1], x)
         if self.rot90:
@@ -278,7 +307,16 @@ def response_matrix(reconstruct, unit_data):
     jitted once at module level (``reconstruct`` a pytree such as
     :class:`FBPReconstruction`). With ``unit_data`` the unit vectors of the data space,
     shaped ``(m, *range_shape)``, the result is the reconstruction's matrix, one row per
-    datum (``(m, *image_shape)``)."""
+    datum (``(m, *image_shape)``).
+
+    Args:
+        reconstruct: a linear reconstruction map that is a pytree (e.g.
+            :class:`FBPReconstruction`).
+        unit_data: a batch of data, ``(m, *range_shape)``.
+
+    Returns:
+        The reconstructions, ``(m, *image_shape)``.
+    """
     return jax.vmap(reconstruct)(unit_data)
 
 

@@ -121,7 +121,14 @@ class Replicates:
         return tuple(self.truths.shape[1:])
 
     def subset(self, index) -> "Replicates":
-        """The replicates at ``index`` (an integer array, slice or boolean mask)."""
+        """The replicates at ``index`` (an integer array, slice or boolean mask).
+
+        Args:
+            index: integer array, slice or boolean mask over the replicates.
+
+        Returns:
+            A new :class:`Replicates`.
+        """
         idx = np.arange(self.num_replicates)[index]
         if idx.size == 0:
             raise ValueError("'index' selects no replicate")
@@ -182,7 +189,14 @@ class CalibrationReport:
         return self.replicates.num_replicates
 
     def coverage_at(self, level: float) -> float:
-        """Pooled pixel coverage at ``level`` (must be one of ``levels``)."""
+        """Pooled pixel coverage at ``level`` (must be one of ``levels``).
+
+        Args:
+            level: one of the report's ``levels``.
+
+        Returns:
+            A float in [0, 1].
+        """
         return float(self.pixel_coverage[self._index(level)])
 
     def _index(self, level):
@@ -230,7 +244,11 @@ class CalibrationReport:
 
     def table(self) -> str:
         """Markdown table, one row per level: pixel coverage with its replicate band and
-        the naive binomial band, MSE-ball coverage with its band, mean width."""
+        the naive binomial band, MSE-ball coverage with its band, mean width.
+
+        Returns:
+            A markdown string.
+        """
         c = int(round(100 * self.confidence))
         info = self.replicates.info
         head = (f"**{self.label}** — method `{info.get('method')}`, truths "
@@ -437,7 +455,15 @@ def method_from_name(name: str, **options) -> Callable:
 def scale_result(result: Result, std_scale: float) -> Result:
     """``result`` with its spread about the mean multiplied by ``std_scale`` (draws,
     variance and Gaussian factors; the mean unchanged): a deliberately mis-scaled method,
-    e.g. to measure the power of a calibration check."""
+    e.g. to measure the power of a calibration check.
+
+    Args:
+        result: a Result.
+        std_scale: factor (> 0) applied to the spread.
+
+    Returns:
+        A new Result.
+    """
     s = float(std_scale)
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"'std_scale' must be a finite number > 0, got {std_scale!r}")
@@ -808,7 +834,14 @@ def replicated_calibration(posterior, method="exact", *, truths="prior",
 # --------------------------------------------------------------------------------------
 def calibration_table(reports: Sequence[CalibrationReport]) -> str:
     """Markdown table, one row per report: pixel coverage at 50/90/95 % (with the
-    replicate band at 90 %), ECE, MSE-ball coverage at 50/90 %, mean 90 % width, RMSE."""
+    replicate band at 90 %), ECE, MSE-ball coverage at 50/90 %, mean 90 % width, RMSE.
+
+    Args:
+        reports: the reports to tabulate.
+
+    Returns:
+        A markdown string.
+    """
     reports = list(reports)
     if not reports or not all(isinstance(r, CalibrationReport) for r in reports):
         raise TypeError("'reports' must be a non-empty sequence of CalibrationReport")

@@ -62,13 +62,30 @@ class Comparison(Mapping):
         return len(self._d)
 
     def to_dict(self) -> dict:
-        """Plain dict (numpy scalars converted; NaN/inf become None)."""
+        """Plain dict (numpy scalars converted; NaN/inf become None).
+
+        Returns:
+            A dict, metric name -> value.
+        """
         return {k: _plain(v) for k, v in self._d.items()}
 
     def to_json(self, **kwargs) -> str:
+        """The metrics and notes as a JSON string.
+
+        Args:
+            **kwargs: passed to :func:`json.dumps` (e.g. ``indent``).
+
+        Returns:
+            A JSON string.
+        """
         return json.dumps({"metrics": self.to_dict(), "notes": self.notes}, **kwargs)
 
     def to_markdown(self) -> str:
+        """The metrics as a two-column markdown table, then the notes.
+
+        Returns:
+            A markdown string.
+        """
         lines = ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in self._d.items()]
         lines += [f"\n_note: {n}_" for n in self.notes]
@@ -95,6 +112,11 @@ class ComparisonTable:
         return cols
 
     def to_markdown(self) -> str:
+        """One markdown row per compared result.
+
+        Returns:
+            A markdown string.
+        """
         cols = self.columns
         out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         out += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in self.rows]
@@ -104,11 +126,24 @@ class ComparisonTable:
     __str__ = to_markdown
 
     def to_dict(self) -> dict:
+        """Plain dict of the rows (as :meth:`Comparison.to_dict`) and the reference name.
+
+        Returns:
+            A dict.
+        """
         return {"reference": self.reference_name,
                 "rows": [r.to_dict() for r in self.rows],
                 "notes": {str(r.get("method")): r.notes for r in self.rows if r.notes}}
 
     def to_json(self, **kwargs) -> str:
+        """The table as a JSON string.
+
+        Args:
+            **kwargs: passed to :func:`json.dumps`.
+
+        Returns:
+            A JSON string.
+        """
         return json.dumps(self.to_dict(), **kwargs)
 
 
@@ -152,7 +187,15 @@ def same_model(result: Result, reference: Result):
     """Whether two Results describe the same posterior: ``True``/``False`` from the
     ``posterior_hash`` in their provenance (recorded by every sampler, approximation and
     gold standard built on a Posterior), ``None`` when either lacks one (deep UQ, FBP,
-    results saved before the hash was recorded)."""
+    results saved before the hash was recorded).
+
+    Args:
+        result: a Result.
+        reference: another Result.
+
+    Returns:
+        True, False or None (unknown).
+    """
     a = result.provenance.get("posterior_hash")
     b = reference.provenance.get("posterior_hash")
     if a is None or b is None:
@@ -175,7 +218,7 @@ def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4
     reference) when both have Gaussian factors, ``w1_marginal`` (mean over pixels of the
     marginal W1), ``ref_coverage_XX`` (reference mass inside the result's XX % intervals)
     and, with ``truth``: ``truth_error``, ``psnr``, ``ssim``, ``coverage_XX``,
-    ``pearson``/``spearman`` (|error| vs std), ``ause``. Convergence and timing figures
+    ``pearson``/``spearman`` (``|error|`` vs std), ``ause``. Convergence and timing figures
     are copied from the result when present. ``name``/``reference_name`` label the
     rows (default: ``provenance['method']``).
 
@@ -185,6 +228,21 @@ def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4
     the approximation error: the comparison says so in a note, and
     ``require_same_model=True`` refuses it instead (``ValueError``). ``None`` means the
     provenance cannot tell (no hash recorded): grade such rows with care.
+
+    Args:
+        result: the :class:`~uqrecon.result.Result` to grade.
+        reference: the reference :class:`~uqrecon.result.Result` (e.g. a gold standard).
+        truth: the true image, if known (adds the truth-based entries).
+        max_dense: largest pixel count for which dense Gaussian covariances are formed (W2,
+            KL).
+        levels: credible levels of the coverage entries.
+        name: label of the result (None: its method).
+        reference_name: label of the reference (None: its method).
+        require_same_model: raise ValueError when the two do not describe the same
+            posterior.
+
+    Returns:
+        A :class:`Comparison`.
     """
     for arg, val in (("result", result), ("reference", reference)):
         if not isinstance(val, Result):
@@ -259,7 +317,18 @@ def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4
 def compare_table(results, reference: Result, truth=None, *,
                   reference_name: str | None = None, **kwargs) -> ComparisonTable:
     """One :func:`compare` row per result. ``results``: dict name -> Result, or a list
-    (names from ``provenance['method']``)."""
+    (names from ``provenance['method']``).
+
+    Args:
+        results: dict name -> Result, or a list of Results.
+        reference: the reference :class:`~uqrecon.result.Result`.
+        truth: the true image, if known.
+        reference_name: label of the reference (None: its method).
+        **kwargs: passed to :func:`compare`.
+
+    Returns:
+        A :class:`ComparisonTable`.
+    """
     if isinstance(results, Mapping):
         items = list(results.items())
     elif isinstance(results, (list, tuple)):

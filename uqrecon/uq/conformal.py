@@ -157,11 +157,27 @@ class ErrorBound:
     guarantee: str
 
     def bound(self, std) -> np.ndarray:
-        """The error bound ``scale * std`` (same shape as ``std``)."""
+        """The error bound ``scale * std`` (same shape as ``std``).
+
+        Args:
+            std: pixel standard deviations.
+
+        Returns:
+            Array of the shape of ``std``.
+        """
         return np.asarray(self.scale) * np.asarray(std, np.float64)
 
     def coverage(self, truths, means, stds) -> np.ndarray:
-        """Per replicate, the fraction of pixels with ``|x - mean| <= scale * std``."""
+        """Per replicate, the fraction of pixels with ``|x - mean| <= scale * std``.
+
+        Args:
+            truths: true images, ``(n, *shape)``.
+            means: posterior means, ``(n, *shape)``.
+            stds: standard deviations, ``(n, *shape)``.
+
+        Returns:
+            Array ``(n,)``.
+        """
         return 1.0 - uncovered_fraction(conformity_scores(truths, means, stds), self.scale)
 
 
@@ -293,7 +309,8 @@ def rcps_max_empirical_risk(n: int, alpha: float, delta: float) -> float:
 
     Args:
         n: calibration replicates.
-        alpha: target risk; delta: error probability.
+        alpha: target risk.
+        delta: error probability.
 
     Returns:
         The threshold on the empirical risk (found by bisection to 1e-12).
@@ -339,14 +356,33 @@ class RCPS:
     guarantee: str
 
     def interval(self, means, lower, upper=None):
-        """``(lo, hi)`` of the calibrated set."""
+        """``(lo, hi)`` of the calibrated set.
+
+        Args:
+            means: posterior means, ``(n, *shape)``.
+            lower: lower half-widths ``l`` (per pixel).
+            upper: upper half-widths ``u`` (None: ``lower``).
+
+        Returns:
+            A pair ``(lo, hi)``: ``means - lam l`` and ``means + lam u``.
+        """
         m = np.asarray(means, np.float64)
         lo = np.asarray(lower, np.float64)
         up = lo if upper is None else np.asarray(upper, np.float64)
         return m - self.lam * lo, m + self.lam * up
 
     def risk(self, truths, means, lower, upper=None) -> np.ndarray:
-        """Per replicate, the fraction of pixels outside the calibrated set."""
+        """Per replicate, the fraction of pixels outside the calibrated set.
+
+        Args:
+            truths: true images, ``(n, *shape)``.
+            means: posterior means, ``(n, *shape)``.
+            lower: lower half-widths ``l``.
+            upper: upper half-widths ``u`` (None: ``lower``).
+
+        Returns:
+            Array ``(n,)``.
+        """
         return uncovered_fraction(conformity_scores(truths, means, lower, upper), self.lam)
 
 
@@ -457,20 +493,39 @@ class ConformalCheck:
         """Largest violation rate compatible with the guarantee: the ``confidence``
         quantile of ``Binomial(num_splits, delta) / num_splits`` (a guarantee that holds
         exceeds it with probability at most ``1 - confidence``; exact for independent
-        repetitions)."""
+        repetitions).
+
+        Args:
+            confidence: confidence of the band.
+
+        Returns:
+            A rate in [0, 1].
+        """
         _prob(confidence, "confidence")
         return float(stats.binom.ppf(confidence, self.num_splits, self.delta) / self.num_splits)
 
     def bound_mean_risk_band(self, confidence: float = 0.95) -> float:
         """Upper end of the allowance for the mean realised risk of the error bound:
         ``alpha`` plus ``z`` standard errors of the mean over repetitions (plus the test
-        set's own error, which is shared)."""
+        set's own error, which is shared).
+
+        Args:
+            confidence: confidence of the allowance.
+
+        Returns:
+            A float.
+        """
         _prob(confidence, "confidence")
         z = special.ndtri(confidence)
         se = self.bound_risk.std(ddof=1) / math.sqrt(self.num_splits)
         return float(self.alpha + z * se)
 
     def summary(self) -> dict:
+        """The check's figures as a flat dict (risks, widths, factors, bands).
+
+        Returns:
+            A dict.
+        """
         return {
             "label": self.label, "alpha": self.alpha, "delta": self.delta,
             "splits": self.num_splits, "n_cal": self.num_calibration, "n_test": self.num_test,
@@ -487,6 +542,11 @@ class ConformalCheck:
         }
 
     def table_row(self) -> str:
+        """The check as one markdown row under :meth:`table_header`.
+
+        Returns:
+            A markdown string.
+        """
         s = self.summary()
         return (f"| {s['label']} | {s['splits']}{'' if self.independent else ' (resampled)'}"
                 f" | {s['n_cal']} | {s['n_test']} | {s['raw_risk']:.3f} | {s['raw_width']:.3g} | "
@@ -498,6 +558,11 @@ class ConformalCheck:
 
     @staticmethod
     def table_header() -> str:
+        """Header of the markdown table of :meth:`table_row`.
+
+        Returns:
+            A markdown string (two lines).
+        """
         return ("| setting | repetitions | n cal | n test | raw risk | raw width | "
                 "std-bound lambda | std-bound mean risk (allowance) | std-bound width | "
                 "RCPS lambda | RCPS mean risk | P(risk > alpha) (band) | RCPS width |\n"

@@ -156,7 +156,16 @@ def planted_lesion(seed: int, case: str, shape=(32, 32), *, radius: float = 2.5,
 
 
 def planted_lesion_set(seeds, cases=CASES, **kwargs) -> list:
-    """``[planted_lesion(seed, case, **kwargs) for seed in seeds for case in cases]``."""
+    """``[planted_lesion(seed, case, **kwargs) for seed in seeds for case in cases]``.
+
+    Args:
+        seeds: integer seeds.
+        cases: the cases of each seed.
+        **kwargs: passed to :func:`planted_lesion`.
+
+    Returns:
+        A list of :class:`PlantedLesion`.
+    """
     return [planted_lesion(s, c, **kwargs) for s in seeds for c in cases]
 
 

@@ -59,7 +59,15 @@ def _same_shape(a, b, na, nb):
 # Image quality
 # --------------------------------------------------------------------------------------
 def relative_error(a, b) -> float:
-    """``||a - b||_2 / ||b||_2`` over all pixels (``b`` is the reference)."""
+    """``||a - b||_2 / ||b||_2`` over all pixels (``b`` is the reference).
+
+    Args:
+        a: array.
+        b: reference array.
+
+    Returns:
+        A float.
+    """
     a, b = _arr(a, "a"), _arr(b, "b")
     _same_shape(a, b, "a", "b")
     nb = np.linalg.norm(b.ravel())
@@ -78,7 +86,16 @@ def _data_range(ref, data_range):
 
 def psnr(x, ref, data_range=None) -> float:
     """Peak signal-to-noise ratio ``10 log10(R^2 / MSE)`` in dB; ``R`` defaults to
-    ``ref.max() - ref.min()``."""
+    ``ref.max() - ref.min()``.
+
+    Args:
+        x: image.
+        ref: reference image.
+        data_range: ``R`` (None: the range of ``ref``).
+
+    Returns:
+        PSNR in dB, a float.
+    """
     x, ref = _arr(x, "x"), _arr(ref, "ref")
     _same_shape(x, ref, "x", "ref")
     r = _data_range(ref, data_range)
@@ -89,7 +106,17 @@ def psnr(x, ref, data_range=None) -> float:
 def ssim(x, ref, data_range=None, sigma: float = 1.5) -> float:
     """Mean SSIM with an 11-tap Gaussian window (sigma 1.5, K1=0.01, K2=0.03), the
     setting of Wang et al. (2004); equals ``skimage.metrics.structural_similarity(...,
-    gaussian_weights=True, use_sample_covariance=False)``. 2-D images."""
+    gaussian_weights=True, use_sample_covariance=False)``. 2-D images.
+
+    Args:
+        x: 2-D image.
+        ref: reference image.
+        data_range: dynamic range (None: the range of ``ref``).
+        sigma: standard deviation of the Gaussian window.
+
+    Returns:
+        Mean SSIM, a float.
+    """
     x, ref = _arr(x, "x"), _arr(ref, "ref")
     _same_shape(x, ref, "x", "ref")
     truncate = 3.5
@@ -112,7 +139,16 @@ def ssim(x, ref, data_range=None, sigma: float = 1.5) -> float:
 # Calibration
 # --------------------------------------------------------------------------------------
 def coverage(lo, hi, truth) -> float:
-    """Fraction of pixels with ``lo <= truth <= hi``."""
+    """Fraction of pixels with ``lo <= truth <= hi``.
+
+    Args:
+        lo: lower bounds.
+        hi: upper bounds.
+        truth: the true image.
+
+    Returns:
+        A float in [0, 1].
+    """
     lo, hi, truth = _arr(lo, "lo"), _arr(hi, "hi"), _arr(truth, "truth")
     _same_shape(lo, truth, "lo", "truth")
     _same_shape(hi, truth, "hi", "truth")
@@ -127,7 +163,16 @@ def _check_levels(levels):
 
 
 def calibration_curve(result, truth, levels=None):
-    """``(levels, coverage)``: coverage of ``truth`` by ``result.interval(a)`` per level."""
+    """``(levels, coverage)``: coverage of ``truth`` by ``result.interval(a)`` per level.
+
+    Args:
+        result: a Result.
+        truth: the true image.
+        levels: credible levels in (0, 1) (None: the module's default grid).
+
+    Returns:
+        A pair ``(levels, coverage)`` of 1-D arrays.
+    """
     levels = _check_levels(levels)
     truth = _arr(truth, "truth")
     if tuple(truth.shape) != tuple(result.shape):
@@ -158,6 +203,16 @@ def mse_ball_coverage(results: Sequence, truths: Sequence, levels=None, seed: in
 
     Results without draws must be Gaussian; ``num_draws`` are then drawn from replicate
     ``i`` with key ``fold_in(PRNGKey(seed), i)``.
+
+    Args:
+        results: one Result per replicate.
+        truths: the true image of each replicate.
+        levels: credible levels in (0, 1) (None: the module's default grid).
+        seed: seed of the draws taken from Gaussian results.
+        num_draws: draws per Gaussian result.
+
+    Returns:
+        A pair ``(levels, coverage)`` of 1-D arrays.
     """
     levels = _check_levels(levels)
     if len(results) != len(truths) or len(results) == 0:
@@ -181,7 +236,15 @@ def mse_ball_coverage(results: Sequence, truths: Sequence, levels=None, seed: in
 # --------------------------------------------------------------------------------------
 def error_uncertainty_correlation(error, uncertainty) -> dict:
     """Pearson and Spearman correlation between pixel errors (e.g. ``|mean - truth|``)
-    and uncertainties (e.g. std)."""
+    and uncertainties (e.g. std).
+
+    Args:
+        error: pixel errors.
+        uncertainty: pixel uncertainties (same shape).
+
+    Returns:
+        A dict with floats ``pearson`` and ``spearman`` (NaN when undefined).
+    """
     e, u = _arr(error, "error").ravel(), _arr(uncertainty, "uncertainty").ravel()
     if e.shape != u.shape:
         raise ValueError(f"'error' and 'uncertainty' differ in size: {e.size} vs {u.size}")
@@ -200,6 +263,14 @@ def sparsification(error, uncertainty, fractions=None) -> dict:
     instead. Both are normalised by the mean error of all pixels. AUSE is the trapezoid
     area between curve and oracle over ``fractions`` (default 0, 0.01, ..., 0.99).
     Returns ``{'fractions', 'curve', 'oracle', 'ause'}``.
+
+    Args:
+        error: pixel errors.
+        uncertainty: pixel uncertainties (same shape).
+        fractions: removed fractions in [0, 1) (None: 0, 0.01, ..., 0.99).
+
+    Returns:
+        A dict with ``fractions``, ``curve``, ``oracle`` and ``ause``.
     """
     e, u = _arr(error, "error").ravel(), _arr(uncertainty, "uncertainty").ravel()
     if e.shape != u.shape:
@@ -271,6 +342,14 @@ def gaussian_w2(g1, g2, max_dense: int = 4096) -> float:
     ``W2^2 = ||m1 - m2||^2 + tr S1 + tr S2 - 2 tr (S2^1/2 S1 S2^1/2)^1/2``; closed form
     ``sum (sqrt d1 - sqrt d2)^2`` for diagonal pairs; otherwise the trace term is the
     nuclear norm of ``A^T B`` with dense factors ``S1 = A A^T``, ``S2 = B B^T``.
+
+    Args:
+        g1: first Gaussian (factor dict or Result).
+        g2: second Gaussian.
+        max_dense: largest pixel count for dense covariances.
+
+    Returns:
+        The distance, a float.
     """
     g1, g2 = _gauss(g1, "g1"), _gauss(g2, "g2")
     diag_pair = all(g["kind"] == "lowrank" and g["factor"].shape[1] == 0 for g in (g1, g2))
@@ -311,6 +390,14 @@ def gaussian_kl(g1, g2, max_dense: int = 4096) -> float:
     Diagonal and low-rank-plus-diagonal covariances (with positive diagonals) use the
     Woodbury identity and the matrix determinant lemma (cost ``O(n k^2)``); dense
     covariances use Cholesky factorisations. Returns ``inf`` when ``S1`` is singular.
+
+    Args:
+        g1: first Gaussian (factor dict or Result).
+        g2: second Gaussian.
+        max_dense: largest pixel count for dense covariances.
+
+    Returns:
+        ``KL(N1 || N2)``, a float.
     """
     g1, g2 = _gauss(g1, "g1"), _gauss(g2, "g2")
     lowrank = all(g["kind"] == "lowrank" and np.all(g["diag"] > 0) for g in (g1, g2))
@@ -360,7 +447,15 @@ def _draws2d(x, name):
 def w1_empirical(a, b) -> np.ndarray:
     """Per-pixel W1 between the empirical marginals of draws ``a`` ``(Na, *shape)`` and
     ``b`` ``(Nb, *shape)``: ``int_0^1 |F_a^-1(u) - F_b^-1(u)| du``, exact (the sorted-
-    sample formula ``mean |a_(i) - b_(i)|`` when ``Na == Nb``)."""
+    sample formula ``mean |a_(i) - b_(i)|`` when ``Na == Nb``).
+
+    Args:
+        a: draws ``(Na, *shape)``.
+        b: draws ``(Nb, *shape)``.
+
+    Returns:
+        Array of ``shape``.
+    """
     a2, shape = _draws2d(a, "a")
     b2, shape_b = _draws2d(b, "b")
     if shape != shape_b:
@@ -383,7 +478,16 @@ def w1_empirical(a, b) -> np.ndarray:
 def w1_gaussian_empirical(mean, std, draws) -> np.ndarray:
     """Per-pixel W1 between ``N(mean, std^2)`` and the empirical marginal of ``draws``
     ``(N, *shape)``, exact: on each quantile cell ``[i/N, (i+1)/N]`` the integral of
-    ``|x_(i) - mean - std Phi^-1(u)|`` has a closed form in ``Phi`` and ``phi``."""
+    ``|x_(i) - mean - std Phi^-1(u)|`` has a closed form in ``Phi`` and ``phi``.
+
+    Args:
+        mean: Gaussian means.
+        std: Gaussian standard deviations.
+        draws: draws ``(N, *shape)``.
+
+    Returns:
+        Array of ``shape``.
+    """
     d2, shape = _draws2d(draws, "draws")
     mu, sd = _arr(mean, "mean"), _arr(std, "std")
     if mu.shape != shape or sd.shape != shape:
@@ -424,7 +528,17 @@ def _phi(z):
 
 def w1_gaussian(mean1, std1, mean2, std2) -> np.ndarray:
     """Per-pixel W1 between ``N(mean1, std1^2)`` and ``N(mean2, std2^2)``:
-    ``E|m + s Z|`` with ``m = mean1 - mean2``, ``s = |std1 - std2|`` (folded normal)."""
+    ``E|m + s Z|`` with ``m = mean1 - mean2``, ``s = |std1 - std2|`` (folded normal).
+
+    Args:
+        mean1: first means.
+        std1: first standard deviations.
+        mean2: second means.
+        std2: second standard deviations.
+
+    Returns:
+        Array of the common shape.
+    """
     m = _arr(mean1, "mean1") - _arr(mean2, "mean2")
     s = np.abs(_arr(std1, "std1") - _arr(std2, "std2"))
     safe = np.where(s > 0, s, 1.0)

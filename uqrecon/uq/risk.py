@@ -94,7 +94,15 @@ def _mask(mask, name, shape=None) -> np.ndarray:
 
 def ring_around(mask, width: int = 2) -> np.ndarray:
     """The pixels within ``width`` dilation steps (8-neighbourhood in 2-D) of ``mask`` but
-    not in it (boolean)."""
+    not in it (boolean).
+
+    Args:
+        mask: boolean mask.
+        width: number of dilation steps.
+
+    Returns:
+        Boolean array of the shape of ``mask``.
+    """
     m = _mask(mask, "mask")
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
         raise ValueError(f"argument 'width' must be an integer >= 1, got {width!r}")
@@ -102,14 +110,32 @@ def ring_around(mask, width: int = 2) -> np.ndarray:
 
 
 def roi_mean(mask, name: str = "roi_mean") -> Quantity:
-    """Mean intensity in ``mask``: weights ``mask / |mask|``."""
+    """Mean intensity in ``mask``: weights ``mask / |mask|``.
+
+    Args:
+        mask: boolean mask of the region.
+        name: name of the quantity.
+
+    Returns:
+        A linear :class:`Quantity`.
+    """
     m = _mask(mask, "mask")
     return Quantity(name, weights=m / m.sum(), region=m)
 
 
 def roi_contrast(mask, background=None, ring_width: int = 2, name: str = "contrast") -> Quantity:
     """Mean in ``mask`` minus mean in ``background`` (default: the ring of ``ring_width``
-    pixels around the mask)."""
+    pixels around the mask).
+
+    Args:
+        mask: boolean mask of the region.
+        background: boolean mask of the background (None: a ring).
+        ring_width: width of the default ring.
+        name: name of the quantity.
+
+    Returns:
+        A linear :class:`Quantity`.
+    """
     m = _mask(mask, "mask")
     b = ring_around(m, ring_width) if background is None else _mask(background, "background",
                                                                    m.shape)
@@ -121,7 +147,18 @@ def roi_contrast(mask, background=None, ring_width: int = 2, name: str = "contra
 def area_above(threshold: float, region=None, pixel_area: float = 1.0, shape=None,
                name: str = "area_above") -> Quantity:
     """Area of the pixels of ``region`` (default: the whole image, ``shape`` needed) whose
-    value exceeds ``threshold``, in units of ``pixel_area``."""
+    value exceeds ``threshold``, in units of ``pixel_area``.
+
+    Args:
+        threshold: intensity threshold.
+        region: boolean mask (None: the whole image).
+        pixel_area: area of one pixel.
+        shape: image shape (needed when ``region`` is None).
+        name: name of the quantity.
+
+    Returns:
+        A :class:`Quantity`.
+    """
     if not np.isfinite(threshold):
         raise ValueError(f"argument 'threshold' must be finite, got {threshold!r}")
     if not (np.isfinite(pixel_area) and pixel_area > 0):
@@ -152,7 +189,15 @@ def _check_quantities(quantities, shape) -> list:
 
 
 def evaluate_quantity(quantity: Quantity, images) -> np.ndarray:
-    """The quantity on ``images`` of shape ``(..., *image_shape)``: an array ``(...)``."""
+    """The quantity on ``images`` of shape ``(..., *image_shape)``: an array ``(...)``.
+
+    Args:
+        quantity: the quantity.
+        images: images ``(..., *image_shape)``.
+
+    Returns:
+        Array of the leading shape ``(...)``.
+    """
     x = np.asarray(images, np.float64)
     ref = quantity.weights if quantity.is_linear else quantity.region
     k = ref.ndim
@@ -380,7 +425,15 @@ def _vector(x, name) -> np.ndarray:
 
 def threshold_for_flag_rate(calibration_scores, rate: float) -> float:
     """Threshold flagging the fraction ``rate`` of images with the largest scores: the
-    ``1 - rate`` empirical quantile of the calibration scores (``score > threshold``)."""
+    ``1 - rate`` empirical quantile of the calibration scores (``score > threshold``).
+
+    Args:
+        calibration_scores: scores of the calibration images.
+        rate: fraction to flag, in [0, 1].
+
+    Returns:
+        The threshold, a float.
+    """
     s = _vector(calibration_scores, "calibration_scores")
     if not (isinstance(rate, (int, float, np.floating)) and 0 < rate < 1):
         raise ValueError(f"argument 'rate' must be in (0, 1), got {rate!r}")
@@ -390,7 +443,16 @@ def threshold_for_flag_rate(calibration_scores, rate: float) -> float:
 def threshold_for_error(calibration_scores, calibration_errors, max_error: float) -> float:
     """The largest threshold whose accepted calibration images (``score <= threshold``)
     have mean error at most ``max_error`` (selective risk control, empirical). Returns
-    ``-inf`` (flag everything) when even the single lowest-score image fails."""
+    ``-inf`` (flag everything) when even the single lowest-score image fails.
+
+    Args:
+        calibration_scores: scores of the calibration images.
+        calibration_errors: errors of the calibration images.
+        max_error: largest acceptable mean error.
+
+    Returns:
+        The threshold, a float (``-inf``: flag everything).
+    """
     s = _vector(calibration_scores, "calibration_scores")
     e = _vector(calibration_errors, "calibration_errors")
     if s.shape != e.shape:
@@ -408,13 +470,29 @@ def threshold_for_error(calibration_scores, calibration_errors, max_error: float
 
 
 def abstain(scores, threshold: float) -> np.ndarray:
-    """The abstention rule: flag (True) where ``score > threshold``."""
+    """The abstention rule: flag (True) where ``score > threshold``.
+
+    Args:
+        scores: reliability scores.
+        threshold: abstention threshold.
+
+    Returns:
+        Boolean array of the shape of ``scores``.
+    """
     return np.asarray(scores, np.float64) > float(threshold)
 
 
 def auroc(scores, labels) -> float:
     """Area under the ROC curve of ``scores`` for boolean ``labels`` (Mann-Whitney, ties
-    counted one half); 0.5 for an uninformative score, 1 for a perfect one."""
+    counted one half); 0.5 for an uninformative score, 1 for a perfect one.
+
+    Args:
+        scores: scores.
+        labels: boolean labels (True: positive).
+
+    Returns:
+        A float in [0, 1].
+    """
     s = _vector(scores, "scores")
     lab = np.asarray(labels, bool)
     if lab.shape != s.shape:

@@ -123,7 +123,14 @@ class Structure:
         return self.region.shape
 
     def with_threshold(self, threshold: float) -> "Structure":
-        """The same region and ring with another threshold."""
+        """The same region and ring with another threshold.
+
+        Args:
+            threshold: the new threshold.
+
+        Returns:
+            A new :class:`Structure`.
+        """
         return dataclasses.replace(
             self, threshold=_check_finite(threshold, "threshold", "Structure.with_threshold"))
 
