@@ -40,8 +40,15 @@ padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 h3{margin-top:1.4em}table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:.25em .5em;vertical-align:top}th{background:#f3f3f3;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .scroll{overflow-x:auto}
+table.comparison{border-collapse:separate;border-spacing:0}
+table.comparison th,table.comparison td{border-width:0 1px 1px 0}table.comparison th{border-top-width:1px}
+table.comparison th:first-child,table.comparison td:first-child{position:sticky;left:0;z-index:1;
+background-color:#fff;border-left-width:1px}
+table.comparison th:first-child{background-color:#f3f3f3}
+table.comparison tr.not-converged td:first-child{background-color:#eee}
+table.comparison tr.unchecked td:first-child{background-color:#f6f6f6}
 tr.not-converged td{background:repeating-linear-gradient(135deg,#eee,#eee 6px,#e2e2e2 6px,#e2e2e2 12px);
 color:#666}
 tr.unchecked td{background:#f6f6f6;color:#555}
@@ -237,7 +244,8 @@ def _verdict_table(verdicts: Mapping) -> str:
 
 def _comparison_table(table: list, columns: list, verdicts: Mapping) -> str:
     out = ['<div class="scroll"><table class="comparison"><thead><tr>']
-    out += [f"<th>{_e(c)}</th>" for c in columns]
+    # long snake_case names may wrap after an underscore: ~30 columns in less width
+    out += [f"<th>{_e(c).replace('_', '_<wbr>')}</th>" for c in columns]
     out.append("</tr></thead><tbody>")
     for row in table:
         v = verdicts.get(str(row.get("method")))
@@ -369,11 +377,13 @@ def _trust_section(trust: Mapping) -> str:
                "make the model well specified, random ellipses do not.</p>")
     rows = [("setting", "replicates", "90 % pixel coverage", "ECE", "verdict")]
     rows += [(c["setting"], c["replicates"], _num(c["coverage_90"]), _num(c["ece_pixel"]),
-              "calibrated" if c["calibrated"] else "NOT calibrated")
-             for c in s.get("calibration", [])]
+              c["calibrated"]) for c in s.get("calibration", [])]
+    # a NOT calibrated method is a finding, not a failed run: a red badge, no greyed row
+    verdict = {True: '<span class="badge ok">calibrated</span>',
+               False: '<span class="badge bad">NOT calibrated</span>'}
     out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in rows[0]) + "</tr>"
-               + "".join("<tr" + ("" if r[-1] == "calibrated" else " class='unchecked'") + ">"
-                         + "".join(f"<td>{_e(v)}</td>" for v in r) + "</tr>"
+               + "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r[:-1])
+                         + f"<td>{verdict[bool(r[-1])]}</td></tr>"
                          for r in rows[1:]) + "</table>")
     conf = s.get("conformal")
     if conf:
@@ -384,17 +394,24 @@ def _trust_section(trust: Mapping) -> str:
                    f"{_num(conf['rcps_risk_mean'])} with P(risk &gt; alpha) = "
                    f"{_num(conf['rcps_violation_rate'])}.</p>")
     words = {True: "structure confirmed", False: "not confirmed", None: "undecided"}
-    rows = [("lesion", "absent in truth", "picture's contrast > 0", "BUQO, GMRF", "BUQO, TV",
-             "sampling test, GMRF (P(absent))")]
-    rows += [(r["case"], r["h0_true"], words[r["naive_rejects"]], words[r["buqo_gmrf"]],
-              words[r["buqo_tv"]], f"{words[r['sampling_gmrf']]} ({_num(r['p_absent_gmrf'])})")
-             for r in s.get("structure", [])]
-    if len(rows) > 1:
+
+    def decision(r, key, extra=""):
+        text = _e(words[r[key]] + extra)
+        # confirming a lesion that is absent from the truth is the one error never allowed
+        return f'<span class="badge bad">{text}</span>' if r["h0_true"] and r[key] else text
+
+    head = ("lesion", "absent in truth", "picture's contrast > 0", "BUQO, GMRF", "BUQO, TV",
+            "sampling test, GMRF (P(absent))")
+    rows = [(_e(r["case"]), "yes" if r["h0_true"] else "no", decision(r, "naive_rejects"),
+             decision(r, "buqo_gmrf"), decision(r, "buqo_tv"),
+             decision(r, "sampling_gmrf", f" ({_num(r['p_absent_gmrf'])})"))
+            for r in s.get("structure", [])]
+    if rows:
         out.append("<p>Is the planted lesion real? (level 0.05; a test must never confirm "
-                   "an absent or hallucinated one)</p>")
-        out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in rows[0]) + "</tr>"
-                   + "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r) + "</tr>"
-                             for r in rows[1:]) + "</table>")
+                   "an absent or hallucinated one: such a confirmation is shown in red)</p>")
+        out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
+                   + "".join("<tr>" + "".join(f"<td>{v}</td>" for v in r) + "</tr>"
+                             for r in rows) + "</table>")
     for key, caption in (("calibration", "Pixel coverage and MSE-ball coverage against the "
                           "nominal level over replicated experiments"),
                          ("structure", "Planted lesion: truth, TV MAP, and the closest "
