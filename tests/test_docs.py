@@ -35,20 +35,10 @@ PUBLIC_MODULES = ("uqrecon", "uqrecon.operators", "uqrecon.models", "uqrecon.gol
 # Single objects of other modules that are public API.
 PUBLIC_OBJECTS = ("uqrecon.result.Result",)
 
-# Functions whose docstrings do not pass yet and live in files being rewritten elsewhere
-# (uqrecon/linalg.py, uqrecon/inference/exact.py, uqrecon/gold.py): they are fixed
-# there, and each entry goes when its docstring passes (test_allow_list_is_current
-# fails on an entry that passes or no longer exists, so the list cannot go stale).
-ALLOWED_FAILURES: frozenset[str] = frozenset({
-    # uqrecon/gold.py
-    "uqrecon.gold.exact_gaussian",
-    "uqrecon.gold.mcmc_reference",
-    "uqrecon.gold.exactness",
-    "uqrecon.gold.cache_key",
-    "uqrecon.gold.default_cache_dir",
-    # uqrecon/linalg.py
-    "uqrecon.linalg.identity",
-})
+# Functions whose docstrings may fail the check for now (none today). Each entry must go
+# when its docstring passes: test_allow_list_is_current fails on an entry that passes or
+# no longer exists, so the list cannot go stale.
+ALLOWED_FAILURES: frozenset[str] = frozenset()
 
 # Parameters a docstring need not name.
 IMPLICIT_PARAMS = {"self", "cls"}

@@ -47,7 +47,14 @@ __all__ = ["exact_gaussian", "mcmc_reference", "reference", "exactness", "cache_
 
 
 def exactness(method: str) -> str:
-    """The exactness class of a sampling method (see :data:`EXACTNESS`)."""
+    """The exactness class of a sampling method (see :data:`EXACTNESS`).
+
+    Args:
+        method: a method name of :func:`uqrecon.sample`.
+
+    Returns:
+        ``"exact"``, ``"asymptotically exact"``, ``"biased"`` or ``"unknown"``.
+    """
     return EXACTNESS.get(method, "unknown")
 
 
@@ -77,8 +84,23 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
     """The exact posterior of a linear-Gaussian ``posterior`` as a ``Result``.
 
     Dense Cholesky up to ``dense_max`` pixels (``gaussian`` factors of kind 'dense',
-    draws on demand through ``Result.sample``); beyond, CG mean and sampled variances
-    (see the module docstring) with ``keep_draws`` to keep the ``num_samples`` draws.
+    draws on demand through ``Result.sample``); beyond, the mean by circulant-preconditioned
+    CG and variances from ``num_samples`` exact perturbation-optimisation draws (see the
+    module docstring).
+
+    Args:
+        posterior: a linear-Gaussian :class:`~uqrecon.models.Posterior`.
+        seed: seed of the perturbation-optimisation draws (CG path only).
+        dense_max: largest image (pixels) handled by the dense Cholesky path.
+        num_samples: draws for the variances on the CG path (relative s.e. of a pixel
+            variance ``sqrt(2/num_samples)``, recorded in the diagnostics).
+        tol: CG relative residual (default :func:`uqrecon.linalg.default_tol`).
+        maxiter: CG iteration cap (default ``10 n``).
+        keep_draws: keep the CG path's draws in the Result.
+
+    Returns:
+        A :class:`~uqrecon.result.Result` with mean, variance, provenance (solver, model
+        identity) and, on the dense path, the Gaussian factors.
     """
     form = posterior.gaussian_form()
     if form is None:
@@ -136,8 +158,17 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
 # Cache keys
 # --------------------------------------------------------------------------------------
 def cache_key(posterior, method: str, config: dict, digest: str | None = None) -> str:
-    """The cache key of an MCMC reference: posterior, method, configuration, version
-    (``digest``: the posterior's :func:`posterior_hash` when already computed)."""
+    """The cache key of an MCMC reference.
+
+    Args:
+        posterior: the posterior (hashed with :func:`posterior_hash` unless ``digest``).
+        method: the sampler name.
+        config: the sampler's configuration (a dict of plain values).
+        digest: the posterior's :func:`posterior_hash` when already computed.
+
+    Returns:
+        A hex SHA-256 of posterior, method, configuration, cache format and uqrecon version.
+    """
     from . import __version__
 
     h = hashlib.sha256()
@@ -148,7 +179,11 @@ def cache_key(posterior, method: str, config: dict, digest: str | None = None) -
 
 
 def default_cache_dir() -> str:
-    """``$UQRECON_CACHE`` if set, else ``~/.cache/uqrecon/gold``."""
+    """Where references are cached.
+
+    Returns:
+        ``$UQRECON_CACHE`` if set, else ``~/.cache/uqrecon/gold``.
+    """
     return os.environ.get("UQRECON_CACHE",
                           os.path.join(os.path.expanduser("~"), ".cache", "uqrecon", "gold"))
 
@@ -197,7 +232,27 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     the first round's tuned step sizes; MCLMC/MAMS tune again). After
     ``max_rounds`` rounds it stops with a warning (the result says ``converged: False``
     in its provenance, which also holds the cache key, the rounds, the criteria and the
-    method's exactness class). ``config`` goes to the sampler.
+    method's exactness class).
+
+    Args:
+        posterior: the :class:`~uqrecon.models.Posterior`.
+        method: the sampler (a name of :func:`uqrecon.sample`).
+        seed: the run's seed (rounds derive theirs from it).
+        num_chains: chains (at least 2, for R-hat).
+        num_samples: draws per chain in the first round.
+        num_warmup: warmup iterations of the first round.
+        thin: keep every ``thin``-th draw.
+        rhat_max: split R-hat bound of the criteria.
+        min_ess: bulk and tail ESS bound of the criteria.
+        max_rounds: at most this many rounds.
+        cache_dir: cache directory (default :func:`default_cache_dir`).
+        use_cache: read and write the cache.
+        progress: show a progress bar.
+        **config: options passed to the sampler.
+
+    Returns:
+        A :class:`~uqrecon.result.Result` whose provenance records ``converged``, the
+        rounds, the criteria, the cache key and the exactness class.
     """
     from .inference.sample import sample
     from .diagnostics import diagnose, summarize

@@ -40,7 +40,14 @@ Matvec = Callable[[jax.Array], jax.Array]
 # Conjugate gradients
 # --------------------------------------------------------------------------------------
 def identity(r):
-    """The trivial preconditioner."""
+    """The trivial preconditioner.
+
+    Args:
+        r: a residual.
+
+    Returns:
+        ``r`` unchanged.
+    """
     return r
 
 
