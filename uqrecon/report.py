@@ -774,15 +774,23 @@ def plot_std_vs_error(path, result: Result, truth, title: str | None = None,
 
 
 def _scatter(ax, result, truth, max_points, verdict, top=None):
-    err = np.abs(result.mean - truth).ravel()
+    """Pixel std against |error| on log-log axes: the errors (up to the phantom's edges)
+    and the stds (a few % of them) differ by an order of magnitude, and on linear axes
+    every std sat in a thin line at the left. Errors below ``1e-4`` of the largest are
+    drawn at that floor (log axes cannot show zero)."""
+    err = np.abs(result.mean - truth).ravel().astype(np.float64)
     std = result.std.astype(np.float64).ravel()
     if err.size > max_points:
         idx = np.random.default_rng(0).choice(err.size, max_points, replace=False)
         err, std = err[idx], std[idx]
     flagged = verdict is not None and verdict.status != CONVERGED
-    ax.scatter(std, err, s=3, alpha=0.5, color=GREY if flagged else "C0")
     top = top or float(max(std.max(), err.max())) or 1.0
-    ax.plot([0, top], [0, top], "k--", lw=1)
+    floor = 1e-4 * top
+    ax.scatter(np.maximum(std, floor), np.maximum(err, floor), s=3, alpha=0.5,
+               color=GREY if flagged else "C0")
+    ax.plot([floor, top], [floor, top], "k--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("posterior std", fontsize=8)
     ax.set_ylabel("|mean - truth|", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -822,9 +830,9 @@ def plot_std_vs_error_grid(path, results: Mapping[str, Result],
     for ax in axes.ravel()[len(names):]:
         ax.set_axis_off()
     if top:
-        axes[0, 0].set_xlim(0, 1.05 * top)
-        axes[0, 0].set_ylim(0, 1.05 * top)
-    fig.suptitle("|error| against std per pixel (dashed: 1:1)", fontsize=9)
+        axes[0, 0].set_xlim(1e-4 * top / 1.5, 1.5 * top)
+        axes[0, 0].set_ylim(1e-4 * top / 1.5, 1.5 * top)
+    fig.suptitle("|error| against std per pixel, log-log (dashed: 1:1)", fontsize=9)
     return _save(fig, path)
 
 
