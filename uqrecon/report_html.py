@@ -298,8 +298,13 @@ def _model_section(model: Mapping) -> str:
     parts.append(f"<p>{line}</p>")
     mp = model.get("map")
     if mp:
+        ok = mp.get("converged")
+        flag = ("" if ok is None or bool(ok) else
+                ' <span class="badge bad">MAP NOT CONVERGED</span> the optimiser stopped '
+                "short, so this image is not the mode; a method started from it (VI) or "
+                "centred on it (Laplace) in this model inherits the error.")
         parts.append(f"<p>MAP: PSNR {_num(mp.get('psnr'))} dB, {_num(mp.get('iterations'))} "
-                     f"iterations, converged: {_num(mp.get('converged'))}.</p>")
+                     f"iterations, converged: {_num(ok)}.{flag}</p>")
     verdicts = model.get("verdicts", {})
     bad = [v.get("label", n) for n, v in verdicts.items() if v.get("status") == "not converged"]
     if bad:
