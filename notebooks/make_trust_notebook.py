@@ -1,6 +1,8 @@
 """Builds notebooks/trust.ipynb and executes it in place:
     JAX_PLATFORMS=cpu python notebooks/make_trust_notebook.py notebooks/trust.ipynb
-(needs the notebook extra: pip install -e .[notebook])."""
+(needs the notebook extra: pip install -e .[notebook]). The notebook reads
+``UQRECON_NOTEBOOK_SIZE``: ``full`` (default; what is saved) or ``small`` (16x16, few
+replicates: what tests/test_notebooks.py runs in CI)."""
 import nbformat as nbf
 from nbclient import NotebookClient
 
@@ -21,9 +23,15 @@ exact posterior is cheap, so every approximation can be judged against it:
 4. Bootstrap UQ for a reconstruction map with no posterior (FBP), and the posterior of a
    region-of-interest quantity.
 
-It runs in a few minutes on 2 CPU cores (`JAX_PLATFORMS=cpu`)."""),
+It runs in a few minutes on 2 CPU cores (`JAX_PLATFORMS=cpu`).
+`UQRECON_NOTEBOOK_SIZE=small` runs the same code at 16x16 with a handful of replicates
+(what CI does; its numbers are not meant to be read)."""),
 code("""import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+SIZE = os.environ.get("UQRECON_NOTEBOOK_SIZE", "full")
+if SIZE not in ("full", "small"):
+    raise ValueError(f"UQRECON_NOTEBOOK_SIZE must be 'full' or 'small', got {SIZE!r}")
+SMALL = SIZE == "small"
 import jax, jax.numpy as jnp, numpy as np
 import matplotlib
 matplotlib.use("Agg")
@@ -37,7 +45,11 @@ from uqrecon.operators.tomo import sparse_view
 from uqrecon.phantoms import shepp_logan
 from uqrecon import uq
 
-size = 32
+size = 16 if SMALL else 32
+# replicates: exact (prior truths), exact (ellipses), mean-field; mean-field calibration half;
+# bootstrap resamples
+n_exact, n_mf, n_cal, n_boot = (8, 26, 22, 10) if SMALL else (100, 40, 25, 100)
+lesion_kw = dict(radius=1.5, ring_width=1.0) if SMALL else {}   # lesion size in pixels (section 3)
 A = sparse_view((size, size), num_angles=30)
 truth = shepp_logan((size, size))
 y, sigma = relative_gaussian_noise(jax.random.PRNGKey(0), A(truth), 0.01)
@@ -54,9 +66,9 @@ correlated, so the naive binomial band would be far too narrow). The MSE-ball cu
 the image-level question: is `||x - mean||^2` below the method's level-a quantile of
 `||draw - mean||^2` in a fraction a of the replicates?"""),
 code("""reports = [
-    uq.replicated_calibration(post, "exact", truths="prior", num_replicates=100, seed=1),
-    uq.replicated_calibration(post, "exact", truths="ellipses", num_replicates=100, seed=2),
-    uq.replicated_calibration(post, "meanfield", truths="prior", num_replicates=40, seed=3),
+    uq.replicated_calibration(post, "exact", truths="prior", num_replicates=n_exact, seed=1),
+    uq.replicated_calibration(post, "exact", truths="ellipses", num_replicates=n_exact, seed=2),
+    uq.replicated_calibration(post, "meanfield", truths="prior", num_replicates=n_mf, seed=3),
 ]
 display(Markdown(uq.calibration_table(reports)))
 for r in reports:
@@ -76,7 +88,7 @@ the expected fraction of uncovered pixels in a fresh image is at most alpha. `fi
 (risk-controlling prediction sets, Hoeffding-Bentkus bound) makes the stronger statement
 P(risk > alpha) <= delta over calibration sets."""),
 code("""mf = reports[2].replicates
-cal, test = mf.subset(np.arange(25)), mf.subset(np.arange(25, mf.num_replicates))
+cal, test = mf.subset(np.arange(n_cal)), mf.subset(np.arange(n_cal, mf.num_replicates))
 bound = uq.fit_error_bound(cal.truths, cal.means, cal.stds, alpha=0.1)
 rcps = uq.fit_rcps(cal.truths, cal.means, cal.lower, cal.upper, alpha=0.1, delta=0.1)
 raw = 1 - test.pixel_coverage[:, np.argmin(abs(test.levels - 0.9))].mean()
@@ -93,7 +105,7 @@ structure lies in a conservative highest-posterior-density region. The sampling 
 estimates P(absent | y) from exact posterior draws. The naive rule trusts the picture."""),
 code("""rows = []
 for case in uq.CASES:
-    les = uq.planted_lesion(0, case, (size, size))
+    les = uq.planted_lesion(0, case, (size, size), **lesion_kw)
     y_l, s_l = relative_gaussian_noise(jax.random.PRNGKey(7), A(jnp.asarray(les.truth, jnp.float32)), 0.005)
     lik = Gaussian(A, y_l, sigma=float(s_l))
     tv_post = Posterior(lik, TV((size, size), 10.0))
@@ -117,8 +129,8 @@ FBP has no posterior. The equivariant bootstrap (Tachella & Pereyra 2024) resamp
 through rotated copies of the estimate, so errors in the operator's null space show up —
 the naive parametric bootstrap (identity group) cannot see them."""),
 code("""fbp_map = uq.FBPReconstruction(A)
-boot = uq.equivariant_bootstrap(fbp_map, A, y, float(sigma), jax.random.PRNGKey(4), group="rotate", num_resamples=100)
-naive = uq.naive_bootstrap(fbp_map, A, y, float(sigma), jax.random.PRNGKey(4), num_resamples=100)
+boot = uq.equivariant_bootstrap(fbp_map, A, y, float(sigma), jax.random.PRNGKey(4), group="rotate", num_resamples=n_boot)
+naive = uq.naive_bootstrap(fbp_map, A, y, float(sigma), jax.random.PRNGKey(4), num_resamples=n_boot)
 fig, ax = plt.subplots(1, 3, figsize=(10, 3.2))
 err = np.abs(np.asarray(boot.mean) - np.asarray(truth))
 vmax = float(err.max())
@@ -127,7 +139,9 @@ for a, img, title in zip(ax, (err, naive.std, boot.std),
     im = a.imshow(img, vmin=0, vmax=vmax); a.set_title(title, fontsize=9); a.axis("off")
 fig.colorbar(im, ax=ax, shrink=0.8); plt.show()
 print(f"mean |error| {err.mean():.3f}; naive std {naive.std.mean():.3f}; equivariant std {boot.std.mean():.3f}")"""),
-code("""region = np.zeros((size, size), bool); region[18:22, 13:17] = True   # a 4x4 ROI inside the head
+code("""region = np.zeros((size, size), bool)   # a 4x4 ROI inside the head (2x2 in small mode)
+r0, c0, w = (9, 6, 2) if SMALL else (18, 13, 4)
+region[r0:r0 + w, c0:c0 + w] = True
 q = [uq.roi_mean(region), uq.roi_contrast(region)]
 mfr = uqrecon.approximate(post, method="meanfield", seed=0)
 summ = {name: uq.roi_posterior(res, q) for name, res in (("exact", exact), ("meanfield", mfr))}
