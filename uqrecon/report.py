@@ -32,12 +32,12 @@ import os
 import re
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+# No matplotlib.use("Agg") here: selecting a backend on import silently took the
+# inline figures away from every notebook that imported uqrecon.report. Headless,
+# matplotlib falls back to Agg by itself; figures are only ever saved and closed.
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
 
 from uqrecon.result import Result  # noqa: E402
 from uqrecon.uq.compare import compare_table  # noqa: E402

@@ -83,8 +83,6 @@ def _structure_rows(problem, gmrf_post, tv_post, seed: int, alpha: float):
 
 
 def _structure_figure(example, path):
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     truth, candidate, free, s = example

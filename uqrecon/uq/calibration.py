@@ -875,10 +875,8 @@ def calibration_figure(reports: Sequence[CalibrationReport], path=None):
         path: if given, the figure is saved there (PNG by extension).
 
     Returns:
-        The matplotlib ``Figure`` (Agg backend, no display needed).
+        The matplotlib ``Figure`` (saved and left open for the caller; no display needed).
     """
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if isinstance(reports, CalibrationReport):
