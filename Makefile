@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(PY) -m uqrecon.cli
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(PY) benchmarks/operators.py
