@@ -33,9 +33,8 @@ if SIZE not in ("full", "small"):
     raise ValueError(f"UQRECON_NOTEBOOK_SIZE must be 'full' or 'small', got {SIZE!r}")
 SMALL = SIZE == "small"
 import jax, jax.numpy as jnp, numpy as np
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+%matplotlib inline
 from IPython.display import Image, Markdown, display
 
 import uqrecon
@@ -73,7 +72,7 @@ code("""reports = [
 display(Markdown(uq.calibration_table(reports)))
 for r in reports:
     print(f"{r.label:22s} calibrated: {r.check()['calibrated']}")
-uq.calibration_figure(reports, "trust_calibration.png")
+plt.close(uq.calibration_figure(reports, "trust_calibration.png"))   # shown once, as saved
 display(Image("trust_calibration.png"))"""),
 md("""The exact posterior is calibrated when the model is right, and under-covers when the
 truths are not GMRF-like (the model, not the sampler, is wrong). Mean-field VI is
