@@ -12,7 +12,7 @@ posterior is ``N(P^{-1} b, P^{-1})`` with ``P = tau A^T A + Q`` and ``b = tau A^
   ``P d = eta - b`` and adding the mean), so the tolerance controls the std error directly.
   CG is preconditioned by a circulant model of ``P`` measured from its point-spread
   function (:func:`uqrecon.linalg.circulant_symbol`; one product with ``P`` at set-up):
-  measured on sparse-view CT with a GMRF prior, 78 -> 54 iterations per draw at 128x128
+  measured on sparse-view CT with a GMRF prior, 77 -> 40 iterations per draw at 128x128
   and 78 -> 34 at 256x256 (``benchmarks/results/gold_tv.md``). Draws are batched with
   ``vmap``.
 
