@@ -329,9 +329,32 @@ def certify(result) -> dict:
 # --------------------------------------------------------------------------------------
 # Compact storage
 # --------------------------------------------------------------------------------------
-def _versions() -> dict:
+def _versions(recorded=None) -> dict:
+    """Versions of uqrecon and its dependencies (those a Result records, plus scipy,
+    Python and, when uqrecon runs from a git checkout, its commit)."""
+    import importlib.metadata
+    import platform
+    import subprocess
+
     from .result import make_provenance
-    return make_provenance("catalogue")["versions"]
+    out = dict(recorded or make_provenance("catalogue")["versions"])
+    try:
+        out.setdefault("scipy", importlib.metadata.version("scipy"))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    out["python"] = platform.python_version()
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        git = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "uqrecon"],
+                               capture_output=True, text=True, timeout=10)
+        if git.returncode == 0:
+            out["uqrecon_commit"] = git.stdout.strip() + ("+dirty" if dirty.stdout.strip()
+                                                          else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
 
 
 def save_compact(result, name: str, path, *, max_draws: int | None = None,
@@ -396,7 +419,7 @@ def save_compact(result, name: str, path, *, max_draws: int | None = None,
         "num_chains": chains, "num_draws_total": total,
         "divergences": int(prov.get("divergences", 0) or 0),
         "rounds": prov.get("rounds"), "quantile_levels": list(QUANTILE_LEVELS),
-        "versions": prov.get("versions") or _versions(), "device": prov.get("device"),
+        "versions": _versions(prov.get("versions")), "device": prov.get("device"),
         "dtype": prov.get("dtype"), "build_s": build_s,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": prov.get("config"), "solver": prov.get("solver"),
