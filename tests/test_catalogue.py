@@ -147,6 +147,7 @@ def test_score_ranks_an_underdispersed_and_a_biased_result_below_the_exact_one()
     s_under = C.score(_gaussian_result(exact.mean, 0.8 * exact.std, h), SMALL, ref=ref)
     s_bias = C.score(_gaussian_result(exact.mean + 0.5 * exact.std, exact.std, h), SMALL,
                      ref=ref)
+    assert C.certify(exact)["pass"]          # exact_gaussian is exact by construction
     assert s_exact["same_model"] is True and s_exact["reference_marginals"].startswith("exact")
     assert s_exact["std_error"] < 1e-3 and s_exact["mean_error"] < 1e-3
     assert abs(s_exact["coverage_gap_90"]) < 1e-3
