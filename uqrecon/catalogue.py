@@ -353,7 +353,8 @@ def _versions(recorded=None) -> dict:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         git = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "uqrecon"],
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "uqrecon",
+                                ":!uqrecon/catalogue_data"],
                                capture_output=True, text=True, timeout=10)
         if git.returncode == 0:
             out["uqrecon_commit"] = git.stdout.strip() + ("+dirty" if dirty.stdout.strip()
