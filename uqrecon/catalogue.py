@@ -351,14 +351,16 @@ def _versions(recorded=None) -> dict:
     out["python"] = platform.python_version()
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        git = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
+        git = subprocess.run(["git", "-C", root, "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+        top, _, head = git.stdout.strip().partition("\n")
+        # only a checkout of uqrecon itself (not site-packages inside some other repo)
+        if git.returncode != 0 or os.path.realpath(top) != os.path.realpath(root):
+            return out
         dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "uqrecon",
                                 ":!uqrecon/catalogue_data"],
                                capture_output=True, text=True, timeout=10)
-        if git.returncode == 0:
-            out["uqrecon_commit"] = git.stdout.strip() + ("+dirty" if dirty.stdout.strip()
-                                                          else "")
+        out["uqrecon_commit"] = head + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
     return out
