@@ -31,7 +31,8 @@ DOCS = ROOT / "docs"
 # Modules whose public names the reference documents (``__all__`` where the module has
 # one, else every public function and class defined in uqrecon that it holds).
 PUBLIC_MODULES = ("uqrecon", "uqrecon.operators", "uqrecon.models", "uqrecon.gold",
-                  "uqrecon.uq", "uqrecon.deep", "uqrecon.inference", "uqrecon.linalg")
+                  "uqrecon.uq", "uqrecon.deep", "uqrecon.inference", "uqrecon.linalg",
+                  "uqrecon.catalogue")
 # Single objects of other modules that are public API.
 PUBLIC_OBJECTS = ("uqrecon.result.Result",)
 

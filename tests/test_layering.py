@@ -31,7 +31,7 @@ LAYERS = {
     "inference": 5,
     "uq": 6,
     "problems": 7, "gold": 7, "deep": 7, "report": 7, "report_html": 7,
-    "report_cli": 7, "trust": 7, "cli": 7, "__init__": 7,
+    "report_cli": 7, "trust": 7, "catalogue": 7, "cli": 7, "__init__": 7,
 }
 
 ROOT = Path(uqrecon.__file__).parent

@@ -1,7 +1,7 @@
 """uqrecon: Bayesian uncertainty quantification for imaging inverse problems in JAX.
 
 The top level re-exports the public surface; submodules load on first use so that
-``import uqrecon`` stays cheap (samplers pull in blackjax/numpyro, deep UQ pulls in flax).
+``import uqrecon`` stays cheap (samplers pull in blackjax, deep UQ pulls in flax).
 """
 
 from importlib import import_module
@@ -20,7 +20,8 @@ _EXPORTS = {
 }
 
 _SUBMODULES = {"operators", "models", "inference", "uq", "gold", "deep", "phantoms",
-               "problems", "report", "result", "cli", "noise", "linalg", "diagnostics"}
+               "problems", "report", "result", "cli", "noise", "linalg", "diagnostics",
+               "catalogue"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 
