@@ -21,6 +21,7 @@ backend is available (and ``--allow-cpu`` was not given).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -62,6 +63,14 @@ def _median_ms(fn, arg, repeat):
     return 1e3 * statistics.median(times)
 
 
+@functools.lru_cache(maxsize=None)
+def _projector_pair():
+    """``(forward, adjoint)`` jitted once per process on the operator pytree (not a new
+    jit of a closure per call; jax is imported lazily so ``--help`` stays fast)."""
+    import jax
+    return jax.jit(lambda A, v: A(v)), jax.jit(lambda A, v: A.adjoint(v))
+
+
 def bench_projector(args):
     """Median forward/adjoint time (ms) of a parallel-beam ray transform, and its adjoint
     test."""
@@ -74,8 +83,8 @@ def bench_projector(args):
     A = sparse_view((n, n), num_angles=args.views)
     x = shepp_logan((n, n))
     y = A(x)
-    fwd = jax.jit(lambda v: A(v))
-    adj = jax.jit(lambda v: A.adjoint(v))
+    forward, adjoint = _projector_pair()
+    fwd, adj = functools.partial(forward, A), functools.partial(adjoint, A)
     mismatch = float(adjoint_mismatch(A, jax.random.PRNGKey(0)))
     return {"projector_shape": [n, n], "projector_views": args.views,
             "forward_ms": _median_ms(fwd, x, args.repeat),
