@@ -98,11 +98,16 @@ def test_draws_are_exactly_the_posterior(small, path):
 
 def test_truncated_cg_is_flagged_not_silently_used(small):
     """maxiter far too small (as CUQIpy's default maxit=10 on CT): every draw is flagged
-    as a failed solve, counted as divergence, and a warning is raised."""
+    as a failed solve, counted as divergence, and a warning is raised; the mean the
+    draws are centred on stopped short too, and the Result says so (warning and
+    ``config['mean_cg_relres'] > tol``)."""
     post, *_ = small
-    with pytest.warns(RuntimeWarning, match="divergent"):
+    with pytest.warns(RuntimeWarning) as caught:
         r = sample(post, method="rto", solver="cg", maxiter=2, num_chains=2,
                    num_samples=50, progress=False)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "divergent" in messages and "posterior mean's CG stopped" in messages
+    assert r.provenance["config"]["mean_cg_relres"] > r.provenance["config"]["tol"]
     assert r.diagnostics["divergences"] == 100
     assert r.diagnostics["acceptance_rate"] == 0.0
 

@@ -585,12 +585,19 @@ def _build_exact(post, key, cfg, num_chains, dtype, method="exact"):
         setup = {"num_grad_evals_setup": _dense_setup_grads(form)}
         used = {"solver": "dense"}
     else:
-        mean, it, _ = _exact.posterior_mean(form, tol, maxiter)
+        # the mean's solve is always circulant-preconditioned; 'preconditioner' sets the draws'
+        mean, it, relres = _exact.posterior_mean(form, tol, maxiter)
+        relres = float(relres)
+        if not relres <= tol:
+            warnings.warn(f"method={method!r}: the posterior mean's CG stopped at relative "
+                          f"residual {relres:.2e} > tol={tol:.1e} (maxiter={maxiter}); every "
+                          "draw is centred on that inexact mean", RuntimeWarning, stacklevel=3)
         sampler, params = _exact.po_sampler(form, tol, maxiter, mean,
                                             preconditioner=precond)
         # + the product that measured the sampler's preconditioner
         setup = {"num_grad_evals_setup": int(it) + (precond == "circulant")}
-        used = {"solver": "cg", "tol": tol, "maxiter": maxiter, "preconditioner": precond}
+        used = {"solver": "cg", "tol": tol, "maxiter": maxiter, "preconditioner": precond,
+                "mean_cg_relres": relres}
     init = jnp.broadcast_to(mean, (num_chains, *post.shape))
     return _Built(sampler, params, init, used, setup, num_warmup=0)
 
