@@ -3,7 +3,11 @@
 Chains run either vectorised with ``vmap`` (``chain_method="vectorized"``) or one after
 another inside the same compiled chunk with ``lax.map`` (``"sequential"``); with several
 devices they are sharded over them either way (a ``shard_map`` in sequential mode, so
-each device runs its own chains in turn). A vmapped ``while_loop`` runs until its
+each device runs its own chains in turn). Under ``jax.distributed`` (several processes,
+e.g. one per GPU host) the chains are split evenly over the processes, each process runs
+its share on its own devices, and at the end every process gathers the others' Welford
+states, draws and statistics, so all of them return the same :class:`RunOutput` as one
+process running every chain would. A vmapped ``while_loop`` runs until its
 longest lane is done, so with NUTS every vectorised iteration costs the longest of the
 chains' trees; in sequential mode a chain's long tree delays no other chain, but the
 chains' gradients are no longer batched into one matrix product. Steps run in
@@ -32,6 +36,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jax.experimental import multihost_utils
 
 from ..diagnostics import welford_finalize, welford_init, welford_merge, welford_update
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -218,10 +224,38 @@ class CompileMonitor:
         return False
 
 
+def _process_share(num_chains):
+    """``(first, count)``: the chains this process runs under ``jax.distributed`` (the
+    ``num_chains`` split evenly over ``jax.process_count()`` processes; ``(0, num_chains)``
+    in a single process)."""
+    procs = jax.process_count()
+    if num_chains % procs:
+        raise ValueError(f"num_chains ({num_chains}) must be a multiple of the number of "
+                         f"JAX processes ({procs}) so every process runs as many chains")
+    count = num_chains // procs
+    return jax.process_index() * count, count
+
+
+def _gather_chains(tree):
+    """Concatenate every process's chains (leading axis) of a pytree of host arrays."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda a: np.asarray(multihost_utils.process_allgather(np.asarray(a), tiled=True)),
+        tree)
+
+
+def _sum_over_processes(value: int) -> int:
+    if jax.process_count() == 1:
+        return int(value)
+    return int(np.sum(multihost_utils.process_allgather(np.asarray([value], np.int64))))
+
+
 def _chain_sharding(num_chains):
     """``(sharding, mesh, number of devices)``: chains split over the largest number of
-    devices that divides ``num_chains`` (``(None, None, 1)`` on one device)."""
-    devices = jax.devices()
+    this process's devices that divides ``num_chains`` (``(None, None, 1)`` on one
+    device)."""
+    devices = jax.local_devices()
     d = max(k for k in range(1, len(devices) + 1) if num_chains % k == 0)
     if d == 1:
         return None, None, 1
@@ -269,6 +303,15 @@ def run_chains(sampler: Sampler, params, init_positions, key, *, num_warmup: int
     devices the chains are sharded over them in both modes. It is part of the
     checkpoint's fingerprint (a resumed run is bitwise identical only in the same mode).
 
+    Several processes (``jax.distributed.initialize`` called before): process ``i`` of
+    ``P`` runs chains ``i C/P .. (i+1) C/P - 1`` (same keys as in one process, so the
+    union of the processes' chains is the single-process run) on its local devices, with
+    its checkpoint and memory-mapped draws in ``<dir>/process-i-of-P``; at the end the
+    Welford states, draws, traces and counters of all processes are gathered
+    (``multihost_utils.process_allgather``), so every process returns the whole run.
+    ``timings`` stay the process's own; ``num_devices`` counts the devices of all
+    processes.
+
     Args:
         sampler: the :class:`Sampler`.
         params: the pytree its functions take.
@@ -309,7 +352,14 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
         raise TypeError(f"run_chains: 'sampler' must be a Sampler, got "
                         f"{type(sampler).__name__}")
     init_positions = jnp.asarray(init_positions)
-    C = init_positions.shape[0]
+    num_chains = init_positions.shape[0]
+    first, C = _process_share(num_chains)     # this process's chains (all of them in one)
+    init_positions = init_positions[first:first + C]
+    procs = jax.process_count()
+    if procs > 1:
+        sub = f"process-{jax.process_index()}-of-{procs}"
+        checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / sub
+        draws_dir = None if draws_dir is None else Path(draws_dir) / sub
     shape = init_positions.shape[1:]
     dtype = init_positions.dtype
     if thin < 1 or num_samples < thin:
@@ -325,14 +375,14 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
     num_kept = num_samples // thin
     sharding, mesh, num_devices = _chain_sharding(C)
     put = (lambda t: jax.device_put(t, sharding)) if sharding is not None else (lambda t: t)
-    fp = _fingerprint(num_chains=C, shape=list(shape), dtype=str(dtype), thin=thin,
+    fp = _fingerprint(num_chains=num_chains, first_chain=first, shape=list(shape), dtype=str(dtype), thin=thin,
                       num_warmup=num_warmup, num_samples=num_samples, chunk_size=chunk_size,
                       chain_method=chain_method,
                       key=np.asarray(jax.random.key_data(key) if jnp.issubdtype(
                           key.dtype, jax.dtypes.prng_key) else key),
                       **(fingerprint or {}))
 
-    keys = _chain_keys(key, C)
+    keys = _chain_keys(key, num_chains)[first:first + C]
     ckpt = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     draws = None
     traces: dict[str, np.ndarray] = {}
@@ -422,6 +472,15 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
     if bar is not None:
         bar.close()
 
+    if procs > 1:   # every process gets every chain's results
+        wf, draws, traces, totals["acc"], totals["divs"], totals["step"], \
+            totals["capped"], totals["bad"] = _gather_chains(
+                (jax.device_get(wf), None if draws is None else np.asarray(draws), traces,
+                 totals["acc"], totals["divs"], totals["step"], totals["capped"],
+                 totals["bad"]))
+        totals["grads_s"] = _sum_over_processes(totals["grads_s"])
+        totals["grads_w"] = _sum_over_processes(totals["grads_w"])
+        num_devices = _sum_over_processes(num_devices)
     good = ~totals["bad"]
     if not good.any():
         raise FloatingPointError("every chain reached a non-finite state (NaN/inf); "
