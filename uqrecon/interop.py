@@ -119,21 +119,20 @@ def _unravel_jit(post, z):
 class JaxFunctions(NamedTuple):
     """A posterior as plain JAX functions of one flat real vector ``z`` of length ``dim``.
 
-    Fields:
-        logdensity: ``z -> scalar``, the log density of the unconstrained coordinates
-            (``posterior.logdensity_unconstrained``, log-Jacobian included), up to a
-            constant.
-        grad: ``z -> (dim,)``, its gradient.
-        value_and_grad: ``z -> (scalar, (dim,))``.
-        dim: number of real coordinates (twice the pixels for complex images).
-        ravel: image-shaped array (optionally with leading axes) -> flat real vector(s),
-            no transform (real and imaginary parts concatenated for complex images).
-        unravel: the inverse of ``ravel``.
-        constrain: ``z`` (optionally with leading axes) -> image(s) ``x``: ``unravel``
-            then the posterior's ``transform.forward``; use it on exported draws.
-        unconstrain: image(s) ``x`` -> ``z``: ``transform.inverse`` then ``ravel``.
-        initial_position: a starting ``z`` (zeros: the unconstrained origin).
-        posterior: the posterior the functions evaluate.
+    The fields:
+
+    * ``logdensity``: ``z -> scalar``, the log density of the unconstrained coordinates
+      (``posterior.logdensity_unconstrained``, log-Jacobian included), up to a constant.
+    * ``grad``: ``z -> (dim,)``, its gradient; ``value_and_grad``: both in one pass.
+    * ``dim``: number of real coordinates (twice the pixels for complex images).
+    * ``ravel``: image-shaped array (optionally with leading axes) -> flat real
+      vector(s), no transform (real and imaginary parts concatenated for complex
+      images); ``unravel``: its inverse.
+    * ``constrain``: ``z`` (optionally with leading axes) -> image(s) ``x``:
+      ``unravel`` then the posterior's ``transform.forward``; use it on exported draws.
+      ``unconstrain``: image(s) ``x`` -> ``z``.
+    * ``initial_position``: a starting ``z`` (zeros: the unconstrained origin).
+    * ``posterior``: the posterior the functions evaluate.
     """
 
     logdensity: Callable
