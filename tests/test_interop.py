@@ -296,6 +296,30 @@ def test_numpyro_prior_equals_the_builtin_gaussian_prior():
     assert float(ours.lipschitz()) == pytest.approx(float(ref.lipschitz()), rel=1e-6)
 
 
+def test_two_numpyro_models_of_one_name_hash_differently():
+    """The posterior's content hash (provenance, compare's same_model) tells two numpyro
+    models with the same name apart (other code, other closure value) and gives equal
+    hashes for the same model. Catches a hash of the model's name only."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    from uqrecon.gold import posterior_hash
+
+    def make(scale, loc=0.0):
+        def model():
+            numpyro.sample("x", dist.Normal(loc, scale).expand(SHAPE).to_event(2))
+        return model
+
+    def hashed(model):
+        return posterior_hash(Posterior(_likelihood(), NumpyroPrior(model, SHAPE)))
+
+    assert hashed(make(0.5)) == hashed(make(0.5))
+    assert hashed(make(0.5)) != hashed(make(0.6))
+    def model():                                                 # same name, other code
+        numpyro.sample("x", dist.Cauchy(0.0, 0.5).expand(SHAPE).to_event(2))
+    assert hashed(model) != hashed(make(0.5))
+
+
 def test_uqrecon_nuts_on_a_numpyro_prior_matches_the_exact_posterior():
     """uqrecon's NUTS on Posterior(Gaussian, NumpyroPrior): whitened tests of the module
     docstring (fails for a 10 % std error). Also: map_estimate is the exact mean (the

@@ -67,7 +67,11 @@ class NumpyroPrior:
 
     ``model`` is called as ``model(**model_kwargs)``; ``model_kwargs`` and ``fixed``
     values are numeric pytree leaves (so a posterior holding the prior is a ``jit``
-    argument and other values of them compile nothing new). ``is_smooth`` is found by
+    argument and other values of them compile nothing new). ``model_code`` is a digest of
+    the model's code, constants and closure values, so that the posterior's content hash
+    (provenance, :func:`uqrecon.uq.compare`) tells two models apart even when they share
+    a name; module-level globals the model reads are not in it (pass data as
+    ``model_kwargs``). ``is_smooth`` is found by
     looking at the model's sites once at construction: a Laplace-type site makes it
     False, unless ``smooth`` says otherwise; ``numpyro.factor`` terms are not inspected
     (pass ``smooth=False`` for a non-smooth factor).
@@ -79,6 +83,7 @@ class NumpyroPrior:
     model_kwargs: dict
     fixed: dict
     smooth: bool = static_field(default=True)
+    model_code: str = static_field(default="")
 
     is_gaussian = False
     is_constraint = False
@@ -108,6 +113,7 @@ class NumpyroPrior:
         object.__setattr__(self, "model_kwargs", kwargs)
         object.__setattr__(self, "fixed", fixed)
         object.__setattr__(self, "smooth", detected if smooth is None else smooth)
+        object.__setattr__(self, "model_code", _model_code(model))
 
     @property
     def is_smooth(self) -> bool:
@@ -198,6 +204,32 @@ class NumpyroPrior:
             raise ValueError(f"{_OWNER} has no hyperparameters {sorted(values)}; rebuild "
                              "it with other 'fixed' values")
         return self
+
+
+def _model_code(model) -> str:
+    """A digest of what defines ``model``: its module and qualified name, byte code,
+    constants and names, and the values in its closure (arrays by their bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    fn = getattr(model, "__wrapped__", model)
+    h.update(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+             .encode())
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        h.update(code.co_code)
+        h.update(repr((code.co_consts, code.co_names)).encode())
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:        # an empty cell
+            continue
+        try:
+            arr = np.asarray(value)
+            h.update(arr.tobytes() if arr.dtype != object else repr(value).encode())
+        except Exception:
+            h.update(repr(value).encode())
+    return h.hexdigest()
 
 
 def _inspect(model, shape, site, fixed, kwargs) -> bool:
