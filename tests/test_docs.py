@@ -32,7 +32,7 @@ DOCS = ROOT / "docs"
 # one, else every public function and class defined in uqrecon that it holds).
 PUBLIC_MODULES = ("uqrecon", "uqrecon.operators", "uqrecon.models", "uqrecon.gold",
                   "uqrecon.uq", "uqrecon.deep", "uqrecon.inference", "uqrecon.linalg",
-                  "uqrecon.catalogue")
+                  "uqrecon.catalogue", "uqrecon.interop")
 # Single objects of other modules that are public API.
 PUBLIC_OBJECTS = ("uqrecon.result.Result",)
 

@@ -14,6 +14,7 @@ imports inside functions count too):
 6. ``uqrecon.uq``: evaluation of results (``uq.diagnostics`` is layer 1's module under
    its user-facing path).
 7. ``uqrecon.problems``, ``uqrecon.gold``, ``uqrecon.deep``, ``uqrecon.report`` (with ``report_html``, ``report_cli``), ``uqrecon.trust``,
+   ``uqrecon.catalogue``, ``uqrecon.interop``,
    ``uqrecon.cli`` and the package ``__init__``: applications built on everything below.
 """
 
@@ -31,7 +32,7 @@ LAYERS = {
     "inference": 5,
     "uq": 6,
     "problems": 7, "gold": 7, "deep": 7, "report": 7, "report_html": 7,
-    "report_cli": 7, "trust": 7, "catalogue": 7, "cli": 7, "__init__": 7,
+    "report_cli": 7, "trust": 7, "catalogue": 7, "interop": 7, "cli": 7, "__init__": 7,
 }
 
 ROOT = Path(uqrecon.__file__).parent

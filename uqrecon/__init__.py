@@ -21,7 +21,7 @@ _EXPORTS = {
 
 _SUBMODULES = {"operators", "models", "inference", "uq", "gold", "deep", "phantoms",
                "problems", "report", "result", "cli", "noise", "linalg", "diagnostics",
-               "catalogue"}
+               "catalogue", "interop"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

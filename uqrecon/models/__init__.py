@@ -4,6 +4,7 @@ from .constraints import (Box, IdentityTransform, NonNegative, SigmoidTransform,
                           SoftplusTransform)
 from .hyper import Gamma
 from .likelihoods import ComplexGaussian, Gaussian, PoissonEmission, PoissonTransmission
+from .numpyro_prior import NumpyroPrior
 from .posterior import GaussianForm, Posterior
 from .priors import GMRF, CauchyMRF, FiniteDifference, GaussianPrior
 from .tv import TV, SmoothedNorm
@@ -14,5 +15,5 @@ __all__ = [
     "GaussianPrior", "GMRF", "CauchyMRF", "FiniteDifference",
     "TV", "SmoothedNorm", "WaveletL1", "WaveletTransform", "WAVELETS",
     "NonNegative", "Box", "IdentityTransform", "SoftplusTransform", "SigmoidTransform",
-    "Gamma", "Posterior", "GaussianForm",
+    "Gamma", "Posterior", "GaussianForm", "NumpyroPrior",
 ]
