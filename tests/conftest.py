@@ -16,8 +16,10 @@ computing it, and two xdist workers must not share one.
 from __future__ import annotations
 
 import gc
+import json
 import os
 from pathlib import Path
+import resource
 import tempfile
 
 import jax
@@ -26,7 +28,9 @@ import pytest
 os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 
 # Test files, longest-running first (from per-test durations of full CI runs and per-file
-# CPU times, Nov 2026; files never measured are ordered by test count). ``make test`` runs
+# CPU times, Nov 2026, the latter from UQRECON_CPU_TIMES below; files never measured are
+# ordered by test count). test_notebooks (six kernels, ~350 s on one worker) was missing
+# and so ran first by accident; it is now first by measurement. ``make test`` runs
 # ``-n 2 --dist loadfile --no-loadscope-reorder``: xdist then hands whole files to the two
 # workers in collection order (by default it sorts them by number of tests, which put
 # 30-75 s files such as test_x64, test_gibbs and test_chain_method last), so
@@ -35,13 +39,14 @@ os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 # large one. Order only: no test depends on it, and a stale list costs time, not
 # correctness.
 SLOWEST_FIRST = """
-    test_samplers test_gsm test_compile_once test_problems_cli test_laplace test_deep
-    test_mclmc test_chain_method test_gold test_calibration test_variational
-    test_conformal test_bootstrap test_structure test_x64 test_gibbs test_sbc test_runner
-    test_report test_exact test_map test_posterior test_operators_base test_priors
-    test_likelihoods test_tomo test_masks test_mri test_compare test_risk test_diagnostics
-    test_metrics test_prox test_result test_phantoms test_linalg test_fbp
-    test_odl_bridge_x64 test_layering
+    test_notebooks test_samplers test_gsm test_compile_once test_problems_cli
+    test_laplace test_deep test_mclmc test_chain_method test_gold test_calibration
+    test_variational test_conformal test_bootstrap test_structure test_x64 test_gibbs
+    test_sbc test_runner test_report test_catalogue test_exact test_map test_posterior
+    test_check_gpu test_operators_base test_priors test_likelihoods test_docs test_tomo
+    test_masks test_mri test_compare test_risk test_diagnostics test_metrics test_prox
+    test_result test_phantoms test_linalg test_fbp test_odl_bridge_x64
+    test_report_browser test_layering
 """.split()
 
 
@@ -57,3 +62,43 @@ def _drop_compiled_programs_after_each_module():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+# Per-file CPU seconds (user + sys, this process and its reaped children such as notebook
+# kernels), written when UQRECON_CPU_TIMES names a directory: one JSON per process
+# (xdist worker). The machine is shared, so CPU time, not wall time, is what a cut is
+# measured by; see tests/cpu_times.py to sum the files.
+_CPU_DIR = os.environ.get("UQRECON_CPU_TIMES")
+_cpu_by_file: dict[str, float] = {}
+_cpu_last = [None]
+
+
+def _cpu_now() -> float:
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if _CPU_DIR is None:
+        yield
+        return
+    if _cpu_last[0] is None:
+        _cpu_last[0] = _cpu_now()
+    yield
+    now = _cpu_now()
+    stem = Path(str(item.path)).stem
+    _cpu_by_file[stem] = _cpu_by_file.get(stem, 0.0) + now - _cpu_last[0]
+    _cpu_last[0] = now
+    if nextitem is None or Path(str(nextitem.path)).stem != stem:
+        _write_cpu_times()      # after each file, so an interrupted run still reports
+
+
+def _write_cpu_times():
+    Path(_CPU_DIR).mkdir(parents=True, exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(Path(_CPU_DIR) / f"cpu-{worker}-{os.getpid()}.json", "w") as f:
+        json.dump(_cpu_by_file, f, indent=1, sort_keys=True)
