@@ -56,6 +56,12 @@ Methods and their options (``**cfg``):
   precision measured from its point-spread function, or ``"none"``). Draws are
   independent; warmup is skipped.
 
+Complex images (MRI with phase): the methods in :data:`COMPLEX_METHODS` sample the real
+coordinates ``(Re x, Im x)`` (``posterior.real_coordinates()``, shape ``(2, *shape)``;
+whitening and step sizes are those of the real ``2n``-dimensional posterior) and return a
+complex Result (pixel variance ``E|x - mean|^2``); the others refuse a complex image
+before any set-up.
+
 Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
 the unconstrained space; for nuts/hmc/mala without ``init``, chains start at
 ``pc(init_jitter * xi)`` with default 1.0, a draw from the preconditioner's Gaussian),
