@@ -74,7 +74,13 @@ def test_validation_errors(draws):
     with pytest.raises(TypeError, match="diagnostics"):
         Result(m, np.ones((4, 5)), diagnostics=[1, 2])
     with pytest.raises(TypeError, match="mean"):
-        Result(m.astype(complex), np.ones((4, 5)))
+        Result(m.astype(str), np.ones((4, 5)))
+    # a complex image has a complex mean but always a real variance (E|x - mean|^2),
+    # and its draws are complex too
+    with pytest.raises(TypeError, match="variance"):
+        Result(m.astype(complex), np.ones((4, 5), complex))
+    with pytest.raises(TypeError, match="draws"):
+        Result(m.astype(complex), np.ones((4, 5)), draws=draws)
     with pytest.raises(ValueError, match="kind"):
         Result(m, np.ones((4, 5)), gaussian={"kind": "full", "diag": np.ones(20)})
     with pytest.raises(ValueError, match="factor"):

@@ -15,6 +15,16 @@ Gaussian factors (``gaussian=``) describe an approximation ``N(mean, C)`` with
 ``mean`` may be omitted (it defaults to the result's mean); ``diag`` is image-shaped
 (a flat ``(n,)`` vector is accepted and reshaped). Entries a kind does not use must be
 absent or None.
+
+Complex images (MRI with phase): ``mean`` and ``draws`` are complex; ``variance`` is real,
+the expected squared modulus ``E|x - mean|^2 = Var(Re x) + Var(Im x)`` per pixel (what
+``np.var`` gives for complex draws), and ``std`` its square root. Gaussian factors are
+those of the real coordinates ``w = (Re x, Im x)`` (``n`` above becomes ``2 n``: ``diag``
+of shape ``(2, *shape)``, ``factor`` ``(2 n, k)``, ``cov`` ``(2 n, 2 n)``, in the order
+``[Re x.ravel(); Im x.ravel()]``), with ``mean`` the complex image.
+:meth:`Result.real_coordinates` gives the real result of ``w`` (shape ``(2, *shape)``),
+where intervals, quantiles and per-coordinate comparisons are defined;
+:meth:`Result.from_real_coordinates` is its inverse.
 """
 
 from __future__ import annotations
@@ -158,8 +168,16 @@ def _float_array(x, name: str) -> np.ndarray:
     return a
 
 
+def _float_or_complex_array(x, name: str) -> np.ndarray:
+    """A real floating array as :func:`_float_array`, or a complex floating one."""
+    if np.iscomplexobj(x):
+        return np.asarray(x)
+    return _float_array(x, name)
+
+
 def validate_gaussian(gaussian: Mapping, shape: tuple, mean=None) -> dict:
-    """Check Gaussian factors against the image ``shape``; return a normalised copy."""
+    """Check Gaussian factors against the image ``shape``; return a normalised copy
+    (complex ``mean``: factors of the real coordinates, see the module docstring)."""
     if not isinstance(gaussian, Mapping):
         raise TypeError(f"'gaussian' must be a dict, got {type(gaussian).__name__}")
     kind = gaussian.get("kind")
@@ -170,19 +188,22 @@ def validate_gaussian(gaussian: Mapping, shape: tuple, mean=None) -> dict:
     gm = gaussian.get("mean", mean)
     if gm is None:
         raise ValueError("'gaussian' needs a 'mean'")
-    gm = _float_array(gm, "gaussian['mean']")
+    gm = _float_or_complex_array(gm, "gaussian['mean']")
     if gm.size != n:
         raise ValueError(f"'gaussian[\"mean\"]' has {gm.size} entries, expected {n} {shape}")
     g["mean"] = gm.reshape(shape)
+    cplx = np.iscomplexobj(gm)
+    dshape = (2, *shape) if cplx else tuple(shape)    # real coordinates of a complex image
+    n = 2 * n if cplx else n
     if kind in ("diag", "lowrank"):
         if "diag" not in gaussian:
             raise ValueError(f"'gaussian' of kind {kind!r} needs 'diag'")
         d = _float_array(gaussian["diag"], "gaussian['diag']")
         if d.size != n:
-            raise ValueError(f"'gaussian[\"diag\"]' has {d.size} entries, expected {n} {shape}")
+            raise ValueError(f"'gaussian[\"diag\"]' has {d.size} entries, expected {n} {dshape}")
         if not np.all(d >= 0):
             raise ValueError("'gaussian[\"diag\"]' must be >= 0 (and not NaN)")
-        g["diag"] = d.reshape(shape)
+        g["diag"] = d.reshape(dshape)
     if kind == "lowrank":
         if "factor" not in gaussian:
             raise ValueError("'gaussian' of kind 'lowrank' needs 'factor'")
@@ -207,14 +228,24 @@ def validate_gaussian(gaussian: Mapping, shape: tuple, mean=None) -> dict:
     return g
 
 
-def _gaussian_variance(g: dict) -> np.ndarray:
-    """Pixel variances (diagonal of the covariance) of validated Gaussian factors."""
+def _gaussian_coordinate_variance(g: dict) -> np.ndarray:
+    """Variances of the coordinates (the diagonal of the covariance) of validated
+    Gaussian factors: image-shaped, or ``(2, *shape)`` for a complex image."""
     shape = g["mean"].shape
+    if np.iscomplexobj(g["mean"]):
+        shape = (2, *shape)
     if g["kind"] == "diag":
         return g["diag"]
     if g["kind"] == "lowrank":
         return g["diag"] + np.sum(g["factor"] ** 2, axis=1).reshape(shape)
     return np.diagonal(g["cov"]).reshape(shape).copy()
+
+
+def _gaussian_variance(g: dict) -> np.ndarray:
+    """Pixel variances of validated Gaussian factors (complex image: ``E|x - mean|^2``,
+    the variances of the real and imaginary parts summed)."""
+    var = _gaussian_coordinate_variance(g)
+    return var[0] + var[1] if np.iscomplexobj(g["mean"]) else var
 
 
 # --------------------------------------------------------------------------------------
@@ -239,7 +270,7 @@ class Result:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        mean = _float_array(self.mean, "mean")
+        mean = _float_or_complex_array(self.mean, "mean")
         if mean.ndim == 0:
             raise ValueError("'mean' must be image-shaped, got a scalar")
         if np.isnan(mean).any():
@@ -253,7 +284,10 @@ class Result:
         set_("mean", mean)
         set_("variance", variance)
         if self.draws is not None:
-            draws = _float_array(self.draws, "draws")
+            draws = _float_or_complex_array(self.draws, "draws")
+            if np.iscomplexobj(draws) != np.iscomplexobj(mean):
+                raise TypeError("'draws' and 'mean' must both be real or both complex, got "
+                                f"{draws.dtype} and {mean.dtype}")
             if draws.ndim != mean.ndim + 2 or draws.shape[2:] != mean.shape:
                 raise ValueError(
                     f"'draws' must have shape (chains, draws, *{mean.shape}), got {draws.shape}")
@@ -289,13 +323,15 @@ class Result:
         Returns:
             The :class:`Result`.
         """
-        d = _float_array(draws, "draws")
+        d = _float_or_complex_array(draws, "draws")
         if d.ndim < 3:
             raise ValueError(
                 f"'draws' must have shape (chains, draws, *shape) with a >=1-D image, got {d.shape}")
-        mean = np.mean(d, axis=(0, 1), dtype=np.float64)
-        var = np.var(d, axis=(0, 1), dtype=np.float64)
-        return cls(mean=mean.astype(d.dtype), variance=var.astype(d.dtype), draws=d, **kwargs)
+        acc = np.complex128 if np.iscomplexobj(d) else np.float64
+        mean = np.mean(d, axis=(0, 1), dtype=acc)
+        var = np.var(d, axis=(0, 1), dtype=acc)    # complex: E|x - mean|^2 (real)
+        real = np.finfo(d.dtype).dtype
+        return cls(mean=mean.astype(d.dtype), variance=var.astype(real), draws=d, **kwargs)
 
     @classmethod
     def from_gaussian(cls, gaussian: Mapping, **kwargs) -> "Result":
@@ -314,6 +350,82 @@ class Result:
         shape = np.shape(gaussian["mean"])
         g = validate_gaussian(_to_host(gaussian, "gaussian"), shape)
         return cls(mean=g["mean"], variance=_gaussian_variance(g), gaussian=g, **kwargs)
+
+    @property
+    def is_complex(self) -> bool:
+        """True for a complex image (mean and draws complex)."""
+        return bool(np.iscomplexobj(self.mean))
+
+    def real_coordinates(self) -> "Result":
+        """The result of the real coordinates ``w = (Re x, Im x)`` of a complex image:
+        shape ``(2, *shape)``, per-coordinate variances (from the draws, else the
+        Gaussian factors, else half the pixel variance each: a circular posterior),
+        the same diagnostics, timings and provenance. Intervals, quantiles and
+        per-coordinate comparisons of a complex result are made here.
+
+        Returns:
+            A real :class:`Result`; a real result is returned unchanged.
+        """
+        if not self.is_complex:
+            return self
+        mean = np.stack([self.mean.real, self.mean.imag])
+        draws = None
+        if self.draws is not None:
+            draws = np.stack([self.draws.real, self.draws.imag], axis=2)
+        if draws is not None:
+            var = np.var(draws, axis=(0, 1), dtype=np.float64).astype(self.variance.dtype)
+        elif self.gaussian is not None:
+            var = _gaussian_coordinate_variance(self.gaussian)
+        else:
+            var = np.stack([self.variance, self.variance]) / 2
+        gaussian = None
+        if self.gaussian is not None:
+            gaussian = {**self.gaussian, "mean": mean}
+        return Result(mean=mean, variance=var, draws=draws, diagnostics=self.diagnostics,
+                      timings=self.timings, provenance=self.provenance, gaussian=gaussian)
+
+    @classmethod
+    def from_real_coordinates(cls, result: "Result", **changes) -> "Result":
+        """The complex-image result whose real coordinates ``(Re x, Im x)`` (the leading
+        axis of length 2 of ``result``'s image) ``result`` describes: complex mean and
+        draws, pixel variance ``Var(Re) + Var(Im)``, Gaussian factors kept (they are the
+        real coordinates' by convention). Per-pixel diagnostics of the coordinates
+        (arrays of the real image shape) are reduced to the pixel's worse coordinate:
+        ESS (``ess*``) by the minimum, R-hat (``rhat*``) by the maximum; other such
+        arrays are kept in real coordinates.
+
+        Args:
+            result: a real :class:`Result` of image shape ``(2, *shape)``.
+            **changes: fields to replace in the complex result (e.g. ``provenance``).
+
+        Returns:
+            The complex :class:`Result`.
+        """
+        if result.is_complex or result.mean.ndim < 2 or result.mean.shape[0] != 2:
+            raise ValueError(f"'result' must be a real result of shape (2, *shape), got "
+                             f"{result.mean.dtype} {result.mean.shape}")
+        rshape = result.mean.shape
+        mean = result.mean[0] + 1j * result.mean[1]
+        variance = result.variance[0] + result.variance[1]
+        draws = None
+        if result.draws is not None:
+            draws = result.draws[:, :, 0] + 1j * result.draws[:, :, 1]
+        diagnostics = {}
+        for k, v in result.diagnostics.items():
+            if isinstance(v, np.ndarray) and v.shape == rshape:
+                if k.startswith("ess"):
+                    v = np.minimum(v[0], v[1])
+                elif k.startswith("rhat"):
+                    v = np.maximum(v[0], v[1])
+            diagnostics[k] = v
+        gaussian = None
+        if result.gaussian is not None:
+            gaussian = {**result.gaussian, "mean": mean}
+        fields = dict(mean=mean, variance=variance, draws=draws, diagnostics=diagnostics,
+                      timings=result.timings, provenance=result.provenance,
+                      gaussian=gaussian)
+        fields.update(changes)
+        return cls(**fields)
 
     def replace(self, **changes) -> "Result":
         """A copy with some fields replaced (validated again).
@@ -371,9 +483,16 @@ class Result:
         Returns:
             A pair ``(lo, hi)`` of image-shaped arrays.
         """
+        self._refuse_complex("interval")
         if self.draws is not None:
             return equal_tailed_interval(self.draws, level, axis=(0, 1))
         return gaussian_interval(self.mean, self.std, level)
+
+    def _refuse_complex(self, what):
+        if self.is_complex:
+            raise ValueError(f"Result.{what}: a complex image has no ordered {what}; use "
+                             f"result.real_coordinates().{what}(...) for the real and "
+                             f"imaginary parts (axis 0)")
 
     def quantile(self, q):
         """Pixelwise quantile(s) ``q`` (scalar -> image, sequence -> ``(len(q), *shape)``).
@@ -384,6 +503,7 @@ class Result:
         Returns:
             Image-shaped array, or ``(len(q), *shape)`` for a sequence.
         """
+        self._refuse_complex("quantile")
         qa = np.asarray(q, dtype=np.float64)
         if qa.ndim > 1 or not np.all((qa >= 0) & (qa <= 1)):
             raise ValueError(f"'q' must be a number or 1-D sequence in [0, 1], got {q!r}")
@@ -416,6 +536,9 @@ class Result:
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"'n' must be a positive integer, got {n!r}")
         g = self.gaussian
+        if self.is_complex:     # draw the real coordinates, then pair them
+            w = self.real_coordinates().sample(key, n)
+            return (w[:, 0] + 1j * w[:, 1]).astype(self.dtype)
         dtype = g["mean"].dtype
         zdtype = jax.dtypes.canonicalize_dtype(dtype)   # float32 unless x64 is enabled
         size = math.prod(self.shape)

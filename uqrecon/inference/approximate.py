@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..result import Result
 from .laplace import laplace
 from .variational import lowrank, meanfield
 
@@ -60,9 +61,6 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
         raise ValueError("'posterior' has a constraint (e.g. NonNegative), which a Gaussian "
                          "approximation on all of R^n cannot represent; drop it or sample "
                          "with 'myula'/'skrock'/'nuts'")
-    if jnp.issubdtype(jnp.dtype(posterior.dtype), jnp.complexfloating):
-        raise ValueError("'posterior' has a complex image; Gaussian approximations support "
-                         "real images only (use a real image_dtype for MRI)")
     if key is not None and seed is not None:
         raise ValueError("give either 'key' or 'seed', not both")
     if key is None:
@@ -70,7 +68,24 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"'seed' must be an integer, got {seed!r}")
         key = jax.random.PRNGKey(int(seed))
-    result = APPROXIMATIONS[method](posterior, key, **config)
+    cplx = jnp.issubdtype(jnp.dtype(posterior.dtype), jnp.complexfloating)
+    if cplx:
+        # a complex image is approximated in its real coordinates (Re x, Im x): the
+        # Gaussian factors are those of that real vector (see uqrecon.result)
+        target = posterior.real_coordinates(owner=f"approximate(method={method!r})")
+        from ..models.realview import to_real
+        for name in ("init", "mode"):     # complex starting images -> real coordinates
+            if config.get(name) is not None and jnp.iscomplexobj(jnp.asarray(config[name])):
+                config = {**config, name: to_real(config[name])}
+    else:
+        target = posterior
+    result = APPROXIMATIONS[method](target, key, **config)
+    if cplx:
+        from ..models.identity import model_identity
+        prov = dict(result.provenance)
+        prov.update(model_identity(posterior))
+        prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
+        result = Result.from_real_coordinates(result, provenance=prov)
     provenance = dict(result.provenance)
     provenance["method"] = method
     provenance["seed"] = None if seed is None else int(seed)

@@ -52,8 +52,22 @@ def cg(matvec: Callable, b: jax.Array, tol: float, maxiter: int):
 
 def precision_symbol(form) -> jax.Array:
     """The circulant model of ``P`` used to precondition every CG solve here (one product
-    with ``P``; :func:`uqrecon.linalg.circulant_symbol`)."""
-    return circulant_symbol(form.precision, form.shape, form.rhs.dtype)
+    with ``P``; :func:`uqrecon.linalg.circulant_symbol`).
+
+    A complex image in real coordinates (``form.pair_axis``: shape ``(2, *image)``) gets
+    the model of the block ``Re P`` acting on the real and on the imaginary part alike (a
+    symbol constant along the pair axis, so :func:`~uqrecon.linalg.circulant_solve`'s FFT
+    over that axis leaves the two parts separate); an FFT across the pair axis would model
+    nothing.
+    """
+    dtype = form.rhs.dtype
+    if getattr(form, "pair_axis", False):
+        shape = form.shape[1:]
+
+        def real_block(v):
+            return form.precision(jnp.stack([v, jnp.zeros_like(v)]))[0]
+        return jnp.broadcast_to(circulant_symbol(real_block, shape, dtype), form.shape)
+    return circulant_symbol(form.precision, form.shape, dtype)
 
 
 @jax.jit
@@ -90,7 +104,11 @@ def perturbed_rhs(form, key) -> jax.Array:
 
     For complex data (MRI) the likelihood gives real and imaginary parts each variance
     ``1/tau``, so ``e1`` has independent standard normal real and imaginary parts; then
-    ``Cov(Re A^H e1) = Re(A^H A)``, the likelihood's Hessian for a real image.
+    ``Cov(Re A^H e1) = Re(A^H A)``, the likelihood's Hessian for a real image. For a
+    complex image ``e2`` too has standard normal real and imaginary parts, so
+    ``E[eta eta^H] = 2 P`` and ``E[eta eta^T] = 0``: in real coordinates ``(Re, Im)``
+    the covariance of ``eta`` is the real precision ``[[Re P, -Im P], [Im P, Re P]]``
+    (see :mod:`uqrecon.models.realview`), and ``P^{-1} eta`` has the posterior's law.
     """
     A, L = form.operator, form.prior_precision_sqrt
     dtype = form.rhs.dtype
@@ -99,7 +117,12 @@ def perturbed_rhs(form, key) -> jax.Array:
     e1 = jax.random.normal(k1, A.range_shape, real)
     if jnp.issubdtype(jnp.dtype(A.range_dtype), jnp.complexfloating):
         e1 = e1 + 1j * jax.random.normal(k3, A.range_shape, real)
-    e2 = jax.random.normal(k2, L.range_shape, dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        k2, k4 = jax.random.split(k2)
+        e2 = (jax.random.normal(k2, L.range_shape, real)
+              + 1j * jax.random.normal(k4, L.range_shape, real)).astype(dtype)
+    else:
+        e2 = jax.random.normal(k2, L.range_shape, dtype)
     return jnp.sqrt(form.noise_precision) * A.adjoint(e1) + L.adjoint(e2)
 
 
@@ -165,24 +188,41 @@ def po_sampler(form, tol: float, maxiter: int, mean: jax.Array,
 
 
 class DenseGaussian(NamedTuple):
-    """Posterior mean and lower Cholesky factor ``R`` of the precision ``P = R R^T``."""
+    """Posterior mean and lower Cholesky factor ``R`` of the precision ``P = R R^H``.
+
+    For a complex image the density is ``exp(-(x - mean)^H P (x - mean) / 2)``: a circular
+    complex Gaussian with ``E[(x - mean)(x - mean)^H] = 2 P^{-1}`` (real and imaginary
+    parts each of covariance ``Re P^{-1}``; see :mod:`uqrecon.models.realview`).
+    """
 
     mean: jax.Array
     chol: jax.Array
 
     def variance(self) -> jax.Array:
-        """Pixel variances ``diag(P^{-1}) = diag(R^{-T} R^{-1})``: column sums of squares of
-        ``R^{-1}`` (one triangular inversion, n^3/3 flops; only when asked)."""
+        """Pixel variances ``diag(P^{-1}) = diag(R^{-H} R^{-1})``: column sums of squares of
+        ``R^{-1}`` (one triangular inversion, n^3/3 flops; only when asked). For a
+        complex image ``E|x_i - mean_i|^2 = 2 diag(P^{-1})``, the sum of the variances of
+        the real and the imaginary part (the package's convention for complex images)."""
         n = self.mean.size
         rinv = jsl.solve_triangular(self.chol, jnp.eye(n, dtype=self.chol.dtype), lower=True)
-        return jnp.sum(jnp.abs(rinv) ** 2, axis=0).real.reshape(self.mean.shape)
+        var = jnp.sum(jnp.abs(rinv) ** 2, axis=0).real.reshape(self.mean.shape)
+        return 2 * var if jnp.iscomplexobj(self.mean) else var
 
     def sample(self, key, num=()):
-        """``mean + R^{-T} eps``; a block of draws is one triangular solve with many
-        right-hand sides (level-3 BLAS), much faster than one solve per draw."""
+        """``mean + R^{-H} eps``; a block of draws is one triangular solve with many
+        right-hand sides (level-3 BLAS), much faster than one solve per draw. For a
+        complex image ``eps`` has standard normal real and imaginary parts
+        (``E[eps eps^H] = 2 I``)."""
         num = (num,) if isinstance(num, int) else tuple(num)
         count = math.prod(num)
-        eps = jax.random.normal(key, (self.mean.size, count), self.mean.dtype)
+        if jnp.iscomplexobj(self.mean):
+            real = jnp.finfo(self.mean.dtype).dtype
+            k1, k2 = jax.random.split(key)
+            eps = (jax.random.normal(k1, (self.mean.size, count), real)
+                   + 1j * jax.random.normal(k2, (self.mean.size, count), real))
+            eps = eps.astype(self.mean.dtype)
+        else:
+            eps = jax.random.normal(key, (self.mean.size, count), self.mean.dtype)
         x = jsl.solve_triangular(self.chol, eps, lower=True, trans="C")
         return self.mean + x.T.reshape(*num, *self.mean.shape)
 

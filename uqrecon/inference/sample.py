@@ -56,6 +56,12 @@ Methods and their options (``**cfg``):
   precision measured from its point-spread function, or ``"none"``). Draws are
   independent; warmup is skipped.
 
+Complex images (MRI with phase): the methods in :data:`COMPLEX_METHODS` sample the real
+coordinates ``(Re x, Im x)`` (``posterior.real_coordinates()``, shape ``(2, *shape)``;
+whitening and step sizes are those of the real ``2n``-dimensional posterior) and return a
+complex Result (pixel variance ``E|x - mean|^2``); the others refuse a complex image
+before any set-up.
+
 Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
 the unconstrained space; for nuts/hmc/mala without ``init``, chains start at
 ``pc(init_jitter * xi)`` with default 1.0, a draw from the preconditioner's Gaussian),
@@ -92,7 +98,7 @@ from .samplers import proximal as _proximal
 from .samplers.base import (Sampler, Whitened, check_int, check_positive,
                             check_unit_interval)
 
-__all__ = ["sample", "METHODS", "EXACTNESS", "default_chain_method"]
+__all__ = ["sample", "METHODS", "EXACTNESS", "COMPLEX_METHODS", "default_chain_method"]
 
 _DENSE_MAX_PIXELS = 4096
 # NUTS's default maximum tree depth after the dense (exact for linear-Gaussian) whitening:
@@ -698,6 +704,38 @@ def default_chain_method(method: str, platform: str | None = None) -> str:
     return "sequential" if method == "nuts" and platform == "cpu" else "vectorized"
 
 
+# methods that sample a complex image in real coordinates (models.realview): the
+# proximal, GSM and Gibbs samplers have no complex version
+COMPLEX_METHODS = ("exact", "rto", "nuts", "hmc", "mala", "ula", "mclmc", "mams")
+
+
+def _sample_complex(posterior, method, num_chains, num_samples, num_warmup, thin, seed,
+                    checkpoint_dir, draws_dir, progress, cfg):
+    """A complex image: sample its real coordinates ``(Re x, Im x)`` (a real posterior of
+    shape ``(2, *shape)``, same data, same noise) with ``method`` and return the complex
+    Result (:meth:`Result.from_real_coordinates`). Refuses, before any set-up, the
+    methods that have no complex version and posteriors that are not complex
+    linear-Gaussian."""
+    from ..models.realview import to_real
+    if method not in COMPLEX_METHODS:
+        raise ValueError(f"method={method!r} does not support a complex image; methods "
+                         f"for complex images: {list(COMPLEX_METHODS)}")
+    real = posterior.real_coordinates(owner=f"method={method!r}")
+    cfg = dict(cfg)
+    if cfg.get("init") is not None:     # a complex starting image -> its real coordinates
+        init = jnp.asarray(cfg["init"])
+        if jnp.iscomplexobj(init):
+            cfg["init"] = jnp.moveaxis(to_real(init), 0, init.ndim - len(posterior.shape))
+    out = sample(real, method=method, num_chains=num_chains, num_samples=num_samples,
+                 num_warmup=num_warmup, thin=thin, seed=seed, checkpoint_dir=checkpoint_dir,
+                 draws_dir=draws_dir, progress=progress, **cfg)
+    prov = dict(out.provenance)
+    prov.update(model_identity(posterior))
+    prov["dtype"] = jnp.dtype(posterior.dtype).name
+    prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
+    return Result.from_real_coordinates(out, provenance=prov)
+
+
 def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: int = 1000,
            num_warmup: int = 500, thin: int = 1, seed: int = 0, checkpoint_dir=None,
            draws_dir=None, progress: bool = True, **cfg) -> Result:
@@ -735,6 +773,9 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     num_warmup = _check_int("num_warmup", num_warmup, 0)
     thin = _check_int("thin", thin, 1)
     seed = _check_int("seed", seed, 0)
+    if jnp.issubdtype(jnp.dtype(posterior.dtype), jnp.complexfloating):
+        return _sample_complex(posterior, method, num_chains, num_samples, num_warmup,
+                               thin, seed, checkpoint_dir, draws_dir, progress, cfg)
     dtype = jnp.dtype(posterior.dtype)
     _check_x64(method, dtype)
     cfg = dict(cfg)

@@ -105,6 +105,10 @@ class GaussianForm:
     noise_precision: jax.Array
     priors: tuple
     real_image: bool = static_field(default=True)
+    # the image is a complex one in real coordinates (shape (2, *image), the pair of real
+    # and imaginary parts on axis 0; see models.realview): the preconditioners of CG
+    # model each part separately
+    pair_axis: bool = static_field(default=False)
 
     @property
     def shape(self):
@@ -482,7 +486,22 @@ class Posterior:
             return None
         real_image = not jnp.issubdtype(self.dtype, jnp.complexfloating)
         return GaussianForm(lik.operator, lik.data, lik.noise_precision, self.priors,
-                            real_image)
+                            real_image, bool(getattr(lik.operator, "is_real_pair", False)))
+
+    def real_coordinates(self, owner: str = "") -> "Posterior":
+        """This complex-image posterior as a real posterior of ``w = (Re x, Im x)``, shape
+        ``(2, *shape)`` (:func:`uqrecon.models.realview.real_coordinates`): what every
+        sampler and approximation runs on for a complex image.
+
+        Args:
+            owner: prefix of error messages (the method asking).
+
+        Returns:
+            A real :class:`Posterior`; a ValueError unless this posterior has a complex
+            image, a ``ComplexGaussian`` likelihood and Gaussian priors only.
+        """
+        from .realview import real_coordinates
+        return real_coordinates(self, owner)
 
     def _named_terms(self):
         """``[(name, term)]`` for every term carrying a precision hyperparameter."""

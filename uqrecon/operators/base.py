@@ -121,6 +121,11 @@ class LinearOperator:
 
     def _adjoint(self, y: jax.Array) -> jax.Array:
         """Exact transpose (conjugate transpose for complex operators)."""
+        if jnp.iscomplexobj(y) and not jnp.issubdtype(jnp.dtype(self.range_dtype),
+                                                      jnp.complexfloating):
+            # a real operator (a stencil) on complex arrays: its complex-linear extension,
+            # whose adjoint acts on the real and imaginary parts separately
+            return self._adjoint(jnp.real(y)) + 1j * self._adjoint(jnp.imag(y))
         x0 = jnp.zeros(self.domain_shape, self._domain_dtype_for(y))
         # linear_transpose gives the plain transpose; conjugate around it for the
         # Hermitian adjoint, which is what <Ax, y> = <x, A^H y> needs.
