@@ -27,19 +27,22 @@ import numpy as np
 
 import uqrecon
 from uqrecon.inference.sample import METHODS
-from uqrecon.models import GMRF, Gaussian
+from uqrecon.models import GMRF, TV, Gaussian
 from uqrecon.operators import sparse_view
 from uqrecon.phantoms import shepp_logan
 
 
-def readme_posterior(size):
-    """The README's library example: 30 views, 1 % noise, GMRF delta = 100."""
+def readme_posterior(size, prior="gmrf"):
+    """The README's library example: 30 views, 1 % noise, GMRF delta = 100; or the main
+    job's Huber-TV (weight 10, smoothing 0.01) on the same data."""
     A = sparse_view((size, size), num_angles=30)
     x_true = shepp_logan((size, size))
     y_clean = A(x_true)
     sigma = 0.01 * float(abs(y_clean).max())
     y = y_clean + sigma * jax.random.normal(jax.random.PRNGKey(0), y_clean.shape)
-    return uqrecon.Posterior(Gaussian(A, y, sigma=sigma), GMRF((size, size), delta=100.0))
+    term = (GMRF((size, size), delta=100.0) if prior == "gmrf"
+            else TV((size, size), weight=10.0).smoothed(0.01))
+    return uqrecon.Posterior(Gaussian(A, y, sigma=sigma), term)
 
 
 @partial(jax.jit, static_argnames=("n",))
@@ -68,6 +71,7 @@ def whitened_condition(post, pc):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--prior", choices=("gmrf", "huber_tv"), default="gmrf")
     ap.add_argument("--preconditioners", nargs="+", default=["dense", "circulant", "lowrank"])
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--chains", type=int, default=4)
@@ -76,9 +80,9 @@ def main():
     ap.add_argument("--no-condition", action="store_true")
     ap.add_argument("--out", default=None, help="JSON file for the rows")
     args = ap.parse_args()
-    post = readme_posterior(args.size)
+    post = readme_posterior(args.size, args.prior)
     rows = []
-    print(f"# NUTS whitening, {args.size}x{args.size} sparse-view CT GMRF, {args.chains} "
+    print(f"# NUTS whitening, {args.size}x{args.size} sparse-view CT {args.prior}, {args.chains} "
           f"chains x ({args.warmup} + {args.samples}); load {os.getloadavg()}", flush=True)
     for name in args.preconditioners:
         opts = {"preconditioner": name}
