@@ -12,7 +12,10 @@ a second call on a same-shaped problem (other data, other noise level) compiles 
 Methods and their options (``**cfg``):
 
 - ``"nuts"`` / ``"hmc"``: ``preconditioner`` (``"dense"`` default up to 4096 pixels,
-  ``"lowrank"`` above, or ``"identity"``), ``rank`` (Lanczos steps, 64),
+  ``"lowrank"`` above; ``"circulant"``: a Fourier model of the Hessian corrected by
+  ``rank`` Lanczos steps, O(n log n + n r) per gradient with no dense factor, see
+  :func:`~.samplers.hmc.circulant_preconditioner`; or ``"identity"``), ``rank``
+  (Lanczos steps, 64),
   ``max_num_doublings`` (NUTS: 5 with the dense preconditioner, whose exact whitening
   makes NUTS miss U-turns, see :func:`~.samplers.hmc.nuts`; 10 otherwise; how often the
   cap stopped a tree is in ``diagnostics["max_depth_hits"]`` / ``"max_depth_fraction"``),
@@ -190,9 +193,9 @@ def _reject_unknown(cfg, method):
 def _pop_preconditioner(cfg, post):
     n = _size(post)
     name = _pop(cfg, "preconditioner", "dense" if n <= _DENSE_MAX_PIXELS else "lowrank")
-    if name not in ("dense", "lowrank", "identity"):
-        raise ValueError(f"'preconditioner' must be 'dense', 'lowrank' or 'identity', "
-                         f"got {name!r}")
+    if name not in ("dense", "lowrank", "circulant", "identity"):
+        raise ValueError(f"'preconditioner' must be 'dense', 'lowrank', 'circulant' or "
+                         f"'identity', got {name!r}")
     rank = _pop_int(cfg, "rank", 64, 1)
     return name, rank
 
@@ -318,6 +321,11 @@ def _preconditioner(post, key, name, rank, ref):
         used = {"preconditioner": name, "rank": rank,
                 "lowrank_kept": int(jnp.count_nonzero(jnp.any(pc.basis != 0, axis=0)))}
         return pc, used, 2 * 2 * rank   # Lanczos + residual check, 2 gradients per HVP
+    if name == "circulant":
+        pc = _hmc.circulant_preconditioner(_NegLogUnconstrained(post), u_ref, key, rank=rank)
+        used = {"preconditioner": name, "rank": rank,
+                "lowrank_kept": int(jnp.count_nonzero(jnp.any(pc.basis != 0, axis=0)))}
+        return pc, used, 2 * (2 * rank + 1)   # + the symbol's HVP
     return _hmc.IdentityPreconditioner(u_ref), {"preconditioner": name}, 0
 
 
