@@ -286,3 +286,7 @@ def test_unsupported_methods_and_models_refused_before_setup():
         uqrecon.sample(tv, method="nuts", num_samples=10, progress=False)
     with pytest.raises(ValueError, match="meanfield.*complex image"):
         uqrecon.approximate(tv, method="meanfield")
+    # the circulant whitening models image axes only, not the (Re, Im) pair
+    with pytest.raises(ValueError, match="circulant.*complex image"):
+        uqrecon.sample(post, method="nuts", preconditioner="circulant", num_samples=10,
+                       progress=False)

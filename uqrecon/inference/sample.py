@@ -196,6 +196,11 @@ def _pop_preconditioner(cfg, post):
     if name not in ("dense", "lowrank", "circulant", "identity"):
         raise ValueError(f"'preconditioner' must be 'dense', 'lowrank', 'circulant' or "
                          f"'identity', got {name!r}")
+    if name == "circulant" and getattr(post.likelihood.operator, "is_real_pair", False):
+        # an FFT over the (Re, Im) axis would model nothing: the circulant model is per
+        # image axis only, and the pair's coupling (Im P) is not circulant in it
+        raise ValueError("preconditioner='circulant' is not available for a complex image "
+                         "(sampled in real coordinates); use 'dense' or 'lowrank'")
     rank = _pop_int(cfg, "rank", 64, 1)
     return name, rank
 
