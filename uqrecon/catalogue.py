@@ -20,6 +20,14 @@ from the name, so a reference is never used for a posterior it was not made from
 relative mean and std errors, mean marginal W1, coverage of the reference by the
 result's 50 % and 90 % intervals and, when the result has them, min-ESS per second and per
 gradient evaluation (the metrics of :func:`uqrecon.uq.compare`).
+
+``run(name, method, budget=...)`` runs a method of :func:`uqrecon.sample` or
+:func:`uqrecon.approximate`, or any callable returning a Result (an external sampler),
+on an entry with one budget and scores it the same way, with wall time, set-up /
+compile / run seconds, gradient counts and what the result says of itself (exactness,
+R-hat convergence, divergences); ``leaderboard(names, methods)`` does it for every pair
+and ranks the methods per entry (``leaderboard_markdown`` / ``leaderboard_json``);
+``benchmarks/leaderboard.py`` runs it with numpyro, blackjax and CUQIpy samplers.
 """
 
 from __future__ import annotations
