@@ -518,6 +518,7 @@ def reference_info(name):
 
 def figure(rows, path):
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -545,6 +546,8 @@ def figure(rows, path):
                 ax.scatter(x, r["std_error"], marker="x", s=18, color="red", linewidths=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("min bulk ESS / wall s (incl. compile)", fontsize=8)
         ax.set_ylabel("relative std error", fontsize=8)
