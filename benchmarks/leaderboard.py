@@ -434,8 +434,12 @@ def _cuqipy(method, post, name, seed, num_chains, num_samples, num_warmup, maxit
                    str(prob), str(out), "--method", method, "--num-samples",
                    str(num_samples), "--num-warmup", str(num_warmup), "--chain",
                    str(seed * 100 + c), "--maxit", str(maxit)]
-            done = subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=CUQI_TIMEOUT_S)
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True,
+                                      timeout=CUQI_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"CUQIpy {method} chain {c} ran past "
+                                   f"{CUQI_TIMEOUT_S} s and was stopped") from None
             if done.returncode:
                 raise RuntimeError(f"CUQIpy worker failed: {done.stderr[-800:]}")
             with np.load(out) as f:
@@ -622,7 +626,7 @@ def write(out, budget, entries, rows, refs, loads, elapsed, cmds, quick=False, d
     return md
 
 
-def merge(paths, out):
+def merge(paths, out, note=None):
     """Combine leaderboards of runs made side by side (same budget) into ``out``."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     for p in parts:     # the first runs wrote one command / load list / time per file
@@ -631,6 +635,9 @@ def merge(paths, out):
             p["loadavg"] = [p["loadavg"]]
             p["elapsed_s"] = [p["elapsed_s"]]
         p.setdefault("entries", list(dict.fromkeys(r["entry"] for r in p["rows"])))
+        for r in p["rows"]:   # rule added after these runs: exact draws need no R-hat test
+            if r.get("exactness") == "exact" and r.get("converged_by", "").startswith("max"):
+                r["converged"], r["converged_by"] = True, "exact draws"
     budgets = {json.dumps(p["budget"], sort_keys=True) for p in parts}
     if len(budgets) != 1:
         raise ValueError(f"'--merge': runs with different budgets {sorted(budgets)}")
@@ -653,6 +660,9 @@ def merge(paths, out):
                [x for p in parts for x in p["commands"]] + [
                    "python benchmarks/leaderboard.py --merge " + " ".join(paths)],
                done=done)
+    if note:
+        text = Path(f"{out}.md").read_text().replace("\n## References", f"\n{note}\n\n## References", 1)
+        Path(f"{out}.md").write_text(text)
     print("\n".join(md))
     return 0
 
@@ -669,9 +679,10 @@ def main(argv=None):
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="combine the JSON of runs made side by side (first run of an "
                          "entry wins) into --out; runs nothing")
+    ap.add_argument("--note", default=None, help="with --merge: a paragraph to add")
     args = ap.parse_args(argv)
     if args.merge:
-        return merge(args.merge, args.out)
+        return merge(args.merge, args.out, args.note)
     entries = (args.entries.split(",") if args.entries
                else QUICK_ENTRIES if args.quick else ENTRIES)
     budget = ({"num_chains": 2, "num_samples": 60, "num_warmup": 40} if args.quick else

@@ -275,7 +275,8 @@ def test_leaderboard_scores_external_results_as_builtins_and_ranks_an_underdispe
     differently: other reference, dropped draws, timings or gradients); the same draws
     shrunk halfway to their mean (std x 0.5) rank last with std error ~0.5 (catches a
     reversed or missing ranking); a callable raising NotApplicable gets a row saying
-    so, and the board renders as markdown and JSON."""
+    so, exact draws count as converged whatever their R-hat noise, and the board renders
+    as markdown and JSON."""
     import json
 
     rows = C.leaderboard([SMALL], {"exact": "exact", "external exact": _exact_draws,
@@ -299,6 +300,8 @@ def test_leaderboard_scores_external_results_as_builtins_and_ranks_an_underdispe
     assert by["shrunk"]["std_error"] > 0.4
     assert by["shrunk"]["w1_marginal"] > 2 * by["exact"]["w1_marginal"]
     assert by["exact"]["budget"] == _TINY and by["exact"]["exactness"] == "exact"
+    # independent exact draws are not flagged unconverged by the R-hat noise of 2 x 100
+    assert by["exact"]["converged"] is True and by["exact"]["converged_by"] == "exact draws"
     md = C.leaderboard_markdown(rows)
     assert "| 3 | shrunk |" in md and "not applicable: needs something" in md
     assert json.loads(json.dumps(C.leaderboard_json(rows)))[0]["entry"] == SMALL

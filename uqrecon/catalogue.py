@@ -797,12 +797,18 @@ def _verdict(result) -> dict:
     if exactness == "unknown" and result.draws is None and result.gaussian is not None:
         exactness = "Gaussian approximation"
     out = {"exactness": exactness, "biased": exactness == "biased" or bool(prov.get("biased"))}
+    rhat = (float(np.max(diag["rhat"])) if "rhat" in diag and np.size(diag["rhat"])
+            else None)
+    if rhat is not None:
+        out["max_rhat"] = rhat
     if "converged" in diag:
         out["converged"] = bool(np.all(diag["converged"]))
         out["converged_by"] = "method"
-    elif "rhat" in diag and np.size(diag["rhat"]):
-        rhat = float(np.nanmax(diag["rhat"]))
-        out["max_rhat"] = rhat
+    elif exactness == "exact":
+        # independent exact draws: nothing to converge (R-hat only measures the noise)
+        out["converged"] = True
+        out["converged_by"] = "exact draws"
+    elif rhat is not None:
         out["converged"] = bool(rhat < CRITERIA["rhat_max"])
         out["converged_by"] = f"max split R-hat < {CRITERIA['rhat_max']}"
     else:
