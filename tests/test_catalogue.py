@@ -242,3 +242,97 @@ def test_public_functions_document_their_arguments_and_returns():
             if p:
                 problems[name] = p
     assert not problems
+
+
+# --------------------------------------------------------------------------------------
+# The runner and the leaderboard
+# --------------------------------------------------------------------------------------
+_TINY = {"num_chains": 2, "num_samples": 100, "num_warmup": 0}
+
+
+def _exact_draws(post, *, seed, num_chains, num_samples, num_warmup):
+    """An external method that is uqrecon's exact sampler, called directly."""
+    from uqrecon import sample
+    return sample(post, method="exact", num_chains=num_chains, num_samples=num_samples,
+                  num_warmup=num_warmup, seed=seed, progress=False)
+
+
+def _shrunk_draws(post, **kw):
+    """An external method whose draws are exact ones pulled halfway to their mean."""
+    r = _exact_draws(post, **kw)
+    return Result.from_draws(r.mean + 0.5 * (r.draws - r.mean), diagnostics=r.diagnostics,
+                             timings=r.timings, provenance=r.provenance)
+
+
+def _inapplicable(post, **kw):
+    raise C.NotApplicable("needs something this posterior lacks")
+
+
+def test_leaderboard_scores_external_results_as_builtins_and_ranks_an_underdispersed_one_last():
+    """Known answer on the exact Gaussian 16x16 entry. An external callable returning the
+    very Result of the built-in exact sampler (same seed, budget) gets a row equal to the
+    built-in row in every score metric (catches a runner that scores external results
+    differently: other reference, dropped draws, timings or gradients); the same draws
+    shrunk halfway to their mean (std x 0.5) rank last with std error ~0.5 (catches a
+    reversed or missing ranking); a callable raising NotApplicable gets a row saying
+    so, exact draws count as converged whatever their R-hat noise, and the board renders
+    as markdown and JSON."""
+    import json
+
+    rows = C.leaderboard([SMALL], {"exact": "exact", "external exact": _exact_draws,
+                                   "shrunk": _shrunk_draws, "n/a": _inapplicable},
+                         budget=_TINY, seed=3)
+    by = {r["method"]: r for r in rows}
+    assert [r["method"] for r in rows][-2:] == ["shrunk", "n/a"]
+    assert by["n/a"]["status"] == "not applicable: needs something this posterior lacks"
+    assert by["shrunk"]["rank"] == 3 and {by["exact"]["rank"], by["external exact"]["rank"]} \
+        == {1, 2}
+    assert by["exact"]["kind"] == "sample" and by["external exact"]["kind"] == "external"
+    for k in ("mean_error", "std_error", "std_ratio", "w1_marginal", "ref_coverage_50",
+              "ref_coverage_90", "ess_bulk_min", "grads_total", "grads_setup", "exactness",
+              "converged", "divergences"):
+        assert by["external exact"][k] == by["exact"][k], k
+    assert by["exact"]["std_error"] < 0.15           # 200 exact draws
+    # half the spread of the same draws (the built-in Result's std is its sampler's
+    # running estimate about the posterior mean, not the draws' ddof=0 std: ~0.3 % apart)
+    assert by["shrunk"]["std_ratio"] == pytest.approx(0.5 * by["exact"]["std_ratio"],
+                                                      rel=0.01)
+    assert by["shrunk"]["std_error"] > 0.4
+    assert by["shrunk"]["w1_marginal"] > 2 * by["exact"]["w1_marginal"]
+    assert by["exact"]["budget"] == _TINY and by["exact"]["exactness"] == "exact"
+    # independent exact draws are not flagged unconverged by the R-hat noise of 2 x 100
+    assert by["exact"]["converged"] is True and by["exact"]["converged_by"] == "exact draws"
+    md = C.leaderboard_markdown(rows)
+    assert "| 3 | shrunk |" in md and "not applicable: needs something" in md
+    assert json.loads(json.dumps(C.leaderboard_json(rows)))[0]["entry"] == SMALL
+
+
+def test_runner_rejects_bad_entries_methods_options_and_budgets_before_any_work(monkeypatch):
+    """Every check of ``run``/``leaderboard`` comes before a posterior or reference is
+    built (both are replaced by tripwires here; catches a check moved after the work),
+    and each error names what is wrong."""
+    def tripwire(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(C, "posterior", tripwire)
+    monkeypatch.setattr(C, "reference", tripwire)
+    cases = [
+        (lambda: C.run("ct_sparse30_gmrf_17", "exact"), ValueError, "unknown catalogue"),
+        (lambda: C.run(SMALL, "nutz"), ValueError, "'method' 'nutz'"),
+        (lambda: C.run(SMALL, 3), TypeError, "'method'"),
+        (lambda: C.run(SMALL, "exact", budget={"num_draws": 9}), TypeError, "num_draws"),
+        (lambda: C.run(SMALL, "exact", budget={"num_samples": 0}), ValueError,
+         "num_samples"),
+        (lambda: C.run(SMALL, "exact", budget={"num_chains": 1.5}), TypeError, "num_chains"),
+        (lambda: C.run(SMALL, "exact", options=["tol"]), TypeError, "'options'"),
+        (lambda: C.run(SMALL, "exact", seed=-1), ValueError, "'seed'"),
+        (lambda: C.leaderboard([SMALL], {"a": "exact", "b": "nutz"}), ValueError,
+         "'method' 'nutz'"),
+        (lambda: C.leaderboard([SMALL], {"a": ("exact", ["tol"])}), TypeError, "options"),
+        (lambda: C.leaderboard([SMALL], ["exact"], budget={"num_warmup": -1}), ValueError,
+         "num_warmup"),
+        (lambda: C.leaderboard(SMALL, ["exact"]), TypeError, "'entries'"),
+    ]
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()

@@ -20,6 +20,14 @@ from the name, so a reference is never used for a posterior it was not made from
 relative mean and std errors, mean marginal W1, coverage of the reference by the
 result's 50 % and 90 % intervals and, when the result has them, min-ESS per second and per
 gradient evaluation (the metrics of :func:`uqrecon.uq.compare`).
+
+``run(name, method, budget=...)`` runs a method of :func:`uqrecon.sample` or
+:func:`uqrecon.approximate`, or any callable returning a Result (an external sampler),
+on an entry with one budget and scores it the same way, with wall time, set-up /
+compile / run seconds, gradient counts and what the result says of itself (exactness,
+R-hat convergence, divergences); ``leaderboard(names, methods)`` does it for every pair
+and ranks the methods per entry (``leaderboard_markdown`` / ``leaderboard_json``);
+``benchmarks/leaderboard.py`` runs it with numpyro, blackjax and CUQIpy samplers.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ import numpy as np
 
 __all__ = ["Entry", "ENTRIES", "CRITERIA", "names", "entry", "posterior", "truth",
            "reference", "build", "certify", "score", "save_compact", "load_compact",
-           "shipped", "DATA_DIR", "MAX_SHIPPED_DRAWS", "MAX_SHIPPED_VALUES"]
+           "shipped", "DATA_DIR", "MAX_SHIPPED_DRAWS", "MAX_SHIPPED_VALUES", "run",
+           "leaderboard", "leaderboard_markdown", "leaderboard_json", "NotApplicable",
+           "DEFAULT_BUDGET"]
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "catalogue_data")
 MAX_SHIPPED_DRAWS = 200
@@ -709,3 +719,335 @@ def score(result, name: str, *, ref=None, require_same_model: bool = False) -> d
     out["reference_marginals"] = kind
     out["notes"] = list(c.notes)
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Runner and leaderboard
+# --------------------------------------------------------------------------------------
+# the per-entry budget of :func:`run` (per chain for samplers; approximations take none)
+DEFAULT_BUDGET = {"num_chains": 2, "num_samples": 500, "num_warmup": 300}
+_BUDGET_MINIMA = {"num_chains": 1, "num_samples": 1, "num_warmup": 0}
+
+
+class NotApplicable(Exception):
+    """Raised by an external method (a callable given to :func:`run`) that cannot run on
+    a posterior (e.g. a gradient sampler on a non-smooth one); :func:`leaderboard`
+    records the message as the row's status."""
+
+
+def _method_kind(method) -> str:
+    """``"sample"``, ``"approximate"`` or ``"external"``, or a ValueError/TypeError
+    naming ``method``."""
+    from .inference.approximate import APPROXIMATIONS
+    from .inference.sample import METHODS
+
+    if callable(method):
+        return "external"
+    if not isinstance(method, str):
+        raise TypeError(f"'method' must be a method name or a callable returning a Result, "
+                        f"got {type(method).__name__}")
+    if method in METHODS:
+        return "sample"
+    if method in APPROXIMATIONS:
+        return "approximate"
+    raise ValueError(f"unknown 'method' {method!r}; valid names: "
+                     f"{sorted(METHODS) + sorted(APPROXIMATIONS)}, or a callable")
+
+
+def _check_budget(budget) -> dict:
+    if budget is None:
+        return dict(DEFAULT_BUDGET)
+    if not isinstance(budget, dict):
+        raise TypeError(f"'budget' must be a dict, got {type(budget).__name__}")
+    unknown = sorted(set(budget) - set(DEFAULT_BUDGET))
+    if unknown:
+        raise TypeError(f"'budget' has unknown keys {unknown}; valid: {sorted(DEFAULT_BUDGET)}")
+    out = dict(DEFAULT_BUDGET, **budget)
+    for k, v in out.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"'budget[{k!r}]' must be an integer, got {type(v).__name__}")
+        if v < _BUDGET_MINIMA[k]:
+            raise ValueError(f"'budget[{k!r}]' must be >= {_BUDGET_MINIMA[k]}, got {v}")
+    return {k: int(v) for k, v in out.items()}
+
+
+def _applicability(post, method: str):
+    """Why a uqrecon method cannot run on ``post`` (None when it can)."""
+    if method in ("nuts", "hmc", "mala", "ula", "mclmc", "mams") and not post.is_smooth:
+        return "not applicable: non-smooth"
+    if method in ("exact", "rto") and post.gaussian_form() is None:
+        return "not applicable: not linear-Gaussian"
+    if method in ("meanfield", "lowrank", "laplace") and post.constraint is not None:
+        return "not applicable: constrained"
+    return None
+
+
+def _grads(diag) -> dict:
+    g = {k: float(np.sum(diag[k])) for k in ("num_grad_evals", "num_grad_evals_warmup",
+                                             "num_grad_evals_setup") if k in diag}
+    return g
+
+
+def _verdict(result) -> dict:
+    """What the result says about itself: exactness, convergence, divergences."""
+    from .gold import exactness as _exactness_of
+
+    prov, diag = result.provenance, result.diagnostics
+    exactness = prov.get("exactness") or _exactness_of(str(prov.get("method", "")))
+    if exactness == "unknown" and result.draws is None and result.gaussian is not None:
+        exactness = "Gaussian approximation"
+    out = {"exactness": exactness, "biased": exactness == "biased" or bool(prov.get("biased"))}
+    rhat = (float(np.max(diag["rhat"])) if "rhat" in diag and np.size(diag["rhat"])
+            else None)
+    if rhat is not None:
+        out["max_rhat"] = rhat
+    if "converged" in diag:
+        out["converged"] = bool(np.all(diag["converged"]))
+        out["converged_by"] = "method"
+    elif exactness == "exact":
+        # independent exact draws: nothing to converge (R-hat only measures the noise)
+        out["converged"] = True
+        out["converged_by"] = "exact draws"
+    elif rhat is not None:
+        out["converged"] = bool(rhat < CRITERIA["rhat_max"])
+        out["converged_by"] = f"max split R-hat < {CRITERIA['rhat_max']}"
+    else:
+        out["converged"] = None
+        out["converged_by"] = "not reported"
+    div = diag.get("divergences")
+    out["divergences"] = None if div is None else int(np.sum(div))
+    nonfinite = diag.get("nonfinite_chains")
+    out["nonfinite_chains"] = None if nonfinite is None else int(np.size(nonfinite))
+    return out
+
+
+def run(name: str, method, *, budget=None, seed: int = 0, options=None, label=None,
+        ref=None) -> dict:
+    """Run ``method`` on ``posterior(name)`` with a budget and score it (:func:`score`).
+
+    ``method`` is a name of :func:`uqrecon.sample` (run with ``budget``), of
+    :func:`uqrecon.approximate` (the budget does not apply), or an external callable
+    ``method(posterior, *, seed, num_chains, num_samples, num_warmup, **options)`` that
+    returns a :class:`~uqrecon.result.Result` (e.g. :meth:`Result.from_draws` with
+    ``diagnostics`` ``num_grad_evals`` / ``num_grad_evals_warmup`` and ``timings``
+    ``run_s`` / ``total_s``, and ``provenance`` ``method`` and ``exactness``); it may raise
+    :class:`NotApplicable`. Every result is scored the same way, whatever made it. The
+    entry, method and budget are checked before any work.
+
+    Args:
+        name: a catalogue name.
+        method: a method name or a callable (see above).
+        budget: dict with ``num_chains``, ``num_samples``, ``num_warmup`` (per chain;
+            missing keys from :data:`DEFAULT_BUDGET`).
+        seed: integer seed.
+        options: dict of method options (passed on as keyword arguments).
+        label: the row's method label (default: the method name or the callable's name).
+        ref: the reference (default :func:`reference` of ``name``).
+
+    Returns:
+        A row dict: ``entry``, ``method``, ``kind``, ``status`` (``"ok"``), the
+        :func:`score` metrics, ``wall_s`` (the whole call), ``setup_s``/``compile_s``/
+        ``run_s``/``total_s`` when the result has them, gradient counts (``grads_run``,
+        ``grads_warmup``, ``grads_setup``, ``grads_total``), ``ess_min_per_s_total`` and
+        ``ess_min_per_grad_total`` (over the whole call and all gradients),
+        ``exactness``, ``biased``, ``converged`` (and by what test), ``divergences``, the
+        ``budget`` and ``options``, and the ``result`` itself.
+    """
+    entry(name)
+    kind = _method_kind(method)
+    budget = _check_budget(budget)
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"'options' must be a dict, got {type(options).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"'seed' must be a non-negative integer, got {seed!r}")
+    if label is None:
+        label = method if isinstance(method, str) else getattr(method, "__name__", "external")
+    post = posterior(name)
+    ref = reference(name) if ref is None else ref
+    t0 = time.perf_counter()
+    if kind == "sample":
+        from .inference.sample import sample as _sample
+        result = _sample(post, method=method, seed=int(seed), progress=False, **budget,
+                         **options)
+    elif kind == "approximate":
+        from .inference.approximate import approximate as _approximate
+        result = _approximate(post, method=method, seed=int(seed), **options)
+    else:
+        result = method(post, seed=int(seed), **budget, **options)
+        from .result import Result
+        if not isinstance(result, Result):
+            raise TypeError(f"'method' {label!r} returned {type(result).__name__}, "
+                            "not a uqrecon Result")
+    wall = time.perf_counter() - t0
+    row = {"entry": name, "method": str(label), "kind": kind, "status": "ok"}
+    row.update({k: v for k, v in score(result, name, ref=ref).items() if k != "entry"})
+    row["wall_s"] = wall
+    for k in ("setup_s", "compile_s", "run_s", "total_s"):
+        if k in result.timings:
+            row[k] = float(result.timings[k])
+    g = _grads(result.diagnostics)
+    row["grads_run"] = g.get("num_grad_evals")
+    row["grads_warmup"] = g.get("num_grad_evals_warmup")
+    row["grads_setup"] = g.get("num_grad_evals_setup")
+    row["grads_total"] = sum(g.values()) if g else None
+    ess = row.get("ess_bulk_min")
+    row["ess_min_per_s_total"] = ess / wall if ess is not None and wall > 0 else None
+    row["ess_min_per_grad_total"] = (ess / row["grads_total"]
+                                     if ess is not None and row["grads_total"] else None)
+    row.update(_verdict(result))
+    row["budget"] = budget if kind != "approximate" else {}
+    row["options"] = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
+                      for k, v in options.items()}
+    row["result"] = result
+    return row
+
+
+RANK_BY = "w1_marginal"
+
+
+def leaderboard(entries, methods, *, budget=None, seed: int = 0, catch: bool = True) -> list:
+    """Run and score every method on every entry (:func:`run`); rank them per entry.
+
+    Methods that do not apply to an entry (gradient samplers on a non-smooth posterior,
+    exact Gaussian sampling on a non-Gaussian one, Gaussian approximations under a
+    constraint, or an external callable raising :class:`NotApplicable`) get a row with
+    status ``"not applicable: ..."``; with ``catch`` a method that raises gets a row with
+    status ``"failed: ..."`` instead of stopping the board. Entries, methods, options
+    and the budget are all checked before the first run. Rows of an entry are ranked by
+    the mean marginal W1 to the reference (:data:`RANK_BY`; lower is better), failed and
+    inapplicable rows last.
+
+    Args:
+        entries: catalogue names.
+        methods: dict label -> method, or label -> ``(method, options)``, or a list of
+            method names (see :func:`run`).
+        budget: the per-entry budget (:func:`run`).
+        seed: integer seed.
+        catch: record failures as rows (False: raise).
+
+    Returns:
+        A list of row dicts (:func:`run`'s, with ``rank``), entry by entry.
+    """
+    if isinstance(entries, str) or not hasattr(entries, "__iter__"):
+        raise TypeError(f"'entries' must be a list of catalogue names, got {entries!r}")
+    entries = list(entries)
+    for n in entries:
+        entry(n)
+    if isinstance(methods, dict):
+        items = list(methods.items())
+    elif isinstance(methods, (list, tuple)):
+        items = [(m if isinstance(m, str) else getattr(m, "__name__", "external"), m)
+                 for m in methods]
+    else:
+        raise TypeError(f"'methods' must be a dict or a list, got {type(methods).__name__}")
+    plan = []
+    for label, spec in items:
+        method, options = spec if isinstance(spec, tuple) else (spec, {})
+        _method_kind(method)
+        if not isinstance(options, dict):
+            raise TypeError(f"'methods[{label!r}]' options must be a dict, got "
+                            f"{type(options).__name__}")
+        plan.append((str(label), method, options))
+    _check_budget(budget)
+    rows = []
+    for name in entries:
+        post = posterior(name)
+        ref = reference(name)
+        block = []
+        for label, method, options in plan:
+            base = {"entry": name, "method": label, "kind": _method_kind(method)}
+            why = _applicability(post, method) if isinstance(method, str) else None
+            if why is not None:
+                block.append(dict(base, status=why))
+                continue
+            try:
+                block.append(run(name, method, budget=budget, seed=seed, options=options,
+                                 label=label, ref=ref))
+            except NotApplicable as e:
+                block.append(dict(base, status=f"not applicable: {e}"))
+            except Exception as e:  # noqa: BLE001 - recorded in the row, by design
+                if not catch:
+                    raise
+                block.append(dict(base, status=f"failed: {type(e).__name__}: {e}"[:300]))
+        scored = sorted((r for r in block if r["status"] == "ok"
+                         and r.get(RANK_BY) is not None), key=lambda r: r[RANK_BY])
+        for i, r in enumerate(scored):
+            r["rank"] = i + 1
+        rows += scored + [r for r in block if not any(r is s for s in scored)]
+    return rows
+
+
+def _fmt(v, spec):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, spec)
+
+
+def leaderboard_markdown(rows) -> str:
+    """The leaderboard as a markdown table, one section per entry.
+
+    Columns: rank, method, std error, mean error, W1 (marginal mean), reference coverage
+    of the 90 % intervals, min bulk ESS, min-ESS/s (sampling time) and per total wall,
+    min-ESS per gradient (sampling, and all gradients incl. warm-up and set-up), set-up /
+    compile / run seconds, and flags: ``BIASED`` (the method's stationary law is not
+    the posterior), ``UNCONVERGED`` (by the test in ``converged_by``), divergences.
+
+    Args:
+        rows: rows from :func:`leaderboard`.
+
+    Returns:
+        A markdown string.
+    """
+    head = ("| # | method | std err | mean err | W1 | cov90 | min ESS | ESS/s | ESS/s wall "
+            "| ESS/grad | ESS/grad all | grads all | setup+compile / run s | wall s | flags |")
+    sep = "|" + "---|" * (head.count("|") - 1)
+    out, current = [], None
+    for r in rows:
+        if r["entry"] != current:
+            current = r["entry"]
+            out += ["", f"#### {current}", "", head, sep]
+        if r["status"] != "ok":
+            out.append(f"| - | {r['method']} | {r['status']} |" + " |" * (head.count("|") - 4))
+            continue
+        flags = []
+        if r.get("biased"):
+            flags.append("BIASED")
+        elif r.get("exactness") not in ("exact", "asymptotically exact"):
+            flags.append(str(r.get("exactness")).upper())
+        if r.get("converged") is False:
+            flags.append("UNCONVERGED")
+        if r.get("divergences"):
+            flags.append(f"{r['divergences']} divergences")
+        if r.get("nonfinite_chains"):
+            flags.append(f"{r['nonfinite_chains']} non-finite chains")
+        if "max_rhat" in r:
+            flags.append(f"R-hat {r['max_rhat']:.3f}")
+        pre = None
+        if "run_s" in r:
+            pre = sum(r.get(k, 0.0) for k in ("setup_s", "compile_s"))
+        cells = [str(r.get("rank", "-")), r["method"], _fmt(r["std_error"], ".3f"),
+                 _fmt(r["mean_error"], ".3f"), _fmt(r["w1_marginal"], ".2e"),
+                 _fmt(r["ref_coverage_90"], ".2f"), _fmt(r.get("ess_bulk_min"), ".0f"),
+                 _fmt(r.get("ess_min_per_s"), ".1f"), _fmt(r.get("ess_min_per_s_total"), ".1f"),
+                 _fmt(r.get("ess_min_per_grad"), ".2e"),
+                 _fmt(r.get("ess_min_per_grad_total"), ".2e"),
+                 _fmt(r.get("grads_total"), ".0f"),
+                 "-" if pre is None else f"{pre:.1f} / {r['run_s']:.1f}",
+                 _fmt(r["wall_s"], ".1f"), ", ".join(flags) or "-"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def leaderboard_json(rows) -> list:
+    """The leaderboard rows as JSON-serialisable dicts (the Results left out).
+
+    Args:
+        rows: rows from :func:`leaderboard`.
+
+    Returns:
+        A list of plain dicts (``json.dumps`` them).
+    """
+    return [json.loads(json.dumps({k: v for k, v in r.items() if k != "result"},
+                                  default=_json_default)) for r in rows]
