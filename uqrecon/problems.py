@@ -130,8 +130,13 @@ def fan_beam_ct(size: int = 128, num_angles: int = 50, src_radius: float = 4.0,
 
 def mri(size: int = 128, acceleration: int = 4, center_fraction: float = 0.08,
         mask: str = "random", num_coils: int | None = None, noise_level: float = 0.01,
-        phantom: str = "brain", seed: int = 0) -> Problem:
-    """Undersampled Cartesian MRI (single-coil, or SENSE with ``num_coils`` birdcage maps)."""
+        phantom: str = "brain", seed: int = 0, phase_ramp: float | None = None) -> Problem:
+    """Undersampled Cartesian MRI (single-coil, or SENSE with ``num_coils`` birdcage maps).
+
+    ``phase_ramp`` (radians) makes the image complex: the phantom times
+    ``exp(i phase_ramp (u + v / 2))`` with ``u, v`` in [-1, 1] along the two axes (a smooth
+    phase, as real MR images carry), and the operator takes complex images. None (default):
+    a real image."""
     from .operators import masks as masks_mod
     from .operators.coils import birdcage_maps
     from .operators.mri import CartesianMRI
@@ -149,16 +154,24 @@ def mri(size: int = 128, acceleration: int = 4, center_fraction: float = 0.08,
         raise ValueError(f"unknown 'mask' {mask!r}; choose 'random', 'equispaced' or "
                          "'variable_density'")
     sens = None if not num_coils else birdcage_maps(shape, num_coils)
-    op = CartesianMRI(m, sensitivities=sens)
     key_phantom, key_noise = jax.random.split(jax.random.PRNGKey(seed))
     truth = _phantom(phantom, shape, key_phantom)
+    if phase_ramp is None:
+        op = CartesianMRI(m, sensitivities=sens)
+    else:
+        if not math.isfinite(phase_ramp):
+            raise ValueError(f"'phase_ramp' must be a finite number, got {phase_ramp!r}")
+        op = CartesianMRI(m, sensitivities=sens, image_dtype=jnp.complex64)
+        u, v = jnp.meshgrid(jnp.linspace(-1.0, 1.0, size), jnp.linspace(-1.0, 1.0, size),
+                            indexing="ij")
+        truth = (truth * jnp.exp(1j * phase_ramp * (u + 0.5 * v))).astype(jnp.complex64)
     data, sigma = _noisy(key_noise, op(truth), noise_level)
     return Problem(name="mri", kind="mri", operator=op, truth=truth, data=data, sigma=sigma,
                    noise_level=noise_level, seed=seed,
                    config={"size": size, "acceleration": acceleration,
                            "center_fraction": center_fraction, "mask": mask,
                            "num_coils": num_coils, "noise_level": noise_level,
-                           "phantom": phantom},
+                           "phantom": phantom, "phase_ramp": phase_ramp},
                    baseline_fn=lambda y: jnp.abs(op.zero_filled(y)))
 
 
