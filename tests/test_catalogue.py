@@ -362,3 +362,23 @@ def test_complex_mri_entry_is_scored_in_real_coordinates():
     shrunk = Result.from_draws(shrunk_draws, provenance=r.provenance)
     bad = C.score(shrunk, name, ref=ref)
     assert 0.4 < bad["std_error"] < 0.6 and bad["w1_marginal"] > good["w1_marginal"], bad
+
+
+def test_an_exact_reference_above_the_dense_limit_is_stored_from_its_exact_draws(tmp_path):
+    """Above 4096 pixels ``exact_gaussian`` has no dense factors, only its exact
+    perturbation-optimisation draws (kept for the catalogue): the compact form then keeps
+    those draws and Gaussian quantiles from the exact mean and estimated std. Forced at
+    16x16 with ``dense_max=0``: the stored draws must be the reference's own (not resampled
+    from nothing) and the quantiles ``mean + z std``. Catches a build that drops the
+    draws (save_compact then refuses) or stores draws of another Result."""
+    from uqrecon import gold
+    post = C.posterior(SMALL)
+    ref = gold.reference(post, dense_max=0, keep_draws=True, num_samples=60)
+    assert ref.gaussian is None and ref.draws.shape == (1, 60, 16, 16)
+    path = C.save_compact(ref, SMALL, tmp_path / "big.npz")
+    back = C.load_compact(path)
+    np.testing.assert_array_equal(back.draws[0], np.asarray(ref.draws[0], np.float32))
+    q = back.provenance["catalogue"]["quantiles"]
+    np.testing.assert_allclose(q[1], ref.mean, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(q[2] - q[1], 1.6448536 * ref.std, rtol=1e-4, atol=1e-7)
+    assert back.provenance["catalogue"]["certificate"]["pass"]

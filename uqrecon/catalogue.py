@@ -424,11 +424,15 @@ def save_compact(result, name: str, path, *, max_draws: int | None = None,
     if max_draws is None:
         max_draws = min(MAX_SHIPPED_DRAWS, MAX_SHIPPED_VALUES // math.prod(result.shape))
     if exact:
-        if result.gaussian is None:
-            raise ValueError("save_compact: an exact reference needs its Gaussian factors")
         z = special.ndtri(levels).reshape(-1, *(1,) * len(result.shape))
         quantiles = result.mean + z * result.std
-        draws = result.sample(seed, max_draws)
+        if result.gaussian is not None:
+            draws = result.sample(seed, max_draws)
+        elif result.draws is not None:   # above the dense limit: its i.i.d. exact draws
+            draws = result.pooled_draws()[:max_draws]
+        else:
+            raise ValueError("save_compact: an exact reference needs its Gaussian factors "
+                             "or its exact draws (exact_gaussian(..., keep_draws=True))")
         chains, total = 0, 0
     else:
         if result.draws is None:
@@ -641,6 +645,8 @@ def build(name: str, *, path=None, cache_dir=None, seed: int = 0,
                              f"{config['num_samples']}")
         config.setdefault("use_cache", False)
         config.setdefault("max_rounds", max_rounds)
+    elif math.prod(post.shape) > 4096:   # above the dense limit: keep the exact draws
+        config.setdefault("keep_draws", True)
     res = gold.reference(post, seed=seed, **config)
     build_s = time.perf_counter() - t0
     res = res.real_coordinates()      # a complex image is stored as (Re x, Im x)

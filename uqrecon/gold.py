@@ -414,8 +414,10 @@ def reference(posterior, *, seed: int = 0, num_chains: int = 4,
         rhat_max, min_ess, max_rounds: the criteria (posteriordb's: split R-hat < 1.01,
             bulk and tail ESS >= 400 on every pixel, no divergences) and the round cap.
         cache_dir, use_cache, progress: as :func:`mcmc_reference`.
-        **config: options of the chosen sampler (e.g. ``tol`` for gsm; HMC with the
-            dense whitening defaults to ``path_length=3.0`` here, see the code).
+        **config: options of the chosen sampler (e.g. ``tol`` for gsm; for an exact
+            Gaussian, :func:`exact_gaussian`'s ``dense_max``, ``tol``, ``maxiter`` and
+            ``keep_draws``; HMC with the dense whitening defaults to
+            ``path_length=3.0`` here, see the code).
 
     Returns:
         A Result whose provenance holds ``gold_method``, ``exactness`` (``"exact"`` or
@@ -423,8 +425,12 @@ def reference(posterior, *, seed: int = 0, num_chains: int = 4,
         exact, or converged by the criteria), with the diagnostics.
     """
     method = gold_method(posterior)
-    if method == "exact":
-        res = exact_gaussian(posterior, seed=seed)
+    if method == "exact":   # exact_gaussian's options pass through; sampler ones do not
+        opts = {k: config[k] for k in ("dense_max", "tol", "maxiter", "keep_draws")
+                if k in config}
+        if num_samples is not None:
+            opts["num_samples"] = num_samples
+        res = exact_gaussian(posterior, seed=seed, **opts)
         prov = dict(res.provenance, gold_method="exact", exactness="exact", converged=True,
                     gold_standard=True, reference="exact")
         return res.replace(provenance=prov)
