@@ -287,13 +287,9 @@ def _logdensity_at(post, x):
 # references as ArviZ InferenceData
 # --------------------------------------------------------------------------------------
 def _json(obj) -> str:
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return repr(o)
-    return json.dumps(obj, default=default)
+    """JSON text of a catalogue header field (the catalogue's own encoder)."""
+    from .catalogue import _json_default
+    return json.dumps(obj, default=_json_default)
 
 
 def reference_inference_data(name: str, *, build_missing: bool = False):
