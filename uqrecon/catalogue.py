@@ -718,7 +718,6 @@ def score(result, name: str, *, ref=None, require_same_model: bool = False) -> d
     if not isinstance(result, Result):
         raise TypeError(f"'result' must be a uqrecon Result, got {type(result).__name__}")
     entry(name)
-    result = result.real_coordinates()   # complex images are scored as (Re x, Im x)
     ref = reference(name) if ref is None else ref
     if ref.provenance.get("exactness") == "exact":
         marg = ref.replace(draws=None, gaussian={"kind": "diag", "mean": ref.mean,

@@ -219,7 +219,9 @@ def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4
     marginal W1), ``ref_coverage_XX`` (reference mass inside the result's XX % intervals)
     and, with ``truth``: ``truth_error``, ``psnr``, ``ssim``, ``coverage_XX``,
     ``pearson``/``spearman`` (``|error|`` vs std), ``ause``. Convergence and timing figures
-    are copied from the result when present. ``name``/``reference_name`` label the
+    are copied from the result when present. Complex-image Results (and a complex
+    ``truth``) are compared coordinate by coordinate in ``(Re x, Im x)``
+    (:meth:`Result.real_coordinates`). ``name``/``reference_name`` label the
     rows (default: ``provenance['method']``).
 
     ``same_model`` (first entry after the names) says whether ``result`` approximates the
@@ -247,6 +249,10 @@ def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4
     for arg, val in (("result", result), ("reference", reference)):
         if not isinstance(val, Result):
             raise TypeError(f"'{arg}' must be a uqrecon Result, got {type(val).__name__}")
+    # complex images are compared coordinate by coordinate, in (Re x, Im x)
+    result, reference = result.real_coordinates(), reference.real_coordinates()
+    if truth is not None and np.iscomplexobj(truth):
+        truth = np.stack([np.real(truth), np.imag(truth)])
     if result.shape != reference.shape:
         raise ValueError(f"'result' has shape {result.shape} but 'reference' has "
                          f"{reference.shape}")
