@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import uqrecon
-from uqrecon.inference.sample import METHODS
+from uqrecon.inference.sample import METHODS, _NegLogUnconstrained
 from uqrecon.models import GMRF, TV, Gaussian
 from uqrecon.operators import sparse_view
 from uqrecon.phantoms import shepp_logan
@@ -46,24 +46,24 @@ def readme_posterior(size, prior="gmrf"):
 
 
 @partial(jax.jit, static_argnames=("n",))
-def _whitened_columns(pc, hvp_post, n):
-    """``C^T H C`` column by column (C: the preconditioner's linear part)."""
+def _whitened_columns(pc, post, n):
+    """``C^T H C`` column by column (C: the preconditioner's linear part, H the Hessian of
+    the potential at ``pc.u0``); jitted once per posterior structure, the posterior and
+    the preconditioner are arguments."""
+    grad = jax.grad(_NegLogUnconstrained(post))
+    zero = jnp.zeros_like(pc.u0)
+    _, vjp = jax.vjp(pc, zero)                  # C^T w: the VJP of the linear map z -> pc(z)
+
     def col(e):
-        c = pc(e.reshape(pc.u0.shape)) - pc(jnp.zeros_like(pc.u0))
-        hc = hvp_post(c)
-        # C^T w via the VJP of the linear map z -> pc(z)
-        _, vjp = jax.vjp(lambda z: pc(z), jnp.zeros_like(pc.u0))
+        c = pc(e.reshape(pc.u0.shape)) - pc(zero)
+        hc = jax.jvp(grad, (pc.u0,), (c,))[1]
         return vjp(hc)[0].ravel()
     return jax.lax.map(col, jnp.eye(n, dtype=pc.u0.dtype), batch_size=64)
 
 
-
 def whitened_condition(post, pc):
-    from uqrecon.inference.sample import _NegLogUnconstrained
-    pot = _NegLogUnconstrained(post)
-    g = jax.grad(pot)
-    hvp = jax.tree_util.Partial(lambda u0, v: jax.jvp(g, (u0,), (v,))[1], pc.u0)
-    M = np.asarray(_whitened_columns(pc, hvp, pc.u0.size), np.float64)
+    """``(cond, smallest, largest eigenvalue)`` of the whitened Hessian."""
+    M = np.asarray(_whitened_columns(pc, post, pc.u0.size), np.float64)
     ev = np.linalg.eigvalsh(0.5 * (M + M.T))
     return float(ev[-1] / ev[0]), float(ev[0]), float(ev[-1])
 
