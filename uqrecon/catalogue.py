@@ -645,7 +645,7 @@ def build(name: str, *, path=None, cache_dir=None, seed: int = 0,
                              f"{config['num_samples']}")
         config.setdefault("use_cache", False)
         config.setdefault("max_rounds", max_rounds)
-    elif math.prod(post.shape) > 4096:   # above the dense limit: keep the exact draws
+    else:   # above exact_gaussian's dense limit the reference is its exact draws: keep them
         config.setdefault("keep_draws", True)
     res = gold.reference(post, seed=seed, **config)
     build_s = time.perf_counter() - t0
