@@ -40,7 +40,7 @@ os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 # correctness.
 SLOWEST_FIRST = """
     test_notebooks test_samplers test_gsm test_compile_once test_problems_cli
-    test_laplace test_deep test_mclmc test_chain_method test_gold test_calibration
+    test_laplace test_deep test_mclmc test_chees test_chain_method test_gold test_calibration
     test_variational test_conformal test_bootstrap test_structure test_x64 test_gibbs
     test_sbc test_runner test_report test_catalogue test_exact test_map test_posterior
     test_check_gpu test_operators_base test_priors test_likelihoods test_docs test_tomo

@@ -19,19 +19,16 @@ import importlib
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from uqrecon.inference import sample
-from uqrecon.models import GMRF, Gaussian, Posterior
-from uqrecon.operators.tomo import sparse_view
 from compile_count import CompileCount
+from ct16 import ct16 as _ct
 
 sample_module = importlib.import_module("uqrecon.inference.sample")
 EXACTNESS = sample_module.EXACTNESS
 
-N = 16
 RUN = dict(num_chains=4, num_warmup=300, progress=False)
 # MCLMC runs longer: its bias (~1 %) is measured on the median over pixels of the
 # relative std error, whose Monte Carlo noise is common to all pixels (the chains'
@@ -42,28 +39,6 @@ LENGTH = {"mams": dict(num_samples=1000, chunk_size=500),
 # MCLMC's pixel std may be off by this much (relative) on top of 4 Monte Carlo s.e.:
 # about 3x its measured bias (-1.07 % on average, -1.71 % at worst)
 MCLMC_STD_TOL = 0.03
-
-
-def _ct(seed, noise):
-    """16x16 CT, GMRF delta=10; data = noise draw ``seed`` at relative level ``noise``.
-    Returns the posterior and its exact mean and pixel std (dense float64)."""
-    op = sparse_view((N, N), 12)
-    g = np.linspace(-1, 1, N)
-    X, Y = np.meshgrid(g, g, indexing="ij")
-    clean = np.asarray(op(jnp.asarray(((X ** 2 + Y ** 2) < 0.5).astype(np.float32))))
-    sigma = noise * float(np.abs(clean).max())
-    data = clean + sigma * np.random.default_rng(seed).normal(size=clean.shape)
-    post = Posterior(Gaussian(op, jnp.asarray(data, jnp.float32), sigma=sigma),
-                     GMRF((N, N), delta=10.0))
-    A = np.asarray(op.to_dense(), np.float64)
-    n = N * N
-    eye = jnp.eye(n, dtype=jnp.float32).reshape(n, N, N)
-    Q = np.asarray(jax.vmap(post.gaussian_form().prior_precision)(eye), np.float64)
-    cov = np.linalg.inv(A.T @ A / sigma ** 2 + Q.reshape(n, n))
-    mean = cov @ (A.T @ data.ravel() / sigma ** 2)
-    return post, mean.reshape(N, N), np.sqrt(np.diag(cov)).reshape(N, N)
-
-
 
 
 def _run(post, method, seed, **kw):

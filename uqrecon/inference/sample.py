@@ -40,6 +40,15 @@ Methods and their options (``**cfg``):
   (5e-4, the energy error's variance per dimension; MCLMC is biased, measured -1 % on
   the pixel std of a 16x16 CT GMRF); MAMS: ``target_acceptance`` (0.9),
   ``num_integration_steps`` (2.0, blackjax's mean trajectory length ``L / step``).
+- ``"chees"``: ChEES-HMC (:mod:`.samplers.chees`), preconditioned and started like NUTS:
+  blackjax's ``chees_adaptation`` tunes the step size (dual averaging) and the trajectory
+  length (Adam on the ChEES criterion) across all chains in the set-up, ``num_warmup``
+  (>= 30) iterations, then every chain integrates ``ceil(h_t * L / step)`` leapfrog steps
+  at iteration ``t`` (``h_t`` a Halton sequence shared by the chains), so vmapped chains
+  run in lockstep without waiting for one another. Needs ``num_chains >= 2``.
+  ``target_acceptance`` (0.651), ``learning_rate`` (0.025), ``step_size`` (0.5, where the
+  dual averaging starts), ``max_leapfrog_steps`` (1000), ``diagonal_preconditioning``
+  (False).
 - ``"ula"``: ``step_size`` (default ``1/L``). ``"mala"``: ``preconditioner`` and ``rank`` as
   NUTS, ``step_size`` (initial; 1 when preconditioned, else ``1/L``),
   ``target_acceptance`` (0.574).
@@ -92,6 +101,7 @@ from ..result import Result, make_provenance
 from ..diagnostics import check_convergence, diagnose, summarize
 from . import exact as _exact
 from .runner import CompileMonitor, check_chain_method, run_chains
+from .samplers import chees as _chees
 from .samplers import gibbs as _gibbs
 from .samplers import gsm as _gsm
 from .samplers import hmc as _hmc
@@ -482,6 +492,50 @@ def _build_mclmc_family(kind):
     return build
 
 
+def _build_chees(post, key, cfg, num_chains, dtype, num_warmup):
+    """ChEES-HMC (:mod:`.samplers.chees`): preconditioned and started like NUTS; the step
+    size and trajectory length are tuned across all chains in the set-up by blackjax's
+    ``chees_adaptation`` over ``num_warmup`` iterations, and the runner does no warmup
+    (the tuning's gradients are ``num_grad_evals_warmup``)."""
+    _require_smooth(post, "chees")
+    if num_chains < 2:
+        raise ValueError("method='chees' tunes its trajectory length across chains: "
+                         f"'num_chains' must be >= 2 (4 or more advised), got {num_chains}")
+    pc_name, rank = _pop_preconditioner(cfg, post)
+    init, jitter = _pop_init(cfg, None)
+    diag = _pop_bool(cfg, "diagonal_preconditioning", False)
+    # 0.651: the optimal acceptance of HMC in high dimension (Beskos et al. 2013), the
+    # ChEES paper's choice; 0.025: Adam's rate on the log trajectory length (TFP's default)
+    target = _pop_unit(cfg, "target_acceptance", 0.651)
+    rate = _pop_positive(cfg, "learning_rate", 0.025)
+    step = _pop_positive(cfg, "step_size", 0.5)
+    cap = _pop_int(cfg, "max_leapfrog_steps", 1000, 1)
+    _reject_unknown(cfg, "chees")
+    if num_warmup < _MCLMC_MIN_WARMUP:
+        raise ValueError(f"method='chees' tunes its step size and trajectory length during "
+                         f"warmup: 'num_warmup' must be >= {_MCLMC_MIN_WARMUP}, got "
+                         f"{num_warmup}")
+
+    k_init, k_pc, k_tune = jax.random.split(key, 3)
+    ref, ref_grads = _reference_image(post, dtype)
+    pc, used, setup_grads = _preconditioner(post, k_pc, pc_name, rank, ref)
+    whitened = Whitened(post, pc)
+    init = _init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
+    images, step_size, num_leapfrog, imm, start, spent = _chees.tune_chees(
+        whitened, init, k_tune, jnp.asarray(step, dtype), jnp.asarray(rate, dtype),
+        jnp.asarray(target, dtype), num_steps=num_warmup, diagonal_preconditioning=diag,
+        max_leapfrog_steps=cap)
+    params = _chees.CheesParams(whitened, step_size, num_leapfrog, imm, start)
+    used.update(target_acceptance=target, learning_rate=rate, max_leapfrog_steps=cap,
+                diagonal_preconditioning=diag, step_size=float(step_size),
+                num_leapfrog=float(num_leapfrog),
+                trajectory_length=float(step_size * num_leapfrog))
+    # every chain integrated the same number of leapfrog steps in every iteration
+    return _Built(_chees.CHEES, params, images, used,
+                  {"num_grad_evals_setup": setup_grads + ref_grads,
+                   "num_grad_evals_warmup": num_chains * int(spent)}, num_warmup=0)
+
+
 @jax.jit
 def _pool_tuned(L, step, imm):
     """One ``(L, step_size, inverse_mass_matrix)`` for all chains: the medians of the
@@ -664,7 +718,7 @@ def _build_gsm(post, key, cfg, num_chains, dtype):
 EXACTNESS = {"exact": "exact", "rto": "exact", "gsm": "asymptotically exact",
              "nuts": "asymptotically exact", "hmc": "asymptotically exact",
              "mala": "asymptotically exact", "gibbs": "asymptotically exact",
-             "mams": "asymptotically exact",
+             "mams": "asymptotically exact", "chees": "asymptotically exact",
              "ula": "biased", "myula": "biased", "skrock": "biased", "mclmc": "biased"}
 
 
@@ -681,9 +735,10 @@ METHODS: dict[str, Callable] = {
     "gsm": _build_gsm,
     "mclmc": _build_mclmc_family("mclmc"),
     "mams": _build_mclmc_family("mams"),
+    "chees": _build_chees,
 }
 # builders that tune in the set-up and take ``num_warmup`` (the runner then does none)
-_TUNED_IN_SETUP = ("mclmc", "mams")
+_TUNED_IN_SETUP = ("mclmc", "mams", "chees")
 
 
 # --------------------------------------------------------------------------------------
@@ -719,7 +774,8 @@ def default_chain_method(method: str, platform: str | None = None) -> str:
 
 # methods that sample a complex image in real coordinates (models.realview): the
 # proximal, GSM and Gibbs samplers have no complex version
-COMPLEX_METHODS = ("exact", "rto", "nuts", "hmc", "mala", "ula", "mclmc", "mams")
+COMPLEX_METHODS = ("exact", "rto", "nuts", "hmc", "mala", "ula", "mclmc", "mams",
+                   "chees")
 
 
 def _sample_complex(posterior, method, num_chains, num_samples, num_warmup, thin, seed,
