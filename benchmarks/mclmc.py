@@ -1,9 +1,10 @@
-"""NUTS vs MCLMC vs MAMS on the CT GMRF posterior (issue 11, item 5); not run in tests.
+"""NUTS vs MCLMC vs MAMS vs ChEES-HMC on the CT GMRF posterior (issue 11, item 5); not run
+in tests.
 
 Posterior: ``size x size`` modified Shepp-Logan, parallel beam (``size // 2`` angles),
-1 % noise, GMRF delta = 10, all three on the dense whitening. Per method, in one process:
+1 % noise, GMRF delta = 10, all on the dense whitening. Per method, in one process:
 min bulk ESS over pixels, ESS per gradient evaluation counting warmup/tuning (NUTS's
-warmup, MCLMC/MAMS's tuning in the set-up) and set-up gradients, and ESS per second
+warmup, MCLMC/MAMS/ChEES's tuning in the set-up) and set-up gradients, and ESS per second
 counting set-up + warmup/tuning + sampling (compilation reported apart), and the
 relative error of the pixel std against the exact posterior (float64 dense inverse).
 
@@ -52,7 +53,7 @@ def main():
     ap.add_argument("--num-chains", type=int, default=4)
     ap.add_argument("--num-warmup", type=int, default=300)
     ap.add_argument("--num-samples", type=int, default=1000)
-    ap.add_argument("--methods", default="nuts,mclmc,mams")
+    ap.add_argument("--methods", default="nuts,mclmc,mams,chees")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     post, std = problem(args.size)
@@ -85,16 +86,17 @@ def main():
     if args.out:
         load = os.getloadavg()
         Path(args.out).write_text(
-            f"# NUTS vs MCLMC vs MAMS, {args.size}x{args.size} CT GMRF (dense whitening)\n\n"
+            f"# {' vs '.join(m.upper() for m in args.methods.split(','))}, "
+            f"{args.size}x{args.size} CT GMRF (dense whitening)\n\n"
             f"Command: `JAX_PLATFORMS=cpu .venv/bin/python benchmarks/mclmc.py --size "
             f"{args.size} --num-chains {args.num_chains} --num-warmup {args.num_warmup} "
-            f"--num-samples {args.num_samples}`\n\n"
+            f"--num-samples {args.num_samples} --methods {args.methods}`\n\n"
             f"Machine: {os.cpu_count()} CPU cores, load average at the end "
             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min; another test "
             f"run shared the cores), JAX {jax.__version__} on {jax.devices()[0].platform}."
             f"\n\nGradients count set-up (reference mean, dense precision), warmup "
-            f"(NUTS: dual averaging in the runner; MCLMC/MAMS: blackjax's tuners in the "
-            f"set-up, 300 steps per chain) and sampling; seconds likewise, compilation "
+            f"(NUTS: dual averaging in the runner; MCLMC/MAMS/ChEES: blackjax's tuners in "
+            f"the set-up, {args.num_warmup} steps per chain) and sampling; seconds likewise, compilation "
             f"apart.\n\n" + table)
 
 
