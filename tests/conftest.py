@@ -64,29 +64,6 @@ def _drop_compiled_programs_after_each_module():
     gc.collect()
 
 
-# Test files whose time is XLA compiling small programs, not running them: they compile
-# with most of XLA's CPU optimisations off (``jax_disable_most_optimizations``: backend
-# optimisation level 0, no expensive LLVM passes; the notebook kernels run the same way,
-# tests/test_notebooks.py). It changes how fast the compiled code runs, not what it
-# computes (up to rounding; no fast-math either way), so no assertion can pass because
-# of it; every other file, and every user, gets XLA's defaults. Chosen by measurement
-# (per-file CPU seconds of a whole run, UQRECON_CPU_TIMES, default -> level 0, Nov 29
-# 2026): only files that got cheaper are listed; long-running ones (MCLMC's 80,000-step
-# chains, the whitening benchmarks' NUTS runs) got dearer and keep the defaults.
-# Applied per module (the flag is read at each compilation; jit caches are cleared
-# between modules, above, so no executable crosses the boundary).
-COMPILE_BOUND = set("""
-""".split())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _xla_optimisation_for_this_module(request):
-    compile_bound = Path(str(request.path)).stem in COMPILE_BOUND
-    jax.config.update("jax_disable_most_optimizations", compile_bound)
-    yield
-    jax.config.update("jax_disable_most_optimizations", False)
-
-
 # Per-file CPU seconds (user + sys, this process and its reaped children such as notebook
 # kernels), written when UQRECON_CPU_TIMES names a directory: one JSON per process
 # (xdist worker). The machine is shared, so CPU time, not wall time, is what a cut is
