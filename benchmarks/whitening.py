@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import uqrecon
-from uqrecon.inference.sample import METHODS, _NegLogUnconstrained
+from uqrecon.inference.methods.common import NegLogUnconstrained as _NegLogUnconstrained
+from uqrecon.inference.sample import METHODS
 from uqrecon.models import GMRF, TV, Gaussian
 from uqrecon.operators import sparse_view
 from uqrecon.phantoms import shepp_logan

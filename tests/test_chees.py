@@ -17,7 +17,7 @@ from uqrecon.inference import sample
 from compile_count import CompileCount
 from ct16 import ct16 as _ct
 
-sample_module = importlib.import_module("uqrecon.inference.sample")
+setup_helpers = importlib.import_module("uqrecon.inference.methods.common")
 RUN = dict(num_chains=4, num_warmup=200, num_samples=1000, progress=False)
 
 
@@ -111,13 +111,13 @@ def test_bad_options_raise_before_setup(ct, monkeypatch, options, name):
     reference image would fail the test if it were reached)."""
     def no_setup(*a, **k):
         raise AssertionError("set-up reached before the options were checked")
-    monkeypatch.setattr(sample_module, "_reference_image", no_setup)
+    monkeypatch.setattr(setup_helpers, "reference_image", no_setup)
     with pytest.raises(ValueError, match=name):
         sample(ct[0], method="chees", progress=False, **options)
 
 
 def test_unknown_option_is_named_before_setup(ct, monkeypatch):
-    monkeypatch.setattr(sample_module, "_reference_image",
+    monkeypatch.setattr(setup_helpers, "reference_image",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("set-up")))
     with pytest.raises(TypeError, match="unknown options.*path_length"):
         sample(ct[0], method="chees", progress=False, path_length=2.0)

@@ -27,6 +27,7 @@ from compile_count import CompileCount
 from ct16 import ct16 as _ct
 
 sample_module = importlib.import_module("uqrecon.inference.sample")
+setup_helpers = importlib.import_module("uqrecon.inference.methods.common")
 EXACTNESS = sample_module.EXACTNESS
 
 RUN = dict(num_chains=4, num_warmup=300, progress=False)
@@ -174,7 +175,7 @@ def test_bad_options_raise_before_setup(ct, monkeypatch, method, options, name):
     image is never computed: the patched function would fail the test otherwise)."""
     def no_setup(*a, **k):
         raise AssertionError("set-up reached before the options were checked")
-    monkeypatch.setattr(sample_module, "_reference_image", no_setup)
+    monkeypatch.setattr(setup_helpers, "reference_image", no_setup)
     with pytest.raises(ValueError, match=name):
         sample(ct[0], method=method, progress=False, **options)
 
@@ -186,7 +187,7 @@ def test_unknown_options_are_named(ct, monkeypatch, method, wrong):
     """Options another method takes (or none does) are refused, named, before set-up.
     ``sample`` raises TypeError for unknown options, like every other method (and like
     an unknown keyword argument)."""
-    monkeypatch.setattr(sample_module, "_reference_image",
+    monkeypatch.setattr(setup_helpers, "reference_image",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("set-up")))
     with pytest.raises(TypeError, match=f"unknown options.*{wrong}"):
         sample(ct[0], method=method, progress=False, **{wrong: 0.5})

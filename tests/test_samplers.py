@@ -294,17 +294,18 @@ def test_invalid_options_raise_before_any_work(ct, monkeypatch, method, option):
     constant, dense factor, CG mean and starting points are patched to fail loudly, so a
     check placed after them (or missing) fails this test."""
     import importlib
-    smod = importlib.import_module("uqrecon.inference.sample")
+    common = importlib.import_module("uqrecon.inference.methods.common")
+    exact = importlib.import_module("uqrecon.inference.exact")
     post, _, _ = ct
 
     def expensive(*a, **k):
         raise AssertionError("expensive set-up ran before the options were validated")
 
-    for name in ("_reference_image", "_lipschitz", "_preconditioner", "_init_positions",
-                 "_init_in_z"):
-        monkeypatch.setattr(smod, name, expensive)
-    monkeypatch.setattr(smod._exact, "dense_factor", expensive)
-    monkeypatch.setattr(smod._exact, "posterior_mean", expensive)
+    for name in ("reference_image", "lipschitz", "preconditioner", "init_positions",
+                 "init_in_z"):
+        monkeypatch.setattr(common, name, expensive)
+    monkeypatch.setattr(exact, "dense_factor", expensive)
+    monkeypatch.setattr(exact, "posterior_mean", expensive)
     name = next(k for k in option if k not in ("solver", "preconditioner"))
     with pytest.raises(ValueError, match=f"'{name}'"):
         sample(post, method=method, num_chains=2, num_samples=10, progress=False, **option)

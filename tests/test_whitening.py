@@ -13,10 +13,9 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from uqrecon.inference import sample
-from uqrecon.inference.sample import _NegLogUnconstrained
+from uqrecon.inference.methods.common import NegLogUnconstrained as _NegLogUnconstrained
 from uqrecon.inference.samplers.hmc import circulant_preconditioner, lowrank_preconditioner
 from uqrecon.models import GMRF, Gaussian, Posterior
 from uqrecon.operators.base import Identity

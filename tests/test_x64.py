@@ -24,7 +24,7 @@ def _posterior(dtype, hierarchical=False):
     return Posterior(Gaussian(op, y, sigma=0.1), GMRF((8, 8), delta=10.0))
 
 
-@pytest.mark.parametrize("method", ["mala", "nuts", "mclmc", "mams"])
+@pytest.mark.parametrize("method", ["mala", "nuts", "mclmc", "mams", "chees"])
 def test_blackjax_kernels_refuse_float32_under_x64_before_any_work(method):
     """A clear ValueError naming x64, raised before set-up (catches removing the check:
     the TypeError from inside blackjax comes back)."""

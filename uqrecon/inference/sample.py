@@ -1,7 +1,9 @@
 """``sample(posterior, method=...)``: the one entry point for posterior sampling.
 
-Each method is a builder ``(posterior, key, cfg) -> _Built`` that turns a Posterior
-(used only through the contract in docs/interfaces.md) into a static :class:`Sampler`
+Each method is a builder (:mod:`uqrecon.inference.methods`, one module per method:
+options, defaults, set-up) ``(posterior, key, cfg, num_chains, dtype) -> Built`` that
+turns a Posterior (used only through the contract in docs/interfaces.md) into a static
+:class:`~.samplers.base.Sampler`
 (module-level functions), its ``params`` pytree (posterior, preconditioner, step sizes...)
 and the chains' starting images; :func:`run_chains` runs it and :func:`sample` packs a
 Result with diagnostics, timings and provenance. Every builder validates all of its
@@ -84,103 +86,33 @@ default :func:`default_chain_method`, recorded in the provenance's config).
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
-from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from ..map import _smooth_solver
 from ..models.identity import model_identity
 from ..result import Result, make_provenance
 from ..diagnostics import check_convergence, diagnose, summarize
-from . import exact as _exact
+from .methods import chees as _chees
+from .methods import common
+from .methods import exact as _exact
+from .methods import gibbs as _gibbs
+from .methods import gsm as _gsm
+from .methods import hmc as _hmc
+from .methods import langevin as _langevin
+from .methods import mclmc as _mclmc
+from .methods import proximal as _proximal
 from .runner import CompileMonitor, check_chain_method, run_chains
-from .samplers import chees as _chees
-from .samplers import gibbs as _gibbs
-from .samplers import gsm as _gsm
-from .samplers import hmc as _hmc
-from .samplers import langevin as _langevin
-from .samplers import mclmc as _mclmc
-from .samplers import proximal as _proximal
-from .samplers.base import (Sampler, Whitened, check_int, check_positive,
-                            check_unit_interval)
 
 __all__ = ["sample", "METHODS", "EXACTNESS", "COMPLEX_METHODS", "default_chain_method"]
 
-_DENSE_MAX_PIXELS = 4096
-# NUTS's default maximum tree depth after the dense (exact for linear-Gaussian) whitening:
-# 31 leapfrog steps, about one period of the whitened dynamics at the step sizes dual
-# averaging finds (0.19-0.24 at 64x64); see the note in samplers/hmc.py's nuts()
-_NUTS_DENSE_MAX_DOUBLINGS = 5
-
-
-class _Built(NamedTuple):
-    sampler: Sampler                  # static: module-level functions
-    params: Any                       # pytree: what the sampler's functions take
-    init_positions: jax.Array         # (chains, *shape) images
-    config: dict                      # the settings actually used
-    setup: dict                       # e.g. num_grad_evals_setup, preconditioner info
-    num_warmup: int | None = None     # override (exact methods need none)
-
-
-# --------------------------------------------------------------------------------------
-# options: popped and validated before any expensive work
-# --------------------------------------------------------------------------------------
-def _pop(cfg: dict, name: str, default):
-    value = cfg.pop(name) if name in cfg else default
-    if name == "step_size" and value is not None:
-        value = check_positive("step_size", value)
-    if name == "box" and value is not None:
-        try:
-            lo, hi = (float(v) for v in value)
-        except (TypeError, ValueError):
-            raise ValueError(f"'box' must be a pair (lo, hi), got {value!r}") from None
-        if not lo < hi:
-            raise ValueError(f"'box' needs lo < hi, got {value!r}")
-        value = (lo, hi)
-    return value
-
-
-def _pop_positive(cfg, name, default):
-    value = _pop(cfg, name, default)
-    return None if value is None else check_positive(name, value)
-
-
-def _pop_int(cfg, name, default, minimum):
-    value = _pop(cfg, name, default)
-    return None if value is None else check_int(name, value, minimum)
-
-
-def _pop_unit(cfg, name, default):
-    value = _pop(cfg, name, default)
-    return None if value is None else check_unit_interval(name, value)
-
-
-def _pop_init(cfg, default_jitter):
-    """``(init, init_jitter)``; the jitter must be a finite number >= 0 (None: the
-    method's default)."""
-    init = _pop(cfg, "init", None)
-    jitter = _pop(cfg, "init_jitter", None)
-    if jitter is not None:
-        try:
-            ok = math.isfinite(float(jitter)) and float(jitter) >= 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"'init_jitter' must be a finite number >= 0, got {jitter!r}")
-        jitter = float(jitter)
-    return init, (default_jitter if jitter is None else jitter)
-
-
 # blackjax kernels that promote a float32 chain to float64 inside their accept/reject
 # cond when jax_enable_x64 is on (TypeError "cond branches must have equal output types")
-_FLOAT32_ONLY_WITHOUT_X64 = ("mala", "nuts", "mclmc", "mams")
+_FLOAT32_ONLY_WITHOUT_X64 = ("mala", "nuts", "mclmc", "mams", "chees")
 
 
 def _check_x64(method, dtype):
@@ -194,524 +126,6 @@ def _check_x64(method, dtype):
             f"from float64 data for a float64 run, or turn jax_enable_x64 off")
 
 
-def _reject_unknown(cfg, method):
-    """Called by every builder once it has popped its options, before any work."""
-    if cfg:
-        raise TypeError(f"method={method!r} got unknown options {sorted(cfg)}")
-
-
-def _pop_preconditioner(cfg, post):
-    n = _size(post)
-    name = _pop(cfg, "preconditioner", "dense" if n <= _DENSE_MAX_PIXELS else "lowrank")
-    if name not in ("dense", "lowrank", "circulant", "identity"):
-        raise ValueError(f"'preconditioner' must be 'dense', 'lowrank', 'circulant' or "
-                         f"'identity', got {name!r}")
-    if name == "circulant" and getattr(post.likelihood.operator, "is_real_pair", False):
-        # an FFT over the (Re, Im) axis would model nothing: the circulant model is per
-        # image axis only, and the pair's coupling (Im P) is not circulant in it
-        raise ValueError("preconditioner='circulant' is not available for a complex image "
-                         "(sampled in real coordinates); use 'dense' or 'lowrank'")
-    rank = _pop_int(cfg, "rank", 64, 1)
-    return name, rank
-
-
-# --------------------------------------------------------------------------------------
-# set-up helpers (module-level jits on the posterior pytree)
-# --------------------------------------------------------------------------------------
-def _lipschitz(post, key) -> float:
-    L = float(post.lipschitz(key))
-    if not (math.isfinite(L) and L > 0):
-        raise ValueError(f"posterior.lipschitz() returned {L}; pass 'step_size' explicitly")
-    return L
-
-
-def _size(post) -> int:
-    return int(math.prod(post.shape))
-
-
-def _reference_image(post, dtype):
-    """Where preconditioners are built and chains start: the posterior mean by CG for
-    linear-Gaussian posteriors, else the mode in the unconstrained space by L-BFGS (the
-    Hessian there is positive definite; far from it, e.g. at ``u = 0``, it need not be).
-    Returns ``(image, gradient evaluations spent)``; non-smooth posteriors get the image of
-    ``u = 0`` (the proximal samplers need no mode)."""
-    form = post.gaussian_form()
-    if form is not None:
-        mean, it, _ = _exact.posterior_mean(form, _exact.default_tol(dtype), 10 * _size(post))
-        return mean, int(it)
-    u0 = jnp.zeros(post.shape, dtype)
-    if not post.is_smooth:
-        return _forward(post, u0), 0
-    u, evals = _unconstrained_mode(post, u0)
-    return _forward(post, u), int(evals)
-
-
-@jax.jit
-def _forward(post, u):
-    return post.transform.forward(u)
-
-
-@partial(jax.jit, static_argnames=("max_iter",))
-def _unconstrained_mode(post, u0, max_iter: int = 200, tol: float = 1e-5):
-    """L-BFGS (the MAP solver's loop) on ``-logdensity_unconstrained``, stopping at a
-    relative step ``tol``; returns ``(u, gradient evaluations)``."""
-    u, _, _, evals = _smooth_solver(lambda v: -post.logdensity_unconstrained(v), u0,
-                                    optax.lbfgs(), True, max_iter, tol)
-    return u, evals
-
-
-@jax.jit
-def _jitter_images(post, images, noise):
-    """``forward(inverse(x) + noise)`` per chain: jitter in the unconstrained space."""
-    u = jax.vmap(post.transform.inverse)(images)
-    return jax.vmap(post.transform.forward)(u + noise)
-
-
-def _init_positions(post, key, init, jitter, num_chains, dtype, unconstrained: bool,
-                    ref=None):
-    """Starting images: ``init`` if given, else ``ref`` (default: a reference image);
-    jittered per chain by ``jitter`` (in the unconstrained space if asked). Returns
-    ``(images, gradient evaluations spent finding the reference)``."""
-    shape = tuple(post.shape)
-    grads = 0
-    if init is None:
-        if ref is None:
-            ref, grads = _reference_image(post, dtype)
-        init = jnp.broadcast_to(ref, (num_chains, *shape))
-    else:
-        init = jnp.asarray(init, dtype)
-        if init.shape == shape:
-            init = jnp.broadcast_to(init, (num_chains, *shape))
-        elif init.shape != (num_chains, *shape):
-            raise ValueError(f"'init' must have shape {shape} or {(num_chains, *shape)}, "
-                             f"got {init.shape}")
-    if jitter > 0:
-        noise = jitter * jax.random.normal(key, init.shape, dtype)
-        init = _jitter_images(post, init, noise) if unconstrained else init + noise
-    return init, grads
-
-
-def _require_smooth(post, method):
-    if not post.is_smooth:
-        raise ValueError(f"method={method!r} needs a smooth posterior (gradients), but this "
-                         "posterior has non-smooth terms: use method='myula' or 'skrock', "
-                         "or a smoothed prior (e.g. TV with a smoothing parameter)")
-
-
-class _NegLogUnconstrained(NamedTuple):
-    """``u -> -logdensity_unconstrained(u)`` as a pytree callable (a jit argument)."""
-
-    posterior: Any
-
-    def __call__(self, u):
-        return -self.posterior.logdensity_unconstrained(u)
-
-
-@jax.jit
-def _unconstrained_hessian(post, u):
-    """Dense Hessian of ``-logdensity_unconstrained`` (jitted on the posterior pytree)."""
-    return _hmc.hessian_matrix(_NegLogUnconstrained(post), u)
-
-
-@jax.jit
-def _inverse(post, x):
-    return post.transform.inverse(x)
-
-
-def _preconditioner(post, key, name, rank, ref):
-    """The linear change of variables ``u = pc(z)`` named ``name``, built at
-    ``u_ref = transform.inverse(ref)``; returns (pc, settings, setup gradients)."""
-    n = _size(post)
-    u_ref = _inverse(post, ref)
-    if name == "dense":
-        form = post.gaussian_form() if post.constraint is None else None
-        if form is not None:   # linear-Gaussian: the Hessian is P, formed from the operator
-            hess, grads = _exact.dense_precision(form), _dense_setup_grads(form)
-        else:                  # n Hessian-vector products, two gradients each
-            hess, grads = _unconstrained_hessian(post, u_ref), 2 * n
-        pc = _hmc.dense_preconditioner(hess, u_ref)
-        return pc, {"preconditioner": name}, grads
-    if name == "lowrank":
-        pc = _hmc.lowrank_preconditioner(_NegLogUnconstrained(post), u_ref, key, rank=rank)
-        used = {"preconditioner": name, "rank": rank,
-                "lowrank_kept": int(jnp.count_nonzero(jnp.any(pc.basis != 0, axis=0)))}
-        return pc, used, 2 * 2 * rank   # Lanczos + residual check, 2 gradients per HVP
-    if name == "circulant":
-        pc = _hmc.circulant_preconditioner(_NegLogUnconstrained(post), u_ref, key, rank=rank)
-        used = {"preconditioner": name, "rank": rank,
-                "lowrank_kept": int(jnp.count_nonzero(jnp.any(pc.basis != 0, axis=0)))}
-        return pc, used, 2 * (2 * rank + 1)   # + the symbol's HVP
-    return _hmc.IdentityPreconditioner(u_ref), {"preconditioner": name}, 0
-
-
-@jax.jit
-def _z_to_images(target, z):
-    return jax.vmap(target.to_image)(z)
-
-
-def _init_in_z(post, key, init, jitter, num_chains, dtype, target):
-    """Starting images for samplers on ``z``: ``init`` if given (jittered by
-    ``init_jitter``, default 0.1, in the unconstrained space), else
-    ``to_image(init_jitter * xi)``, i.e. draws from the Gaussian that defines the
-    preconditioner (jitter 1.0 by default), so chains start at the posterior's own scale
-    instead of a fixed pixel jitter."""
-    if init is not None:
-        return _init_positions(post, key, init, 0.1 if jitter is None else jitter,
-                               num_chains, dtype, True)[0]
-    jitter = 1.0 if jitter is None else jitter
-    z = jitter * jax.random.normal(key, (num_chains, *post.shape), dtype)
-    return _z_to_images(target, z)
-
-
-# --------------------------------------------------------------------------------------
-# builders
-# --------------------------------------------------------------------------------------
-def _build_hmc_family(kind):
-    def build(post, key, cfg, num_chains, dtype):
-        _require_smooth(post, kind)
-        pc_name, rank = _pop_preconditioner(cfg, post)
-        init, jitter = _pop_init(cfg, None)
-        target = _pop_unit(cfg, "target_acceptance", None)
-        if kind == "nuts":
-            depth = _pop_int(cfg, "max_num_doublings", None, 1)
-            if depth is None:
-                depth = _NUTS_DENSE_MAX_DOUBLINGS if pc_name == "dense" else 10
-            given = _pop(cfg, "step_size_jitter", 0.0)
-            try:
-                sjitter = float(given)
-            except (TypeError, ValueError):
-                sjitter = float("nan")
-            if not 0.0 <= sjitter < 1.0:
-                raise ValueError(f"'step_size_jitter' must be in [0, 1), got {given!r}")
-            target = 0.8 if target is None else target
-        else:
-            steps = _pop_int(cfg, "num_integration_steps", None, 1)
-            path = _pop_positive(cfg, "path_length", None)
-            if path is None and steps is None and pc_name == "dense":
-                # a quarter period of the whitened Gaussian; a low-rank whitening leaves
-                # soft directions with std >> 1, where this path would be far too short
-                path = math.pi / 2
-            # 0.65: the optimal acceptance of HMC in high dimension (Beskos et al. 2013)
-            target = (0.65 if path is not None else 0.8) if target is None else target
-            steps = 16 if steps is None else steps
-        # the start of the step-size adaptation; with num_warmup=0 it is the step used
-        # (how gold.mcmc_reference continues a chain with the step of its first round)
-        step = _pop_positive(cfg, "step_size", 0.5)
-        _reject_unknown(cfg, kind)
-
-        k_init, k_pc = jax.random.split(key)
-        ref, ref_grads = _reference_image(post, dtype)
-        pc, used, setup_grads = _preconditioner(post, k_pc, pc_name, rank, ref)
-        setup_grads += ref_grads
-        whitened = Whitened(post, pc)
-        init = _init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
-        if kind == "nuts":
-            sampler, params = _hmc.nuts(whitened, depth, initial_step_size=step,
-                                        target_acceptance=target, dtype=dtype,
-                                        step_size_jitter=sjitter)
-            used.update(max_num_doublings=depth, step_size_jitter=float(sjitter))
-        else:
-            sampler, params = _hmc.hmc(whitened, steps, initial_step_size=step,
-                                       target_acceptance=target, dtype=dtype,
-                                       path_length=path)
-            used.update({"path_length": float(path)} if path is not None
-                        else {"num_integration_steps": steps})
-        used.update(target_acceptance=target, initial_step_size=float(step))
-        return _Built(sampler, params, init, used, {"num_grad_evals_setup": setup_grads})
-    return build
-
-
-# the smallest warmup the MCLMC/MAMS tuners can work with: 10 steps per phase
-_MCLMC_MIN_WARMUP = 30
-
-
-def _pop_bool(cfg, name, default):
-    value = _pop(cfg, name, default)
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"'{name}' must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _build_mclmc_family(kind):
-    """MCLMC (unadjusted) or MAMS (adjusted) on ``z``, preconditioned and started like
-    NUTS; ``L`` and the step size are tuned in the set-up by blackjax's tuners over
-    ``num_warmup`` steps per chain (:mod:`.samplers.mclmc`), and the runner does no
-    warmup: the tuning's gradients are reported as ``num_grad_evals_warmup``."""
-    def build(post, key, cfg, num_chains, dtype, num_warmup):
-        _require_smooth(post, kind)
-        pc_name, rank = _pop_preconditioner(cfg, post)
-        init, jitter = _pop_init(cfg, None)
-        diag = _pop_bool(cfg, "diagonal_preconditioning", False)
-        if kind == "mclmc":
-            energy_var = _pop_positive(cfg, "desired_energy_var", 5e-4)
-        else:
-            target = _pop_unit(cfg, "target_acceptance", 0.9)
-            avg_steps = _pop_positive(cfg, "num_integration_steps", 2.0)
-            if not avg_steps > 1.1:   # blackjax's floor on L / step_size
-                raise ValueError(f"'num_integration_steps' must be > 1.1 (blackjax's "
-                                 f"floor on L / step_size), got {avg_steps!r}")
-        _reject_unknown(cfg, kind)
-        if num_warmup < _MCLMC_MIN_WARMUP:
-            raise ValueError(f"method={kind!r} tunes L and the step size during warmup: "
-                             f"'num_warmup' must be >= {_MCLMC_MIN_WARMUP}, got "
-                             f"{num_warmup}")
-
-        k_init, k_pc, k_tune = jax.random.split(key, 3)
-        ref, ref_grads = _reference_image(post, dtype)
-        pc, used, setup_grads = _preconditioner(post, k_pc, pc_name, rank, ref)
-        setup_grads += ref_grads
-        whitened = Whitened(post, pc)
-        init = _init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
-        keys = jax.random.split(k_tune, num_chains)
-        if kind == "mclmc":
-            # blackjax's three phases (step size, variance, L from the autocorrelation)
-            # take a third of num_warmup each
-            images, L, step, imm, steps = _mclmc.tune_mclmc(
-                whitened, init, keys, jnp.asarray(energy_var, dtype),
-                num_steps=num_warmup, diagonal_preconditioning=diag)
-            params = _mclmc.MCLMCParams(whitened, *_pool_tuned(L, step, imm))
-            sampler = _mclmc.MCLMC
-            used["desired_energy_var"] = energy_var
-        else:
-            # two dual-averaging passes (2/3 + 1/3 of num_warmup trajectories)
-            images, L, step, imm, steps = _mclmc.tune_mams(
-                whitened, init, keys, jnp.asarray(target, dtype),
-                jnp.asarray(avg_steps, dtype), num_steps=num_warmup,
-                diagonal_preconditioning=diag)
-            params = _mclmc.MAMSParams(whitened, *_pool_tuned(L, step, imm))
-            sampler = _mclmc.MAMS
-            used.update(target_acceptance=target, num_integration_steps=avg_steps)
-        used.update(diagonal_preconditioning=diag, L=float(params.L),
-                    step_size=float(params.step_size),
-                    L_per_chain=np.asarray(L).tolist(),
-                    step_size_per_chain=np.asarray(step).tolist())
-        warmup_grads = _mclmc.GRADS_PER_STEP * int(np.sum(np.asarray(steps, np.int64)))
-        return _Built(sampler, params, images, used,
-                      {"num_grad_evals_setup": setup_grads,
-                       "num_grad_evals_warmup": warmup_grads}, num_warmup=0)
-    return build
-
-
-def _build_chees(post, key, cfg, num_chains, dtype, num_warmup):
-    """ChEES-HMC (:mod:`.samplers.chees`): preconditioned and started like NUTS; the step
-    size and trajectory length are tuned across all chains in the set-up by blackjax's
-    ``chees_adaptation`` over ``num_warmup`` iterations, and the runner does no warmup
-    (the tuning's gradients are ``num_grad_evals_warmup``)."""
-    _require_smooth(post, "chees")
-    if num_chains < 2:
-        raise ValueError("method='chees' tunes its trajectory length across chains: "
-                         f"'num_chains' must be >= 2 (4 or more advised), got {num_chains}")
-    pc_name, rank = _pop_preconditioner(cfg, post)
-    init, jitter = _pop_init(cfg, None)
-    diag = _pop_bool(cfg, "diagonal_preconditioning", False)
-    # 0.651: the optimal acceptance of HMC in high dimension (Beskos et al. 2013), the
-    # ChEES paper's choice; 0.025: Adam's rate on the log trajectory length (TFP's default)
-    target = _pop_unit(cfg, "target_acceptance", 0.651)
-    rate = _pop_positive(cfg, "learning_rate", 0.025)
-    step = _pop_positive(cfg, "step_size", 0.5)
-    cap = _pop_int(cfg, "max_leapfrog_steps", 1000, 1)
-    _reject_unknown(cfg, "chees")
-    if num_warmup < _MCLMC_MIN_WARMUP:
-        raise ValueError(f"method='chees' tunes its step size and trajectory length during "
-                         f"warmup: 'num_warmup' must be >= {_MCLMC_MIN_WARMUP}, got "
-                         f"{num_warmup}")
-
-    k_init, k_pc, k_tune = jax.random.split(key, 3)
-    ref, ref_grads = _reference_image(post, dtype)
-    pc, used, setup_grads = _preconditioner(post, k_pc, pc_name, rank, ref)
-    whitened = Whitened(post, pc)
-    init = _init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
-    images, step_size, num_leapfrog, imm, start, spent = _chees.tune_chees(
-        whitened, init, k_tune, jnp.asarray(step, dtype), jnp.asarray(rate, dtype),
-        jnp.asarray(target, dtype), num_steps=num_warmup, diagonal_preconditioning=diag,
-        max_leapfrog_steps=cap)
-    params = _chees.CheesParams(whitened, step_size, num_leapfrog, imm, start)
-    used.update(target_acceptance=target, learning_rate=rate, max_leapfrog_steps=cap,
-                diagonal_preconditioning=diag, step_size=float(step_size),
-                num_leapfrog=float(num_leapfrog),
-                trajectory_length=float(step_size * num_leapfrog))
-    # every chain integrated the same number of leapfrog steps in every iteration
-    return _Built(_chees.CHEES, params, images, used,
-                  {"num_grad_evals_setup": setup_grads + ref_grads,
-                   "num_grad_evals_warmup": num_chains * int(spent)}, num_warmup=0)
-
-
-@jax.jit
-def _pool_tuned(L, step, imm):
-    """One ``(L, step_size, inverse_mass_matrix)`` for all chains: the medians of the
-    per-chain tuned values (same target, so they differ by tuning noise only)."""
-    return jnp.median(L), jnp.median(step), jnp.median(imm, axis=0)
-
-
-def _build_ula(post, key, cfg, num_chains, dtype):
-    _require_smooth(post, "ula")
-    if post.constraint is not None:
-        raise ValueError("method 'ula' steps on the smooth potential and would leave the "
-                         "posterior's constraint out; use 'myula'/'skrock' (projection "
-                         "prox) or 'mala'/'nuts'/'hmc' (unconstrained space)")
-    step = _pop(cfg, "step_size", None)
-    init, jitter = _pop_init(cfg, 0.1)
-    _reject_unknown(cfg, "ula")
-    k_init, k_l = jax.random.split(key)
-    step = step if step is not None else 1.0 / _lipschitz(post, k_l)
-    init, grads = _init_positions(post, k_init, init, jitter, num_chains, dtype,
-                                  unconstrained=False)
-    sampler, params = _langevin.ula(post, step, dtype)
-    return _Built(sampler, params, init, {"step_size": step},
-                  {"num_grad_evals_setup": grads})
-
-
-def _build_mala(post, key, cfg, num_chains, dtype):
-    """MALA on ``z`` (preconditioned like NUTS); the initial step is 1 for a whitening
-    preconditioner and ``1/L`` without one."""
-    _require_smooth(post, "mala")
-    pc_name, rank = _pop_preconditioner(cfg, post)
-    init, jitter = _pop_init(cfg, None)
-    step = _pop(cfg, "step_size", None)
-    target = _pop_unit(cfg, "target_acceptance", 0.574)
-    _reject_unknown(cfg, "mala")
-    k_init, k_l, k_pc = jax.random.split(key, 3)
-    ref, ref_grads = _reference_image(post, dtype)
-    pc, used, setup_grads = _preconditioner(post, k_pc, pc_name, rank, ref)
-    setup_grads += ref_grads
-    whitened = Whitened(post, pc)
-    init = _init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
-    if step is None:
-        step = 1.0 / _lipschitz(post, k_l) if pc_name == "identity" else 1.0
-    sampler, params = _langevin.mala(whitened, step, target, dtype)
-    used.update(initial_step_size=float(step), target_acceptance=target)
-    return _Built(sampler, params, init, used, {"num_grad_evals_setup": setup_grads})
-
-
-def _build_proximal(kind):
-    def build(post, key, cfg, num_chains, dtype):
-        box = _pop(cfg, "box", None)
-        lam = _pop_positive(cfg, "lam", None)
-        stages = _pop_int(cfg, "stages", 10, 1) if kind == "skrock" else 1
-        eta = _pop_positive(cfg, "eta", 0.05) if kind == "skrock" else 0.0
-        frac = _pop_positive(cfg, "step_fraction", 0.9 if kind == "skrock" else 1.0)
-        step = _pop(cfg, "step_size", None)
-        init, jitter = _pop_init(cfg, 0.1)
-        _reject_unknown(cfg, kind)
-        if kind == "skrock" and step is None and _proximal.skrock_max_step(1.0, stages,
-                                                                          eta) <= 0:
-            raise ValueError(f"'stages'={stages} has no stable default SK-ROCK step (eta="
-                             f"{eta}); use stages >= 2 or pass 'step_size'")
-        k_init, k_l = jax.random.split(key)
-        proxes = tuple(post.nonsmooth)
-        if box is not None:
-            proxes += (_proximal.Box(jnp.asarray(box[0], dtype), jnp.asarray(box[1], dtype)),)
-        L = _lipschitz(post, k_l)
-        lam = 1.0 / L if lam is None else lam
-        L_total = L + len(proxes) / lam
-        if step is None:
-            step = frac * (_proximal.skrock_max_step(L_total, stages, eta)
-                           if kind == "skrock" else 1.0 / L_total)
-        step = float(step)
-        init, grads = _init_positions(post, k_init, init, jitter, num_chains, dtype,
-                                      unconstrained=False)
-        if kind == "skrock":
-            sampler, params = _proximal.skrock(post, proxes, lam, step, stages, eta, dtype)
-            used = {"stages": stages, "eta": eta}
-        else:
-            sampler, params = _proximal.myula(post, proxes, lam, step, dtype)
-            used = {}
-        used.update(lam=lam, step_size=step, lipschitz=L, num_prox_terms=len(proxes))
-        return _Built(sampler, params, init, used, {"num_grad_evals_setup": grads})
-    return build
-
-
-def _dense_setup_grads(form) -> int:
-    """Gradient-equivalents spent forming ``P`` densely: the operator is applied
-    ``min(n, m)`` times (columns or rows), a gradient applies it twice."""
-    return math.ceil(min(form.operator.size_in, form.operator.size_out) / 2)
-
-
-def _gaussian_form_or_raise(post, method):
-    form = post.gaussian_form()
-    if form is None:
-        raise ValueError(f"method={method!r} needs a linear-Gaussian posterior "
-                         "(posterior.gaussian_form() is None): use 'nuts', 'mala' or 'gibbs'")
-    return form
-
-
-def _build_exact(post, key, cfg, num_chains, dtype, method="exact"):
-    form = _gaussian_form_or_raise(post, method)
-    n = _size(post)
-    solver = _pop(cfg, "solver", "dense" if n <= _DENSE_MAX_PIXELS else "cg")
-    if solver not in ("dense", "cg"):
-        raise ValueError(f"'solver' must be 'dense' or 'cg', got {solver!r}")
-    tol = _pop_positive(cfg, "tol", _exact.default_tol(dtype))
-    maxiter = _pop_int(cfg, "maxiter", 10 * n, 1)
-    precond = _pop(cfg, "preconditioner", "circulant")
-    if precond not in ("circulant", "none"):
-        raise ValueError(f"'preconditioner' must be 'circulant' or 'none' for method="
-                         f"{method!r}, got {precond!r}")
-    if precond != "circulant" and solver == "dense":
-        raise ValueError("'preconditioner' applies to solver='cg' only (the dense solver "
-                         "factors the precision)")
-    _pop_init(cfg, None)      # validated, unused: exact draws need no starting point
-    _reject_unknown(cfg, method)
-    if solver == "dense":
-        dense = _exact.dense_factor(form)
-        (sampler, params), mean = _exact.dense_sampler(dense), dense.mean
-        setup = {"num_grad_evals_setup": _dense_setup_grads(form)}
-        used = {"solver": "dense"}
-    else:
-        # the mean's solve is always circulant-preconditioned; 'preconditioner' sets the draws'
-        mean, it, relres = _exact.posterior_mean(form, tol, maxiter)
-        relres = float(relres)
-        if not relres <= tol:
-            warnings.warn(f"method={method!r}: the posterior mean's CG stopped at relative "
-                          f"residual {relres:.2e} > tol={tol:.1e} (maxiter={maxiter}); every "
-                          "draw is centred on that inexact mean", RuntimeWarning, stacklevel=3)
-        sampler, params = _exact.po_sampler(form, tol, maxiter, mean,
-                                            preconditioner=precond)
-        # + the product that measured the sampler's preconditioner
-        setup = {"num_grad_evals_setup": int(it) + (precond == "circulant")}
-        used = {"solver": "cg", "tol": tol, "maxiter": maxiter, "preconditioner": precond,
-                "mean_cg_relres": relres}
-    init = jnp.broadcast_to(mean, (num_chains, *post.shape))
-    return _Built(sampler, params, init, used, setup, num_warmup=0)
-
-
-def _build_gibbs(post, key, cfg, num_chains, dtype):
-    _gaussian_form_or_raise(post, "gibbs")
-    n = _size(post)
-    tol = _pop_positive(cfg, "tol", _exact.default_tol(dtype))
-    maxiter = _pop_int(cfg, "maxiter", 10 * n, 1)
-    init, jitter = _pop_init(cfg, 0.1)
-    _reject_unknown(cfg, "gibbs")
-    init, grads = _init_positions(post, key, init, jitter, num_chains, dtype,
-                                  unconstrained=False)
-    names = sorted(post.hyperparameters)
-    sampler, params = _gibbs.gibbs(post, tol, maxiter, dtype)
-    return _Built(sampler, params, init, {"tol": tol, "maxiter": maxiter,
-                                          "hyperparameters": names},
-                  {"num_grad_evals_setup": grads})
-
-
-def _build_gsm(post, key, cfg, num_chains, dtype):
-    """The exact TV / l1-wavelet sampler (:mod:`.samplers.gsm`). Chains start at
-    independent N(0, init_jitter^2) images by default: an over-dispersed start for R-hat."""
-    _gsm.check_gsm_posterior(post)
-    tol = _pop_positive(cfg, "tol", _gsm.default_tol(dtype))
-    if not tol < 1:
-        raise ValueError(f"'tol' must be a number in (0, 1), got {tol!r}")
-    maxiter = _pop_int(cfg, "maxiter", 1000, 1)
-    dense_max = _pop_int(cfg, "dense_max", _gsm.GSM_DENSE_MAX, 0)
-    init, jitter = _pop_init(cfg, 0.1)
-    _reject_unknown(cfg, "gsm")
-    zeros = jnp.zeros(tuple(post.shape), dtype)
-    init, _ = _init_positions(post, key, init, jitter, num_chains, dtype,
-                              unconstrained=False, ref=zeros)
-    params, spent = _gsm.gsm_params(post, tol, maxiter, dense_max)
-    return _Built(_gsm.GSM, params, init,
-                  {"tol": tol, "maxiter": maxiter, "preconditioner": params.kind,
-                   "dense_max": dense_max, "dense_normal": params.normal is not None},
-                  {"num_grad_evals_setup": math.ceil(spent / 2)})
-
-
 # What each method's stationary law is: "exact" (independent exact draws), "asymptotically
 # exact" (a Markov chain with the posterior as invariant law) or "biased" (a discretised
 # or smoothed target: its bias must be measured against an exact method, never assumed).
@@ -723,19 +137,19 @@ EXACTNESS = {"exact": "exact", "rto": "exact", "gsm": "asymptotically exact",
 
 
 METHODS: dict[str, Callable] = {
-    "nuts": _build_hmc_family("nuts"),
-    "hmc": _build_hmc_family("hmc"),
-    "ula": _build_ula,
-    "mala": _build_mala,
-    "myula": _build_proximal("myula"),
-    "skrock": _build_proximal("skrock"),
-    "gibbs": _build_gibbs,
-    "exact": _build_exact,
-    "rto": partial(_build_exact, method="rto"),
-    "gsm": _build_gsm,
-    "mclmc": _build_mclmc_family("mclmc"),
-    "mams": _build_mclmc_family("mams"),
-    "chees": _build_chees,
+    "nuts": _hmc.build_nuts,
+    "hmc": _hmc.build_hmc,
+    "ula": _langevin.build_ula,
+    "mala": _langevin.build_mala,
+    "myula": _proximal.build_myula,
+    "skrock": _proximal.build_skrock,
+    "gibbs": _gibbs.build,
+    "exact": _exact.build_exact,
+    "rto": _exact.build_rto,
+    "gsm": _gsm.build,
+    "mclmc": _mclmc.build_mclmc,
+    "mams": _mclmc.build_mams,
+    "chees": _chees.build,
 }
 # builders that tune in the set-up and take ``num_warmup`` (the runner then does none)
 _TUNED_IN_SETUP = ("mclmc", "mams", "chees")
@@ -848,15 +262,15 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     dtype = jnp.dtype(posterior.dtype)
     _check_x64(method, dtype)
     cfg = dict(cfg)
-    chunk_size = _pop(cfg, "chunk_size", None)
+    chunk_size = common.pop(cfg, "chunk_size", None)
     if chunk_size is not None:
         chunk_size = _check_int("chunk_size", chunk_size, 1)
     # the runner's own checks, made here too so they come before any set-up work
     if num_samples % thin or (chunk_size is not None and chunk_size % thin):
         raise ValueError(f"'num_samples' ({num_samples}) and 'chunk_size' ({chunk_size}) "
                          f"must be multiples of 'thin' ({thin})")
-    keep_draws = bool(_pop(cfg, "keep_draws", True))
-    chain_method = _pop(cfg, "chain_method", None)
+    keep_draws = bool(common.pop(cfg, "keep_draws", True))
+    chain_method = common.pop(cfg, "chain_method", None)
     chain_method = (default_chain_method(method) if chain_method is None
                     else check_chain_method(chain_method))
     requested = dict(cfg)

@@ -1,0 +1,55 @@
+"""ChEES-HMC (:mod:`..samplers.chees`): options, set-up and the cross-chain tuning."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..samplers import chees as _chees
+from ..samplers.base import Whitened
+from . import common
+from .mclmc import MIN_TUNING_WARMUP
+
+
+def build(post, key, cfg, num_chains, dtype, num_warmup):
+    """ChEES-HMC (:mod:`.samplers.chees`): preconditioned and started like NUTS; the step
+    size and trajectory length are tuned across all chains in the set-up by blackjax's
+    ``chees_adaptation`` over ``num_warmup`` iterations, and the runner does no warmup
+    (the tuning's gradients are ``num_grad_evals_warmup``)."""
+    common.require_smooth(post, "chees")
+    if num_chains < 2:
+        raise ValueError("method='chees' tunes its trajectory length across chains: "
+                         f"'num_chains' must be >= 2 (4 or more advised), got {num_chains}")
+    pc_name, rank = common.pop_preconditioner(cfg, post)
+    init, jitter = common.pop_init(cfg, None)
+    diag = common.pop_bool(cfg, "diagonal_preconditioning", False)
+    # 0.651: the optimal acceptance of HMC in high dimension (Beskos et al. 2013), the
+    # ChEES paper's choice; 0.025: Adam's rate on the log trajectory length (TFP's default)
+    target = common.pop_unit(cfg, "target_acceptance", 0.651)
+    rate = common.pop_positive(cfg, "learning_rate", 0.025)
+    step = common.pop_positive(cfg, "step_size", 0.5)
+    cap = common.pop_int(cfg, "max_leapfrog_steps", 1000, 1)
+    common.reject_unknown(cfg, "chees")
+    if num_warmup < MIN_TUNING_WARMUP:
+        raise ValueError(f"method='chees' tunes its step size and trajectory length during "
+                         f"warmup: 'num_warmup' must be >= {MIN_TUNING_WARMUP}, got "
+                         f"{num_warmup}")
+
+    k_init, k_pc, k_tune = jax.random.split(key, 3)
+    ref, ref_grads = common.reference_image(post, dtype)
+    pc, used, setup_grads = common.preconditioner(post, k_pc, pc_name, rank, ref)
+    whitened = Whitened(post, pc)
+    init = common.init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
+    images, step_size, num_leapfrog, imm, start, spent = _chees.tune_chees(
+        whitened, init, k_tune, jnp.asarray(step, dtype), jnp.asarray(rate, dtype),
+        jnp.asarray(target, dtype), num_steps=num_warmup, diagonal_preconditioning=diag,
+        max_leapfrog_steps=cap)
+    params = _chees.CheesParams(whitened, step_size, num_leapfrog, imm, start)
+    used.update(target_acceptance=target, learning_rate=rate, max_leapfrog_steps=cap,
+                diagonal_preconditioning=diag, step_size=float(step_size),
+                num_leapfrog=float(num_leapfrog),
+                trajectory_length=float(step_size * num_leapfrog))
+    # every chain integrated the same number of leapfrog steps in every iteration
+    return common.Built(_chees.CHEES, params, images, used,
+                  {"num_grad_evals_setup": setup_grads + ref_grads,
+                   "num_grad_evals_warmup": num_chains * int(spent)}, num_warmup=0)

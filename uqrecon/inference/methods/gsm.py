@@ -1,0 +1,31 @@
+"""The exact TV / l1-wavelet sampler (:mod:`..samplers.gsm`): options and set-up."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+
+from ..samplers import gsm as _gsm
+from . import common
+
+
+def build(post, key, cfg, num_chains, dtype):
+    """The exact TV / l1-wavelet sampler (:mod:`.samplers.gsm`). Chains start at
+    independent N(0, init_jitter^2) images by default: an over-dispersed start for R-hat."""
+    _gsm.check_gsm_posterior(post)
+    tol = common.pop_positive(cfg, "tol", _gsm.default_tol(dtype))
+    if not tol < 1:
+        raise ValueError(f"'tol' must be a number in (0, 1), got {tol!r}")
+    maxiter = common.pop_int(cfg, "maxiter", 1000, 1)
+    dense_max = common.pop_int(cfg, "dense_max", _gsm.GSM_DENSE_MAX, 0)
+    init, jitter = common.pop_init(cfg, 0.1)
+    common.reject_unknown(cfg, "gsm")
+    zeros = jnp.zeros(tuple(post.shape), dtype)
+    init, _ = common.init_positions(post, key, init, jitter, num_chains, dtype,
+                              unconstrained=False, ref=zeros)
+    params, spent = _gsm.gsm_params(post, tol, maxiter, dense_max)
+    return common.Built(_gsm.GSM, params, init,
+                  {"tol": tol, "maxiter": maxiter, "preconditioner": params.kind,
+                   "dense_max": dense_max, "dense_normal": params.normal is not None},
+                  {"num_grad_evals_setup": math.ceil(spent / 2)})
