@@ -12,7 +12,7 @@ from .mclmc import MIN_TUNING_WARMUP
 
 
 def build(post, key, cfg, num_chains, dtype, num_warmup):
-    """ChEES-HMC (:mod:`.samplers.chees`): preconditioned and started like NUTS; the step
+    """ChEES-HMC (:mod:`..samplers.chees`): preconditioned and started like NUTS; the step
     size and trajectory length are tuned across all chains in the set-up by blackjax's
     ``chees_adaptation`` over ``num_warmup`` iterations, and the runner does no warmup
     (the tuning's gradients are ``num_grad_evals_warmup``)."""
@@ -51,5 +51,5 @@ def build(post, key, cfg, num_chains, dtype, num_warmup):
                 trajectory_length=float(step_size * num_leapfrog))
     # every chain integrated the same number of leapfrog steps in every iteration
     return common.Built(_chees.CHEES, params, images, used,
-                  {"num_grad_evals_setup": setup_grads + ref_grads,
-                   "num_grad_evals_warmup": num_chains * int(spent)}, num_warmup=0)
+                        {"num_grad_evals_setup": setup_grads + ref_grads,
+                         "num_grad_evals_warmup": num_chains * int(spent)}, num_warmup=0)

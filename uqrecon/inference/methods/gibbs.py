@@ -19,6 +19,6 @@ def build(post, key, cfg, num_chains, dtype):
                                   unconstrained=False)
     names = sorted(post.hyperparameters)
     sampler, params = _gibbs.gibbs(post, tol, maxiter, dtype)
-    return common.Built(sampler, params, init, {"tol": tol, "maxiter": maxiter,
-                                          "hyperparameters": names},
-                  {"num_grad_evals_setup": grads})
+    return common.Built(sampler, params, init,
+                        {"tol": tol, "maxiter": maxiter, "hyperparameters": names},
+                        {"num_grad_evals_setup": grads})

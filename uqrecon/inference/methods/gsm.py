@@ -11,7 +11,7 @@ from . import common
 
 
 def build(post, key, cfg, num_chains, dtype):
-    """The exact TV / l1-wavelet sampler (:mod:`.samplers.gsm`). Chains start at
+    """The exact TV / l1-wavelet sampler (:mod:`..samplers.gsm`). Chains start at
     independent N(0, init_jitter^2) images by default: an over-dispersed start for R-hat."""
     _gsm.check_gsm_posterior(post)
     tol = common.pop_positive(cfg, "tol", _gsm.default_tol(dtype))
@@ -26,6 +26,7 @@ def build(post, key, cfg, num_chains, dtype):
                               unconstrained=False, ref=zeros)
     params, spent = _gsm.gsm_params(post, tol, maxiter, dense_max)
     return common.Built(_gsm.GSM, params, init,
-                  {"tol": tol, "maxiter": maxiter, "preconditioner": params.kind,
-                   "dense_max": dense_max, "dense_normal": params.normal is not None},
-                  {"num_grad_evals_setup": math.ceil(spent / 2)})
+                        {"tol": tol, "maxiter": maxiter, "preconditioner": params.kind,
+                         "dense_max": dense_max,
+                         "dense_normal": params.normal is not None},
+                        {"num_grad_evals_setup": math.ceil(spent / 2)})

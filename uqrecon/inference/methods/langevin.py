@@ -24,7 +24,7 @@ def build_ula(post, key, cfg, num_chains, dtype):
                                   unconstrained=False)
     sampler, params = _langevin.ula(post, step, dtype)
     return common.Built(sampler, params, init, {"step_size": step},
-                  {"num_grad_evals_setup": grads})
+                        {"num_grad_evals_setup": grads})
 
 
 def build_mala(post, key, cfg, num_chains, dtype):

@@ -17,7 +17,7 @@ MIN_TUNING_WARMUP = 30
 def _family(kind):
     """MCLMC (unadjusted) or MAMS (adjusted) on ``z``, preconditioned and started like
     NUTS; ``L`` and the step size are tuned in the set-up by blackjax's tuners over
-    ``num_warmup`` steps per chain (:mod:`.samplers.mclmc`), and the runner does no
+    ``num_warmup`` steps per chain (:mod:`..samplers.mclmc`), and the runner does no
     warmup: the tuning's gradients are reported as ``num_grad_evals_warmup``."""
     def build(post, key, cfg, num_chains, dtype, num_warmup):
         common.require_smooth(post, kind)
@@ -69,8 +69,8 @@ def _family(kind):
                     step_size_per_chain=np.asarray(step).tolist())
         warmup_grads = _mclmc.GRADS_PER_STEP * int(np.sum(np.asarray(steps, np.int64)))
         return common.Built(sampler, params, images, used,
-                      {"num_grad_evals_setup": setup_grads,
-                       "num_grad_evals_warmup": warmup_grads}, num_warmup=0)
+                            {"num_grad_evals_setup": setup_grads,
+                             "num_grad_evals_warmup": warmup_grads}, num_warmup=0)
     return build
 
 @jax.jit

@@ -409,7 +409,7 @@ def _wavelet_lik_diagonal(post, dtype):
         sizes.append(tuple(s // 2 for s in sizes[-1]))
     blocks = []
     for lev in range(W.levels):
-        big, half = sizes[lev], sizes[lev + 1]
+        half = sizes[lev + 1]
         for corner in np.ndindex(*(2,) * len(shape)):
             if not any(corner):
                 continue
