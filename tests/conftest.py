@@ -27,10 +27,9 @@ import pytest
 
 os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 
-# Test files, longest-running first (from per-test durations of full CI runs and per-file
-# CPU times, Nov 2026, the latter from UQRECON_CPU_TIMES below; files never measured are
-# ordered by test count). test_notebooks (six kernels, ~350 s on one worker) was missing
-# and so ran first by accident; it is now first by measurement. ``make test`` runs
+# Test files, longest-running first (per-file CPU seconds of a full run, UQRECON_CPU_TIMES
+# below, re-measured Nov 29 2026; the rest, cheaper than test_posterior's ~20 s, in their
+# earlier order). ``make test`` runs
 # ``-n 2 --dist loadfile --no-loadscope-reorder``: xdist then hands whole files to the two
 # workers in collection order (by default it sorts them by number of tests, which put
 # 30-75 s files such as test_x64, test_gibbs and test_chain_method last), so
@@ -39,12 +38,13 @@ os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 # large one. Order only: no test depends on it, and a stale list costs time, not
 # correctness.
 SLOWEST_FIRST = """
-    test_notebooks test_samplers test_gsm test_compile_once test_problems_cli
-    test_laplace test_deep test_mclmc test_chees test_chain_method test_gold test_calibration
-    test_variational test_conformal test_bootstrap test_structure test_x64 test_gibbs
-    test_sbc test_runner test_report test_catalogue test_exact test_map test_posterior
-    test_check_gpu test_operators_base test_priors test_likelihoods test_docs test_tomo
-    test_masks test_mri test_compare test_risk test_diagnostics test_metrics test_prox
+    test_samplers test_notebooks test_deep test_gsm test_complex test_problems_cli
+    test_compile_once test_chain_method test_laplace test_exact test_mclmc test_variational
+    test_gold test_catalogue test_interop test_whitening test_tomo test_sbc test_runner
+    test_mri test_bootstrap test_map test_chees test_conformal test_gibbs test_structure
+    test_calibration test_x64 test_distributed test_report test_posterior
+    test_check_gpu test_operators_base test_priors test_likelihoods test_docs
+    test_masks test_compare test_risk test_diagnostics test_metrics test_prox
     test_result test_phantoms test_linalg test_fbp test_odl_bridge_x64
     test_report_browser test_layering
 """.split()
