@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 
 from ..samplers import chees as _chees
-from ..samplers.base import Whitened
 from . import common
 from .mclmc import MIN_TUNING_WARMUP
 
@@ -36,10 +35,8 @@ def build(post, key, cfg, num_chains, dtype, num_warmup):
                          f"{num_warmup}")
 
     k_init, k_pc, k_tune = jax.random.split(key, 3)
-    ref, ref_grads = common.reference_image(post, dtype)
-    pc, used, setup_grads = common.preconditioner(post, k_pc, pc_name, rank, ref)
-    whitened = Whitened(post, pc)
-    init = common.init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
+    whitened, init, used, setup_grads = common.whitened_start(
+        post, k_pc, k_init, pc_name, rank, init, jitter, num_chains, dtype)
     images, step_size, num_leapfrog, imm, start, spent = _chees.tune_chees(
         whitened, init, k_tune, jnp.asarray(step, dtype), jnp.asarray(rate, dtype),
         jnp.asarray(target, dtype), num_steps=num_warmup, diagonal_preconditioning=diag,
@@ -51,5 +48,5 @@ def build(post, key, cfg, num_chains, dtype, num_warmup):
                 trajectory_length=float(step_size * num_leapfrog))
     # every chain integrated the same number of leapfrog steps in every iteration
     return common.Built(_chees.CHEES, params, images, used,
-                        {"num_grad_evals_setup": setup_grads + ref_grads,
+                        {"num_grad_evals_setup": setup_grads,
                          "num_grad_evals_warmup": num_chains * int(spent)}, num_warmup=0)

@@ -23,7 +23,8 @@ import optax
 from ...map import _smooth_solver
 from .. import exact as _exact
 from ..samplers import hmc as _hmc
-from ..samplers.base import Sampler, check_int, check_positive, check_unit_interval
+from ..samplers.base import (Sampler, Whitened, check_int, check_positive,
+                             check_unit_interval)
 
 # gradient samplers whiten with a dense factor and exact draws factor the precision up to
 # this many pixels; above it, Lanczos / CG
@@ -32,7 +33,8 @@ DENSE_MAX_PIXELS = 4096
 __all__ = ["Built", "DENSE_MAX_PIXELS", "pop", "pop_positive", "pop_int", "pop_unit",
            "pop_init", "pop_bool", "pop_preconditioner", "reject_unknown", "lipschitz",
            "size", "reference_image", "init_positions", "require_smooth",
-           "NegLogUnconstrained", "preconditioner", "init_in_z", "dense_setup_grads",
+           "NegLogUnconstrained", "preconditioner", "init_in_z", "whitened_start",
+           "dense_setup_grads",
            "gaussian_form_or_raise"]
 
 
@@ -271,6 +273,23 @@ def pop_bool(cfg, name, default):
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"'{name}' must be True or False, got {value!r}")
     return bool(value)
+
+
+def whitened_start(post, key_pc, key_init, pc_name, rank, init, jitter, num_chains, dtype):
+    """The set-up every gradient sampler on whitened coordinates shares: the reference
+    image, the preconditioner ``pc_name`` built there, the whitened target and the
+    chains' starting images (:func:`init_in_z`).
+
+    Returns:
+        ``(whitened, images, settings, setup gradients)``: the :class:`Whitened` target,
+        ``(num_chains, *shape)`` starting images, the preconditioner's settings (a dict
+        the builder extends) and the gradients spent (reference image + preconditioner).
+    """
+    ref, ref_grads = reference_image(post, dtype)
+    pc, used, grads = preconditioner(post, key_pc, pc_name, rank, ref)
+    whitened = Whitened(post, pc)
+    images = init_in_z(post, key_init, init, jitter, num_chains, dtype, whitened)
+    return whitened, images, used, grads + ref_grads
 
 
 def dense_setup_grads(form) -> int:

@@ -7,7 +7,6 @@ import math
 import jax
 
 from ..samplers import hmc as _hmc
-from ..samplers.base import Whitened
 from . import common
 
 # NUTS's default maximum tree depth after the dense (exact for linear-Gaussian) whitening:
@@ -50,11 +49,8 @@ def _family(kind):
         common.reject_unknown(cfg, kind)
 
         k_init, k_pc = jax.random.split(key)
-        ref, ref_grads = common.reference_image(post, dtype)
-        pc, used, setup_grads = common.preconditioner(post, k_pc, pc_name, rank, ref)
-        setup_grads += ref_grads
-        whitened = Whitened(post, pc)
-        init = common.init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
+        whitened, init, used, setup_grads = common.whitened_start(
+            post, k_pc, k_init, pc_name, rank, init, jitter, num_chains, dtype)
         if kind == "nuts":
             sampler, params = _hmc.nuts(whitened, depth, initial_step_size=step,
                                         target_acceptance=target, dtype=dtype,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 
 from ..samplers import langevin as _langevin
-from ..samplers.base import Whitened
 from . import common
 
 
@@ -37,11 +36,8 @@ def build_mala(post, key, cfg, num_chains, dtype):
     target = common.pop_unit(cfg, "target_acceptance", 0.574)
     common.reject_unknown(cfg, "mala")
     k_init, k_l, k_pc = jax.random.split(key, 3)
-    ref, ref_grads = common.reference_image(post, dtype)
-    pc, used, setup_grads = common.preconditioner(post, k_pc, pc_name, rank, ref)
-    setup_grads += ref_grads
-    whitened = Whitened(post, pc)
-    init = common.init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
+    whitened, init, used, setup_grads = common.whitened_start(
+        post, k_pc, k_init, pc_name, rank, init, jitter, num_chains, dtype)
     if step is None:
         step = 1.0 / common.lipschitz(post, k_l) if pc_name == "identity" else 1.0
     sampler, params = _langevin.mala(whitened, step, target, dtype)

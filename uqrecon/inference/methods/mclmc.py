@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..samplers import mclmc as _mclmc
-from ..samplers.base import Whitened
 from . import common
 
 # the smallest warmup the MCLMC/MAMS tuners can work with: 10 steps per phase
@@ -39,11 +38,8 @@ def _family(kind):
                              f"{num_warmup}")
 
         k_init, k_pc, k_tune = jax.random.split(key, 3)
-        ref, ref_grads = common.reference_image(post, dtype)
-        pc, used, setup_grads = common.preconditioner(post, k_pc, pc_name, rank, ref)
-        setup_grads += ref_grads
-        whitened = Whitened(post, pc)
-        init = common.init_in_z(post, k_init, init, jitter, num_chains, dtype, whitened)
+        whitened, init, used, setup_grads = common.whitened_start(
+            post, k_pc, k_init, pc_name, rank, init, jitter, num_chains, dtype)
         keys = jax.random.split(k_tune, num_chains)
         if kind == "mclmc":
             # blackjax's three phases (step size, variance, L from the autocorrelation)
