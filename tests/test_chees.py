@@ -8,8 +8,10 @@ compilations counted) so the compile-once test only pays for the second call.
 
 import importlib
 import warnings
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -65,10 +67,7 @@ def test_chees_matches_exact_posterior(ct, first):
 def test_provenance_and_gradient_accounting(first):
     """The Result says what ran: asymptotically exact, the tuned step size and mean
     leapfrog count (their product the trajectory length), the tuning's gradients as
-    warmup and none spent by the runner on a warmup of its own; every chain takes the
-    same number of leapfrog steps per iteration, so the sampling gradients are a
-    multiple of the number of chains (catches per-chain jitter, which would bring
-    NUTS's lockstep waste back)."""
+    warmup and none spent by the runner on a warmup of its own."""
     r, _ = first
     cfg = r.provenance["config"]
     assert r.provenance["exactness"] == "asymptotically exact"
@@ -78,8 +77,43 @@ def test_provenance_and_gradient_accounting(first):
     assert cfg["num_warmup"] == RUN["num_warmup"] and cfg["preconditioner"] == "dense"
     d = r.diagnostics
     assert d["num_grad_evals_warmup"] >= RUN["num_chains"] * RUN["num_warmup"]
-    assert d["num_grad_evals"] % RUN["num_chains"] == 0
     assert d["num_grad_evals"] >= RUN["num_chains"] * RUN["num_samples"]
+
+
+class _StdNormal(NamedTuple):
+    """A standard normal target in the Whitened interface (image = z)."""
+
+    scale: jax.Array
+
+    def logdensity(self, z):
+        return -0.5 * jnp.sum((z / self.scale) ** 2)
+
+    def to_image(self, z):
+        return z
+
+    def from_image(self, x):
+        return x
+
+
+def test_chains_take_the_same_number_of_steps_every_iteration():
+    """Vmapped chains started apart integrate the same, jittered, number of leapfrog
+    steps in every iteration: the lockstep that lets ChEES batch chains without NUTS's
+    waste. Catches a per-chain jitter (e.g. a chain-dependent Halton index: chains
+    started at indices 5 and 6 fail it) and a jitter that is lost (constant steps)."""
+    from uqrecon.inference.samplers.chees import CHEES, CheesParams
+    params = CheesParams(_StdNormal(jnp.ones((), jnp.float32)), jnp.float32(0.3),
+                         jnp.float32(10.0), jnp.ones(8, jnp.float32), jnp.int32(5))
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    x0 = jax.random.normal(jax.random.PRNGKey(1), (4, 8))
+    states = jax.vmap(lambda k, x: CHEES.init(k, x, params))(keys, x0)
+    step = jax.jit(jax.vmap(lambda k, s: CHEES.step(k, s, params)))
+    counts = []
+    for t in range(8):
+        states, info = step(jax.random.split(jax.random.PRNGKey(t + 2), 4), states)
+        counts.append(np.asarray(info.num_grad_evals))
+    counts = np.stack(counts)                     # (iterations, chains)
+    assert (counts == counts[:, :1]).all(), counts
+    assert len(set(counts[:, 0])) > 1 and counts.min() >= 1 and counts.max() <= 10, counts
 
 
 def test_second_call_compiles_nothing(first):
