@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 
 from ..samplers import chees as _chees
 from . import common
-from .mclmc import MIN_TUNING_WARMUP
 
 
 def build(post, key, cfg, num_chains, dtype, num_warmup):
@@ -29,22 +30,27 @@ def build(post, key, cfg, num_chains, dtype, num_warmup):
     step = common.pop_positive(cfg, "step_size", 0.5)
     cap = common.pop_int(cfg, "max_leapfrog_steps", 1000, 1)
     common.reject_unknown(cfg, "chees")
-    if num_warmup < MIN_TUNING_WARMUP:
-        raise ValueError(f"method='chees' tunes its step size and trajectory length during "
-                         f"warmup: 'num_warmup' must be >= {MIN_TUNING_WARMUP}, got "
-                         f"{num_warmup}")
+    common.check_tuning_warmup("chees", num_warmup, "its step size and trajectory length")
 
     k_init, k_pc, k_tune = jax.random.split(key, 3)
     whitened, init, used, setup_grads = common.whitened_start(
         post, k_pc, k_init, pc_name, rank, init, jitter, num_chains, dtype)
-    images, step_size, num_leapfrog, imm, start, spent = _chees.tune_chees(
+    images, step_size, num_leapfrog, imm, start, spent, capped = _chees.tune_chees(
         whitened, init, k_tune, jnp.asarray(step, dtype), jnp.asarray(rate, dtype),
         jnp.asarray(target, dtype), num_steps=num_warmup, diagonal_preconditioning=diag,
         max_leapfrog_steps=cap)
     params = _chees.CheesParams(whitened, step_size, num_leapfrog, imm, start)
+    # the criterion wanted longer trajectories than max_leapfrog_steps allowed for most
+    # of the tuning's second half: the chain stays exact, but its tuning was held back
+    held = float(capped)
+    if held > 0.5:
+        warnings.warn(f"method='chees': 'max_leapfrog_steps'={cap} held the trajectory "
+                      f"length for {held:.0%} of the tuning's second half; the chain stays "
+                      "exact but may mix slowly: raise max_leapfrog_steps",
+                      RuntimeWarning, stacklevel=3)
     used.update(target_acceptance=target, learning_rate=rate, max_leapfrog_steps=cap,
                 diagonal_preconditioning=diag, step_size=float(step_size),
-                num_leapfrog=float(num_leapfrog),
+                num_leapfrog=float(num_leapfrog), tuning_held_at_cap=held,
                 trajectory_length=float(step_size * num_leapfrog))
     # every chain integrated the same number of leapfrog steps in every iteration
     return common.Built(_chees.CHEES, params, images, used,

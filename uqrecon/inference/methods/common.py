@@ -34,6 +34,7 @@ __all__ = ["Built", "DENSE_MAX_PIXELS", "pop", "pop_positive", "pop_int", "pop_u
            "pop_init", "pop_bool", "pop_preconditioner", "reject_unknown", "lipschitz",
            "size", "reference_image", "init_positions", "require_smooth",
            "NegLogUnconstrained", "preconditioner", "init_in_z", "whitened_start",
+           "MIN_TUNING_WARMUP", "check_tuning_warmup",
            "dense_setup_grads",
            "gaussian_form_or_raise"]
 
@@ -290,6 +291,19 @@ def whitened_start(post, key_pc, key_init, pc_name, rank, init, jitter, num_chai
     whitened = Whitened(post, pc)
     images = init_in_z(post, key_init, init, jitter, num_chains, dtype, whitened)
     return whitened, images, used, grads + ref_grads
+
+
+# the smallest warmup blackjax's MCLMC/MAMS/ChEES tuners can work with (MCLMC: 10 steps
+# in each of its three phases)
+MIN_TUNING_WARMUP = 30
+
+
+def check_tuning_warmup(method, num_warmup, what):
+    """Refuse a ``num_warmup`` below :data:`MIN_TUNING_WARMUP` for a method that tunes
+    ``what`` in its set-up."""
+    if num_warmup < MIN_TUNING_WARMUP:
+        raise ValueError(f"method={method!r} tunes {what} during warmup: 'num_warmup' must "
+                         f"be >= {MIN_TUNING_WARMUP}, got {num_warmup}")
 
 
 def dense_setup_grads(form) -> int:

@@ -9,10 +9,6 @@ import numpy as np
 from ..samplers import mclmc as _mclmc
 from . import common
 
-# the smallest warmup the MCLMC/MAMS tuners can work with: 10 steps per phase
-MIN_TUNING_WARMUP = 30
-
-
 def _family(kind):
     """MCLMC (unadjusted) or MAMS (adjusted) on ``z``, preconditioned and started like
     NUTS; ``L`` and the step size are tuned in the set-up by blackjax's tuners over
@@ -32,10 +28,7 @@ def _family(kind):
                 raise ValueError(f"'num_integration_steps' must be > 1.1 (blackjax's "
                                  f"floor on L / step_size), got {avg_steps!r}")
         common.reject_unknown(cfg, kind)
-        if num_warmup < MIN_TUNING_WARMUP:
-            raise ValueError(f"method={kind!r} tunes L and the step size during warmup: "
-                             f"'num_warmup' must be >= {MIN_TUNING_WARMUP}, got "
-                             f"{num_warmup}")
+        common.check_tuning_warmup(kind, num_warmup, "L and the step size")
 
         k_init, k_pc, k_tune = jax.random.split(key, 3)
         whitened, init, used, setup_grads = common.whitened_start(

@@ -123,8 +123,10 @@ def tune_chees(target, images, key, initial_step_size, learning_rate, target_acc
 
     Returns:
         ``(images, step_size, num_leapfrog, inverse_mass_matrix, start_index,
-        leapfrog steps)``: the chains' end points, the tuned values, the Halton index
-        where sampling continues, and the leapfrog steps (gradients) spent per chain.
+        leapfrog steps, capped)``: the chains' end points, the tuned values, the Halton
+        index where sampling continues, the leapfrog steps (gradients) spent per chain,
+        and the share of the tuning's second half during which the
+        ``max_leapfrog_steps`` clip held the trajectory length.
     """
     positions = jax.vmap(target.from_image)(images)
     num_chains, zshape = positions.shape[0], positions.shape[1:]
@@ -133,7 +135,9 @@ def tune_chees(target, images, key, initial_step_size, learning_rate, target_acc
     adapt = blackjax.chees_adaptation(
         _FlatTarget(target, zshape), num_chains, target_acceptance_rate=target_acceptance,
         max_leapfrog_steps=max_leapfrog_steps,
-        adaptation_info_fn=get_filter_adapt_info_fn(info_keys={"num_integration_steps"}),
+        adaptation_info_fn=get_filter_adapt_info_fn(
+            info_keys={"num_integration_steps"},
+            adapt_state_keys={"trajectory_length", "step_size"}),
         mass_matrix_estimation="diagonal" if diagonal_preconditioning else None)
     (states, tuned), info = adapt.run(key, flat, initial_step_size,
                                       optax.adam(learning_rate), num_steps)
@@ -142,11 +146,16 @@ def tune_chees(target, images, key, initial_step_size, learning_rate, target_acc
                            (flat.shape[1],))
     # every chain ran the same number of leapfrog steps each iteration
     spent = jnp.sum(jnp.asarray(info.info.num_integration_steps)[:, 0]).astype(jnp.int32)
+    # blackjax clips the tuning's trajectory at max_leapfrog_steps * step: the share of
+    # the second half of the tuning during which that clip held the length
+    tr = info.adaptation_state
+    held = tr.trajectory_length >= 0.999 * max_leapfrog_steps * tr.step_size
+    capped = jnp.mean(held[num_steps // 2:].astype(dtype))
     ends = states.position.reshape(num_chains, *zshape)
     return (jax.vmap(target.to_image)(ends),
             jnp.asarray(tuned["step_size"], dtype),
             jnp.asarray(tuned["integration_steps_params"][0], dtype), imm,
-            jnp.asarray(states.random_generator_arg[0]).astype(jnp.int32), spent)
+            jnp.asarray(states.random_generator_arg[0]).astype(jnp.int32), spent, capped)
 
 
 class _FlatTarget(NamedTuple):
