@@ -1,6 +1,6 @@
 """ChEES-HMC through ``sample`` (issue 11, item 5: blackjax's newer samplers).
 
-The 16x16 linear-Gaussian CT posterior of ``tests/ct16.py`` (12 angles, GMRF
+The 16x16 linear-Gaussian CT posterior of ``tests/ct_gmrf.py`` (12 angles, GMRF
 delta=10), exact mean and pixel std from a dense float64 inverse (independent of
 uqrecon's solvers). The first run is made once per module (a fixture, its XLA
 compilations counted) so the compile-once test only pays for the second call.
@@ -17,7 +17,7 @@ import pytest
 
 from uqrecon.inference import sample
 from compile_count import CompileCount
-from ct16 import ct16 as _ct
+from ct_gmrf import ct_gmrf
 
 setup_helpers = importlib.import_module("uqrecon.inference.methods.common")
 RUN = dict(num_chains=4, num_warmup=200, num_samples=1000, progress=False)
@@ -33,7 +33,7 @@ def _run(post, seed, **kw):
 
 @pytest.fixture(scope="module")
 def ct():
-    return _ct(0, 0.01)
+    return ct_gmrf(16, 12, 0, 0.01)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,7 @@ def test_provenance_and_gradient_accounting(first):
     assert cfg["trajectory_length"] == pytest.approx(cfg["step_size"] * cfg["num_leapfrog"],
                                                      rel=1e-5)
     assert cfg["num_warmup"] == RUN["num_warmup"] and cfg["preconditioner"] == "dense"
+    assert cfg["tuning_held_at_cap"] == 0.0
     d = r.diagnostics
     assert d["num_grad_evals_warmup"] >= RUN["num_chains"] * RUN["num_warmup"]
     assert d["num_grad_evals"] >= RUN["num_chains"] * RUN["num_samples"]
@@ -95,6 +96,26 @@ class _StdNormal(NamedTuple):
         return x
 
 
+def test_a_trajectory_at_its_cap_is_reported(ct):
+    """With ``max_leapfrog_steps=1`` blackjax's clip holds the tuning's trajectory at
+    one step throughout (the criterion reaches ~7 steps on this posterior when free):
+    ``sample`` warns and the provenance records the share of the tuning held at the cap
+    (catches a cap that silently holds the tuning back). The default run (cap 1000) is
+    never held (checked in the provenance test). With a cap of 2 the clip held only
+    ~20 % of the time, below the warning's 50 %."""
+    with pytest.warns(RuntimeWarning, match="max_leapfrog_steps"):
+        r = sample(ct[0], method="chees", seed=1, num_chains=4, num_warmup=100,
+                   num_samples=20, progress=False, max_leapfrog_steps=1)
+    assert r.provenance["config"]["tuning_held_at_cap"] > 0.5
+
+
+@jax.jit
+def _vmapped_step(keys, states, params):
+    """One ChEES step of every chain (module-level: compiled once for the test)."""
+    from uqrecon.inference.samplers.chees import CHEES
+    return jax.vmap(CHEES.step, in_axes=(0, 0, None))(keys, states, params)
+
+
 def test_chains_take_the_same_number_of_steps_every_iteration():
     """Vmapped chains started apart integrate the same, jittered, number of leapfrog
     steps in every iteration: the lockstep that lets ChEES batch chains without NUTS's
@@ -106,10 +127,10 @@ def test_chains_take_the_same_number_of_steps_every_iteration():
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     x0 = jax.random.normal(jax.random.PRNGKey(1), (4, 8))
     states = jax.vmap(lambda k, x: CHEES.init(k, x, params))(keys, x0)
-    step = jax.jit(jax.vmap(lambda k, s: CHEES.step(k, s, params)))
     counts = []
     for t in range(8):
-        states, info = step(jax.random.split(jax.random.PRNGKey(t + 2), 4), states)
+        states, info = _vmapped_step(jax.random.split(jax.random.PRNGKey(t + 2), 4),
+                                     states, params)
         counts.append(np.asarray(info.num_grad_evals))
     counts = np.stack(counts)                     # (iterations, chains)
     assert (counts == counts[:, :1]).all(), counts
@@ -122,7 +143,7 @@ def test_second_call_compiles_nothing(first):
     over a closure, tuned values baked into the trace as Python floats, a Sampler
     built from closures."""
     r1, names1 = first
-    post2, _, _ = _ct(1, 0.03)
+    post2, _, _ = ct_gmrf(16, 12, 1, 0.03)
     jax.block_until_ready(post2)
     r2, names2 = _run(post2, 2)
     assert names2 == [], names2

@@ -24,7 +24,7 @@ import pytest
 
 from uqrecon.inference import sample
 from compile_count import CompileCount
-from ct16 import ct16 as _ct
+from ct_gmrf import ct_gmrf
 
 sample_module = importlib.import_module("uqrecon.inference.sample")
 setup_helpers = importlib.import_module("uqrecon.inference.methods.common")
@@ -52,7 +52,7 @@ def _run(post, method, seed, **kw):
 
 @pytest.fixture(scope="module")
 def ct():
-    return _ct(0, 0.01)
+    return ct_gmrf(16, 12, 0, 0.01)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_second_call_compiles_nothing(first_runs, method):
     into the trace as Python floats, a Sampler built from closures. Also: the tuning's
     gradients are reported as warmup and the runner did no warmup of its own."""
     r1, first = first_runs[method]
-    post2, _, _ = _ct(1, 0.03)
+    post2, _, _ = ct_gmrf(16, 12, 1, 0.03)
     jax.block_until_ready(post2)
     r2, second = _run(post2, method, 2)
     assert second == [], second

@@ -17,6 +17,7 @@ from uqrecon.inference.samplers.proximal import Box, myula, skrock, skrock_max_s
 from uqrecon.inference.runner import run_chains
 from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.operators.tomo import sparse_view
+from ct_gmrf import ct_gmrf
 
 N = 16
 
@@ -40,39 +41,16 @@ class _Quadratic(NamedTuple):
         return 0.5 * u @ (self.H @ u)
 
 
-def _ct_problem(size, num_angles):
-    """size x size parallel beam, 1 % noise, GMRF delta=10, a disc phantom; the exact
-    posterior mean and pixel std in float64 numpy (dense A from the operator, Q from the
-    prior's stencil), independent of every sampler and of uqrecon's exact solvers."""
-    op = sparse_view((size, size), num_angles)
-    g = np.linspace(-1, 1, size)
-    X, Y = np.meshgrid(g, g, indexing="ij")
-    truth = ((X ** 2 + Y ** 2) < 0.5).astype(np.float32)
-    clean = np.asarray(op(jnp.asarray(truth)))
-    sigma = 0.01 * float(np.abs(clean).max())
-    data = clean + sigma * np.random.default_rng(0).normal(size=clean.shape)
-    post = Posterior(Gaussian(op, jnp.asarray(data, jnp.float32), sigma=sigma),
-                     GMRF((size, size), delta=10.0))
-    A = np.asarray(op.to_dense(), np.float64)
-    n = size * size
-    eye = jnp.eye(n, dtype=jnp.float32).reshape(n, size, size)
-    Q = np.asarray(jax.vmap(post.gaussian_form().prior_precision)(eye), np.float64)
-    P = A.T @ A / sigma ** 2 + Q.reshape(n, n)
-    cov = np.linalg.inv(P)
-    mean = cov @ (A.T @ data.ravel() / sigma ** 2)
-    return post, mean.reshape(size, size), np.sqrt(np.diag(cov)).reshape(size, size)
-
-
 @pytest.fixture(scope="module")
 def ct():
     """16x16, 12 angles: the cheap posterior for behaviour tests."""
-    return _ct_problem(N, 12)
+    return ct_gmrf(N, 12)
 
 
 @pytest.fixture(scope="module")
 def ct32():
     """32x32, 20 angles (cond(P) ~ 1e4): the correctness posterior for exact methods."""
-    return _ct_problem(32, 20)
+    return ct_gmrf(32, 20)
 
 
 def _zscores(result, mean, std):

@@ -16,10 +16,10 @@ import numpy as np
 
 from uqrecon.inference import sample
 from uqrecon.inference.methods.common import NegLogUnconstrained as _NegLogUnconstrained
+from ct_gmrf import ct_gmrf_posterior
 from uqrecon.inference.samplers.hmc import circulant_preconditioner, lowrank_preconditioner
 from uqrecon.models import GMRF, Gaussian, Posterior
 from uqrecon.operators.base import Identity
-from uqrecon.operators.tomo import sparse_view
 
 
 def _whitened_hessian(post, pc):
@@ -32,18 +32,6 @@ def _whitened_hessian(post, pc):
     W, H = np.asarray(W, np.float64), np.asarray(H, np.float64)
     M = W.T @ (0.5 * (H + H.T)) @ W
     return 0.5 * (M + M.T)
-
-
-def _ct(size=16):
-    op = sparse_view((size, size), 12)
-    g = np.linspace(-1, 1, size)
-    X, Y = np.meshgrid(g, g, indexing="ij")
-    truth = ((X ** 2 + Y ** 2) < 0.5).astype(np.float32)
-    clean = np.asarray(op(jnp.asarray(truth)))
-    sigma = 0.01 * float(np.abs(clean).max())
-    data = clean + sigma * np.random.default_rng(0).normal(size=clean.shape)
-    return Posterior(Gaussian(op, jnp.asarray(data, jnp.float32), sigma=sigma),
-                     GMRF((size, size), delta=10.0))
 
 
 def test_circulant_whitening_is_exact_when_the_hessian_is_circulant():
@@ -73,7 +61,7 @@ def test_lanczos_corrects_the_circulant_model_of_sparse_view_ct():
     Fourier scaling (``T S`` instead of ``S T``: the full-rank case is then not the
     identity), a symbol that models the Hessian badly (no gain over Lanczos alone), and
     an ``inverse`` that is not the map's inverse."""
-    post = _ct()
+    post = ct_gmrf_posterior(16, 12)
     n = 256
     u0 = jnp.zeros((16, 16))
     pot = _NegLogUnconstrained(post)
@@ -106,7 +94,7 @@ def test_nuts_with_circulant_whitening_samples_the_exact_posterior():
     within 4 % (the Monte Carlo error of that average is ~1 % at these ESS, so a 10 % std
     error fails). Catches a preconditioner the chain does not map back through
     (``to_image``) or that is rebuilt per chain."""
-    post = _ct()
+    post = ct_gmrf_posterior(16, 12)
     form = post.gaussian_form()
     A = np.asarray(post.likelihood.operator.to_dense(), np.float64)
     eye = jnp.eye(256, dtype=jnp.float32).reshape(256, 16, 16)
