@@ -81,6 +81,25 @@ def _cpu_now() -> float:
     return total
 
 
+# With UQRECON_CPU_TIMES set, the seconds JAX spends tracing, lowering and compiling
+# (its own monitoring events) are summed per file too, under "<file>:compile": the share
+# of a file's CPU that compilation takes decides whether a cut should aim at fewer
+# programs or at less work per program.
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_compile_secs = [0.0]
+
+
+def _on_duration(event, duration, **_):
+    if event in _COMPILE_EVENTS:
+        _compile_secs[0] += duration
+
+
+if _CPU_DIR is not None:
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     if _CPU_DIR is None:
@@ -88,10 +107,13 @@ def pytest_runtest_protocol(item, nextitem):
         return
     if _cpu_last[0] is None:
         _cpu_last[0] = _cpu_now()
+    _compile_secs[0] = 0.0
     yield
     now = _cpu_now()
     stem = Path(str(item.path)).stem
     _cpu_by_file[stem] = _cpu_by_file.get(stem, 0.0) + now - _cpu_last[0]
+    key = stem + ":compile"
+    _cpu_by_file[key] = _cpu_by_file.get(key, 0.0) + _compile_secs[0]
     _cpu_last[0] = now
     if nextitem is None or Path(str(nextitem.path)).stem != stem:
         _write_cpu_times()      # after each file, so an interrupted run still reports

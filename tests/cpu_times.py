@@ -1,6 +1,7 @@
 """Sum the per-file CPU seconds written by tests/conftest.py (UQRECON_CPU_TIMES=DIR).
 
-Usage: python tests/cpu_times.py DIR [DIR_BEFORE]  -- prints files by CPU, slowest first.
+Usage: python tests/cpu_times.py DIR [DIR_BEFORE]  -- prints files by CPU, slowest first,
+with the seconds JAX spent tracing, lowering and compiling in each (where recorded).
 """
 
 import json
@@ -19,8 +20,13 @@ def load(d):
 if __name__ == "__main__":
     now = load(sys.argv[1])
     before = load(sys.argv[2]) if len(sys.argv) > 2 else {}
-    for k, v in sorted(now.items(), key=lambda kv: -kv[1]):
+    files = {k: v for k, v in now.items() if not k.endswith(":compile")}
+    for k, v in sorted(files.items(), key=lambda kv: -kv[1]):
         b = before.get(k)
-        print(f"{k:32s} {v:8.1f}" + (f" {b:8.1f}" if b is not None else ""))
-    print(f"{'TOTAL':32s} {sum(now.values()):8.1f}"
-          + (f" {sum(before.values()):8.1f}" if before else ""))
+        c = now.get(k + ":compile")
+        print(f"{k:32s} {v:8.1f}" + (f"  compile {c:7.1f}" if c is not None else "")
+              + (f"  before {b:8.1f}" if b is not None else ""))
+    compiled = sum(v for k, v in now.items() if k.endswith(":compile"))
+    print(f"{'TOTAL':32s} {sum(files.values()):8.1f}  compile {compiled:7.1f}"
+          + (f"  before {sum(v for k, v in before.items() if not k.endswith(':compile')):8.1f}"
+             if before else ""))
