@@ -57,6 +57,44 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: rank.get(Path(str(item.path)).stem, -1))
 
 
+# XLA's optimisation level per file. About 70 % of the suite's CPU is XLA compiling
+# programs that then run for milliseconds (UQRECON_CPU_TIMES below records it per file),
+# so the files listed here compile with ``jax_disable_most_optimizations`` (backend
+# optimisation level 0, no expensive LLVM passes). It changes how fast the compiled code
+# runs and its rounding (float32 ulps), not what it computes. Chosen by measurement: two
+# full runs on Nov 29 2026, every file at the default level and every file at level 0,
+# CPU seconds per file (default -> level 0): test_deep 206 -> 81, test_laplace 131 -> 82,
+# test_compile_once 111 -> 78, test_complex 108 -> 85, test_problems_cli 126 -> 107,
+# test_gold 71 -> 42, test_bootstrap 37 -> 19, test_mri 34 -> 17, test_sbc 46 -> 33,
+# test_map 34 -> 23, test_interop 52 -> 41, test_x64 25 -> 19, smaller files 5-40 % less.
+# Left at the default level:
+# - files whose compiled code runs long enough that optimising it pays: test_samplers
+#   361 -> 680, test_mclmc 85 -> 232, test_gsm 162 -> 218, test_variational 79 -> 100,
+#   test_whitening 51 -> 73, test_gibbs 27 -> 39 (and any new file);
+# - files whose subject is the compiled program's exact rounding: bit-for-bit equality
+#   of sharded and unsharded chains (test_runner, test_chain_method, test_distributed),
+#   the catalogue's posterior hashes (test_catalogue), and the projector kernels, whose
+#   node-index arithmetic is written to survive XLA's FMA contraction, which only an
+#   optimised compile can check (test_tomo, test_operators_base, test_fbp).
+# UQRECON_TEST_XLA_DEFAULT=1 compiles every file at the default level.
+FAST_COMPILE_FILES = set("""
+    test_deep test_laplace test_compile_once test_complex test_problems_cli test_gold
+    test_bootstrap test_mri test_sbc test_map test_interop test_x64 test_risk
+    test_posterior test_priors test_linalg test_phantoms test_likelihoods test_prox
+    test_metrics test_result test_compare
+""".split())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _xla_optimisation_level(request):
+    fast = (Path(str(request.path)).stem in FAST_COMPILE_FILES
+            and os.environ.get("UQRECON_TEST_XLA_DEFAULT", "") in ("", "0"))
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", fast or before)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _drop_compiled_programs_after_each_module():
     yield
