@@ -27,10 +27,9 @@ import pytest
 
 os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 
-# Test files, longest-running first (per-file CPU seconds of a full run, UQRECON_CPU_TIMES
-# below, re-measured Nov 29 2026; the rest, cheaper than test_posterior's ~20 s, in their
-# earlier order). ``make test`` runs
-# ``-n 2 --dist loadfile --no-loadscope-reorder``: xdist then hands whole files to the two
+# Test files, longest-running first (per-file CPU seconds of full runs, UQRECON_CPU_TIMES
+# below, re-measured Nov 29 2026, each file at its XLA level, see FAST_COMPILE_FILES).
+# ``make test`` runs ``-n 2 --dist loadfile --no-loadscope-reorder``: xdist then hands whole files to the two
 # workers in collection order (by default it sorts them by number of tests, which put
 # 30-75 s files such as test_x64, test_gibbs and test_chain_method last), so
 # longest-first leaves only short files for the end and the workers finish together.
@@ -38,15 +37,15 @@ os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 # large one. Order only: no test depends on it, and a stale list costs time, not
 # correctness.
 SLOWEST_FIRST = """
-    test_samplers test_notebooks test_deep test_gsm test_complex test_problems_cli
-    test_compile_once test_chain_method test_laplace test_exact test_mclmc test_variational
-    test_gold test_catalogue test_interop test_whitening test_tomo test_sbc test_runner
-    test_mri test_bootstrap test_map test_chees test_conformal test_gibbs test_structure
-    test_calibration test_x64 test_distributed test_report test_posterior
-    test_check_gpu test_operators_base test_priors test_likelihoods test_docs
-    test_masks test_compare test_risk test_diagnostics test_metrics test_prox
-    test_result test_phantoms test_linalg test_fbp test_odl_bridge_x64
-    test_report_browser test_layering
+    test_samplers test_notebooks test_gsm test_problems_cli test_chain_method test_mclmc
+    test_complex test_laplace test_deep test_exact test_variational test_compile_once
+    test_catalogue test_tomo test_whitening test_runner test_gold test_interop
+    test_chees test_sbc test_conformal test_structure test_operators_base test_check_gpu
+    test_gibbs test_report test_distributed test_calibration test_map test_bootstrap
+    test_docs test_x64 test_mri test_priors test_prox test_posterior test_likelihoods
+    test_report_browser test_linalg test_fbp test_phantoms test_odl_bridge_x64
+    test_compare test_risk test_diagnostics test_metrics test_result test_layering
+    test_masks
 """.split()
 
 
