@@ -29,9 +29,10 @@ os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 
 # Test files, longest-running first (per-file CPU seconds of full runs, UQRECON_CPU_TIMES
 # below, re-measured Nov 29 2026, each file at its XLA level, see FAST_COMPILE_FILES).
-# ``make test`` runs ``-n 2 --dist loadfile --no-loadscope-reorder``: xdist then hands whole files to the two
-# workers in collection order (by default it sorts them by number of tests, which put
-# 30-75 s files such as test_x64, test_gibbs and test_chain_method last), so
+# ``make test`` runs ``-n 2 --dist loadfile --no-loadscope-reorder``: xdist then hands
+# whole files to the two workers in collection order (by default it sorts them by number
+# of tests, which put 30-75 s files such as test_x64, test_gibbs and test_chain_method
+# last), so
 # longest-first leaves only short files for the end and the workers finish together.
 # A file missing here (a new one) is collected first: an unknown cost is treated as a
 # large one. Order only: no test depends on it, and a stale list costs time, not
