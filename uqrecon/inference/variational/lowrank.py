@@ -13,13 +13,13 @@ and ``(log d, W)`` minimise the exact KL divergence by L-BFGS
 (:mod:`uqrecon.inference.variational.gaussian_target`), stopped when its rms gradient is
 below ``gtol``: no Monte Carlo noise, and it converges where Adam does not.
 
-Optimiser otherwise (``optimizer='adam'``): the mean gets a Newton-CG step after every window of Adam steps (from the
-window's antithetic estimate of ``E_q[grad U]``, which is the mean's stationarity
-condition for every Gaussian family): on an ill-conditioned posterior the mean
-converges in CG iterations rather than in ~``cond`` Adam steps, and for a Gaussian
-target it is exact after the first window. ``log d`` and ``W`` are fitted with Adam.
-Convergence is not an ELBO plateau: a plateau at the last learning rate triggers a check
-with fixed parameters and fresh draws (see
+Optimiser otherwise (``optimizer='adam'``): the mean gets a Newton-CG step after every
+window of Adam steps (from the window's antithetic estimate of ``E_q[grad U]``, which is
+the mean's stationarity condition for every Gaussian family): on an ill-conditioned
+posterior the mean converges in CG iterations rather than in ~``cond`` Adam steps, and
+for a Gaussian target it is exact after the first window. ``log d`` and ``W`` are
+fitted with Adam. Convergence is not an ELBO plateau: a plateau at the last learning
+rate triggers a check with fixed parameters and fresh draws (see
 :func:`uqrecon.inference.variational.core.fit_adam`), and only a passed check sets
 ``converged``.
 
@@ -64,7 +64,9 @@ def lowrank(posterior, key: jax.Array, *, rank: int = 10, init=None,
     dimensionless parameters ``log d`` and ``W``; ``max_iter`` caps its iterations),
     'adam' (any posterior; ``tol``, ``var_tol`` and the Adam options apply), or 'auto'
     (the first where it applies). Other arguments as in
-    :func:`uqrecon.inference.variational.meanfield` with ``optimizer='adam'``.
+    :func:`uqrecon.inference.variational.meanfield` with ``optimizer='adam'``. With
+    'lbfgs' the Adam options, ``tol``, ``var_tol``, ``init`` and ``init_scale`` have no
+    effect (the mean is the exact one, the scales start at the mean-field optimum).
     """
     core.check_common(posterior, num_mc=num_mc, max_iter=max_iter, tol=tol,
                       var_tol=var_tol, init=init, init_scale=init_scale, hessian=hessian)
@@ -75,7 +77,8 @@ def lowrank(posterior, key: jax.Array, *, rank: int = 10, init=None,
             not 1 <= rank <= n:
         raise ValueError(f"'rank' must be an integer in [1, {n}], got {rank!r}")
     if optimizer not in ("auto", "adam", "lbfgs"):
-        raise ValueError(f"'optimizer' must be 'auto', 'adam' or 'lbfgs', got {optimizer!r}")
+        raise ValueError("'optimizer' must be 'auto', 'adam' or 'lbfgs', got "
+                         f"{optimizer!r}")
     if not (isinstance(gtol, (int, float)) and gtol > 0):
         raise ValueError(f"'gtol' must be a positive number, got {gtol!r}")
     exact_diag, cg_tol, cg_maxiter, curvature_draws = core.solver_options(
@@ -83,9 +86,9 @@ def lowrank(posterior, key: jax.Array, *, rank: int = 10, init=None,
     form = posterior.gaussian_form()
     lbfgs_ok = form is not None and exact_diag
     if optimizer == "lbfgs" and not lbfgs_ok:
-        raise ValueError("optimizer='lbfgs' needs a linear-Gaussian posterior and the exact "
-                         "Hessian diagonal (hessian_diagonal='exact', or 'auto' up to 16384 "
-                         "pixels); use optimizer='adam'")
+        raise ValueError("optimizer='lbfgs' needs a linear-Gaussian posterior and the "
+                         "exact Hessian diagonal (hessian_diagonal='exact', or 'auto' up "
+                         "to 16384 pixels); use optimizer='adam'")
     if optimizer == "auto":
         optimizer = "lbfgs" if lbfgs_ok else "adam"
     if optimizer == "lbfgs":
