@@ -74,16 +74,19 @@ def fit_lowrank_kl(post, mu, diag_p, params, gtol, max_steps, *, hessian):
 
     def body(carry):
         p, state, step, _, evals = carry
+        # evaluates only in the first iteration; afterwards it returns the value and
+        # gradient the line search stored in the state (at the accepted point)
         value, grad = value_and_grad(p, state=state)
         updates, state = opt.update(grad, state, p, value=value, grad=grad,
                                     value_fn=objective)
         p = optax.apply_updates(p, updates)
         searched = optax.tree_utils.tree_get(state, "num_linesearch_steps")
-        _, g_new = value_and_grad(p, state=state)     # cached by the line search
-        return p, state, step + 1, rms(g_new), evals + 1 + searched
+        return p, state, step + 1, rms(optax.tree_utils.tree_get(state, "grad")), \
+            evals + searched
 
-    state = opt.init(params)
-    g0 = jax.grad(objective)(params)
-    carry = (params, state, jnp.asarray(0), rms(g0), jnp.asarray(1))
+    # g_rms starts at inf: the first iteration always runs and makes the one evaluation
+    # that is not a line-search step
+    carry = (params, opt.init(params), jnp.asarray(0), jnp.asarray(jnp.inf, mu.dtype),
+             jnp.asarray(1))
     p, state, steps, g_rms, evals = jax.lax.while_loop(cond, body, carry)
-    return p, steps, g_rms, objective(p), evals + 1
+    return p, steps, g_rms, optax.tree_utils.tree_get(state, "value"), evals
