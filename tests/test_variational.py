@@ -320,7 +320,8 @@ def test_lowrank_lbfgs_reaches_the_family_optimum(ill_conditioned):
     float64 optimisation of the same family to 2 % rms (measured 0.3 %), its KL no more
     than 0.01 nats above it. Catches: an objective whose trace is scaled by 0.9 (variances
     +11 %), a dropped ``log det(I + W^T W)`` (variances collapse to mean-field), a mean
-    that is not the posterior mean, and a run stopped short that still says converged."""
+    that is not the posterior mean, and a run stopped short (L-BFGS at its cap, or a
+    truncated CG mean) that still says converged."""
     post, P, mean, _ = ill_conditioned
     rank = 5
     res = approximate(post, "lowrank", rank=rank, seed=0)
@@ -341,6 +342,9 @@ def test_lowrank_lbfgs_reaches_the_family_optimum(ill_conditioned):
     with pytest.warns(RuntimeWarning, match="did not converge"):
         short = approximate(post, "lowrank", rank=rank, seed=0, max_iter=20)
     assert not short.diagnostics["converged"] and "L-BFGS" in short.diagnostics["reason"]
+    with pytest.warns(RuntimeWarning, match="did not converge"):     # a truncated CG mean
+        cut = approximate(post, "lowrank", rank=rank, seed=0, cg_maxiter=2)
+    assert not cut.diagnostics["converged"] and "CG" in cut.diagnostics["reason"]
 
 
 def test_lowrank_lbfgs_option_errors():

@@ -147,17 +147,24 @@ def _lowrank_lbfgs(posterior, form, key, *, rank, init_scale, max_iter, gtol, he
         steps, g_rms, evals = int(steps), float(g_rms), int(evals)
         d = np.exp(np.asarray(params["log_d"], np.float64))
         factor = (d[:, None] * np.asarray(params["W"], np.float64)).astype(dtype)
-    converged = g_rms <= gtol
+    relres = float(relres)
+    mean_ok = relres <= cg_tol
+    converged = g_rms <= gtol and mean_ok
     if converged:
         reason = f"rms gradient of the exact KL {g_rms:.2e} <= gtol={gtol:g}"
     else:
-        reason = (f"'max_iter'={max_iter} L-BFGS iterations used; rms gradient of the "
-                  f"exact KL {g_rms:.2e} > gtol={gtol:g}")
+        reason = "; ".join(
+            ([] if g_rms <= gtol else [f"'max_iter'={max_iter} L-BFGS iterations used; rms "
+                                       f"gradient of the exact KL {g_rms:.2e} > "
+                                       f"gtol={gtol:g}"])
+            + ([] if mean_ok else [f"the mean's CG stopped at relative residual "
+                                   f"{relres:.2e} > cg_tol={cg_tol:g} "
+                                   f"('cg_maxiter'={cg_maxiter})"]))
         warnings.warn(f"low-rank VI did not converge: {reason}; results may be inaccurate",
                       RuntimeWarning, stacklevel=3)
     diagnostics = {"converged": converged, "reason": reason, "num_steps": steps,
                    "rms_grad": g_rms, "kl_covariance_part": float(kl),
-                   "mean_cg_relres": float(relres),
+                   "mean_cg_relres": relres,
                    "num_grad_evals": int(cg_products) + diag_products + evals * rank,
                    "num_hessian_products": int(cg_products) + diag_products + evals * rank,
                    "num_objective_evals": evals}
