@@ -18,6 +18,7 @@ from uqrecon.inference.runner import run_chains
 from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.operators.tomo import sparse_view
 from ct_gmrf import ct_gmrf
+from mc_error import zscores
 
 N = 16
 
@@ -53,16 +54,6 @@ def ct32():
     return ct_gmrf(32, 20)
 
 
-def _zscores(result, mean, std):
-    """Per-pixel errors of the mean and the std in units of their Monte Carlo error."""
-    ess_mean = result.diagnostics["ess_bulk"]
-    ess_sd = np.minimum(result.diagnostics["ess_bulk"], result.diagnostics["ess_tail"])
-    z_mean = (result.mean - mean) / (std / np.sqrt(ess_mean))
-    # the sd of a sample std is ~ std / sqrt(2 ESS) for a Gaussian
-    z_std = (result.std - std) / (std / np.sqrt(2 * ess_sd))
-    return np.abs(z_mean), np.abs(z_std)
-
-
 @pytest.mark.parametrize("method,kwargs", [
     ("nuts", dict(num_warmup=150, num_samples=300)),
     ("hmc", dict(num_warmup=150, num_samples=300)),
@@ -80,7 +71,7 @@ def test_exact_methods_match_exact_posterior(ct32, method, kwargs):
         r = sample(post, method=method, num_chains=4, seed=1, progress=False, **kwargs)
     assert r.mean.shape == mean.shape and r.draws.shape[0] == 4
     assert r.diagnostics["ess_bulk"].min() >= 100
-    z_mean, z_std = _zscores(r, mean, std)
+    z_mean, z_std = zscores(r, mean, std)
     assert np.mean(z_mean <= 4) >= 0.99, (method, np.sort(z_mean.ravel())[-5:])
     assert np.mean(z_std <= 4) >= 0.99, (method, np.sort(z_std.ravel())[-5:])
     assert r.diagnostics["divergences"] == 0
@@ -322,7 +313,7 @@ def test_nuts_lowrank_on_ct_posterior(ct):
         r = sample(post, method="nuts", preconditioner="lowrank", rank=48, num_chains=4,
                    num_warmup=200, num_samples=300, seed=4, progress=False)
     assert r.provenance["config"]["lowrank_kept"] > 0
-    z_mean, z_std = _zscores(r, mean, std)
+    z_mean, z_std = zscores(r, mean, std)
     assert np.mean(z_mean <= 4) >= 0.99 and np.mean(z_std <= 4) >= 0.99
 
 
