@@ -1,5 +1,5 @@
 """Counting XLA compilations in tests, independently of uqrecon's own counter
-(:class:`uqrecon.inference.runner.CompileMonitor`, which the tests check against this).
+(:class:`uqrecon.inference.accounting.CompileMonitor`, which the tests check against this).
 
 JAX fires ``/jax/core/compile/backend_compile_duration`` once per XLA compilation and
 never for an executable taken from jit's cache.

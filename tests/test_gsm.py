@@ -344,7 +344,7 @@ def test_gsm_second_call_on_other_data_compiles_nothing():
     """Compile once: a second ``sample(method="gsm")`` on a same-shaped posterior with
     other data and another noise level builds no XLA executable (catches a kernel that
     closes over the posterior or a jit built inside the call)."""
-    from uqrecon.inference.runner import CompileMonitor
+    from uqrecon.inference.accounting import CompileMonitor
     M, y, sigma = _problem()
     kw = dict(method="gsm", num_chains=2, num_samples=20, num_warmup=10, progress=False)
     uqrecon.sample(_uqrecon_posterior("tv-iso", M, y, sigma, 2.0), **kw)

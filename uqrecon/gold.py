@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .inference import exact as _exact
+from .inference.accounting import CallClock, method_result
 from .inference.sample import EXACTNESS
 from .linalg import circulant_solve, pcg
 from .models.identity import _update_static, model_identity, posterior_hash
@@ -128,44 +129,43 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
     dtype = jnp.dtype(posterior.dtype)
     tol = _exact.default_tol(dtype) if tol is None else float(tol)
     maxiter = 10 * n if maxiter is None else int(maxiter)
-    t0 = time.perf_counter()
     config = {"dense_max": dense_max, "num_samples": num_samples, "tol": tol,
               "maxiter": maxiter}
     if n <= dense_max:
-        dense = _exact.dense_factor(form)
-        rinv = jax.scipy.linalg.solve_triangular(dense.chol, jnp.eye(n, dtype=dtype),
-                                                 lower=True)
-        cov = rinv.T @ rinv
-        var = jnp.sum(rinv ** 2, axis=0).reshape(shape)
-        prov = make_provenance("exact_gaussian", config, seed=None, dtype=dtype,
-                               solver="dense_cholesky", variance_error="rounding only",
-                               **model_identity(posterior))
-        return Result(mean=np.asarray(dense.mean), variance=np.asarray(var),
-                      timings={"total_s": time.perf_counter() - t0}, provenance=prov,
-                      gaussian={"kind": "dense", "mean": np.asarray(dense.mean),
-                                "cov": np.asarray(cov)})
+        with CallClock() as clock:
+            dense = _exact.dense_factor(form)
+            rinv = jax.scipy.linalg.solve_triangular(dense.chol, jnp.eye(n, dtype=dtype),
+                                                     lower=True)
+            cov = rinv.T @ rinv
+            var = jnp.sum(rinv ** 2, axis=0).reshape(shape)
+            jax.block_until_ready((cov, var))
+        return method_result(posterior, "exact_gaussian", config, clock,
+                             mean=np.asarray(dense.mean), variance=np.asarray(var),
+                             gaussian={"kind": "dense", "mean": np.asarray(dense.mean),
+                                       "cov": np.asarray(cov)},
+                             exactness="exact", solver="dense_cholesky",
+                             variance_error="rounding only")
 
-    mean, iters, relres = _exact.posterior_mean(form, tol, maxiter)
-    keys = jax.random.split(jax.random.PRNGKey(seed), num_samples)
-    devs, its, res = _po_deviations(form, keys, tol, maxiter)
-    var = jnp.mean(devs ** 2, axis=0)
+    with CallClock() as clock:
+        mean, iters, relres = _exact.posterior_mean(form, tol, maxiter)
+        keys = jax.random.split(jax.random.PRNGKey(seed), num_samples)
+        devs, its, res = _po_deviations(form, keys, tol, maxiter)
+        var = jnp.mean(devs ** 2, axis=0)
+        worst, cg_iterations = float(jnp.max(res)), int(iters) + int(jnp.sum(its))
     rel_se = math.sqrt(2.0 / num_samples)
-    worst = float(jnp.max(res))
     if float(relres) > tol or worst > tol:
-        warnings.warn(f"exact_gaussian: CG reached relative residual {max(float(relres), worst):.2e}"
-                      f" > tol={tol:.1e} within maxiter={maxiter}", RuntimeWarning,
-                      stacklevel=2)
-    prov = make_provenance(
-        "exact_gaussian", config, seed=seed, dtype=dtype, solver="cg + perturbation-optimisation",
-        variance_estimator=f"sample variance of {num_samples} exact draws about the CG mean",
-        variance_rel_se=rel_se, mean_cg_relres=float(relres), draws_cg_relres_max=worst,
-        **model_identity(posterior))
-    draws = np.asarray(mean + devs)[None] if keep_draws else None
-    diagnostics = {"num_grad_evals": int(iters) + int(jnp.sum(its)),
+        warnings.warn(f"exact_gaussian: CG reached relative residual "
+                      f"{max(float(relres), worst):.2e} > tol={tol:.1e} within "
+                      f"maxiter={maxiter}", RuntimeWarning, stacklevel=2)
+    draws = (np.asarray(mean) + np.asarray(devs))[None] if keep_draws else None
+    diagnostics = {"num_grad_evals": cg_iterations,
                    "variance_rel_se": rel_se}
-    return Result(mean=np.asarray(mean), variance=np.asarray(var), draws=draws,
-                  diagnostics=diagnostics, timings={"total_s": time.perf_counter() - t0},
-                  provenance=prov)
+    return method_result(
+        posterior, "exact_gaussian", config, clock, mean=np.asarray(mean),
+        variance=np.asarray(var), draws=draws, diagnostics=diagnostics, seed=seed,
+        exactness="exact", solver="cg + perturbation-optimisation",
+        variance_estimator=f"sample variance of {num_samples} exact draws about the CG mean",
+        variance_rel_se=rel_se, mean_cg_relres=float(relres), draws_cg_relres_max=worst)
 
 
 # --------------------------------------------------------------------------------------
@@ -297,46 +297,48 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         prov = dict(result.provenance, cache={"hit": True, "path": path}, **ident)
         return result.replace(provenance=prov)
 
-    t0 = time.perf_counter()
-    draws, grads, rounds, init, divergences = None, 0, 0, None, 0
-    per_round, tuned_step = num_samples, None
-    while True:
-        cfg = dict(config)
-        # every round is a multiple of the first, and warmup shares the chunk length:
-        # one chunk length, compiled once for the whole reference
-        chunk = math.gcd(num_samples, num_warmup) if num_warmup else num_samples
-        cfg.setdefault("chunk_size", chunk if chunk % thin == 0 else num_samples)
-        warmup = num_warmup
-        if init is not None:        # continue each chain where it stopped, unperturbed
-            cfg.update(init=init, init_jitter=0.0)
-            if method in _NO_TUNING:
-                warmup = 0
-            elif method in _STEP_TUNED and tuned_step is not None:
-                warmup = 0
-                cfg.setdefault("step_size", tuned_step)
-        run = sample(posterior, method=method, num_chains=num_chains, num_samples=per_round,
-                     num_warmup=warmup, thin=thin, seed=seed + rounds,
-                     progress=progress, **cfg)
-        divergences += int(run.diagnostics.get("divergences", 0))
-        if run.draws is None:
-            raise ValueError(f"method {method!r} kept no draws; the reference needs them")
-        draws = run.draws if draws is None else np.concatenate([draws, run.draws], axis=1)
-        grads += int(run.diagnostics.get("num_grad_evals", 0)) + int(
-            run.diagnostics.get("num_grad_evals_warmup", 0))
-        rounds += 1
-        if rounds == 1 and method in _STEP_TUNED and "step_size" in run.diagnostics:
-            tuned_step = float(np.median(np.asarray(run.diagnostics["step_size"])))
-        diag = diagnose(draws)
-        max_rhat = float(np.max(diag["rhat"]))
-        min_ess_found = float(np.min(diag["ess_bulk"]))
-        min_tail = float(np.min(diag["ess_tail"]))
-        converged = (max_rhat < rhat_max and min_ess_found >= min_ess
-                     and min_tail >= min_ess and divergences == 0)
-        if converged or rounds >= max_rounds:
-            break
-        init = draws[:, -1]
-        per_round = _next_round(draws.shape[1] * thin, cfg["chunk_size"], max_rhat,
-                                min_ess_found, min_tail, rhat_max, min_ess)
+    with CallClock() as clock:
+        draws, grads, rounds, init, divergences = None, 0, 0, None, 0
+        per_round, tuned_step = num_samples, None
+        while True:
+            cfg = dict(config)
+            # every round is a multiple of the first, and warmup shares the chunk length:
+            # one chunk length, compiled once for the whole reference
+            chunk = math.gcd(num_samples, num_warmup) if num_warmup else num_samples
+            cfg.setdefault("chunk_size", chunk if chunk % thin == 0 else num_samples)
+            warmup = num_warmup
+            if init is not None:        # continue each chain where it stopped, unperturbed
+                cfg.update(init=init, init_jitter=0.0)
+                if method in _NO_TUNING:
+                    warmup = 0
+                elif method in _STEP_TUNED and tuned_step is not None:
+                    warmup = 0
+                    cfg.setdefault("step_size", tuned_step)
+            run = sample(posterior, method=method, num_chains=num_chains,
+                         num_samples=per_round, num_warmup=warmup, thin=thin,
+                         seed=seed + rounds, progress=progress, **cfg)
+            divergences += int(run.diagnostics.get("divergences", 0))
+            if run.draws is None:
+                raise ValueError(f"method {method!r} kept no draws; the reference needs "
+                                 "them")
+            draws = (run.draws if draws is None
+                     else np.concatenate([draws, run.draws], axis=1))
+            grads += int(run.diagnostics.get("num_grad_evals", 0)) + int(
+                run.diagnostics.get("num_grad_evals_warmup", 0))
+            rounds += 1
+            if rounds == 1 and method in _STEP_TUNED and "step_size" in run.diagnostics:
+                tuned_step = float(np.median(np.asarray(run.diagnostics["step_size"])))
+            diag = diagnose(draws)
+            max_rhat = float(np.max(diag["rhat"]))
+            min_ess_found = float(np.min(diag["ess_bulk"]))
+            min_tail = float(np.min(diag["ess_tail"]))
+            converged = (max_rhat < rhat_max and min_ess_found >= min_ess
+                         and min_tail >= min_ess and divergences == 0)
+            if converged or rounds >= max_rounds:
+                break
+            init = draws[:, -1]
+            per_round = _next_round(draws.shape[1] * thin, cfg["chunk_size"], max_rhat,
+                                    min_ess_found, min_tail, rhat_max, min_ess)
     if not converged:
         warnings.warn(f"MCMC reference not converged after {rounds} rounds: max R-hat "
                       f"{max_rhat:.4f} (need < {rhat_max}), min bulk / tail ESS "
@@ -346,6 +348,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     diagnostics.update(summarize(diag["ess_bulk"], diag["rhat"]))
     diagnostics["num_grad_evals"] = grads
     diagnostics["divergences"] = divergences
+    diagnostics["num_compiles"] = clock.num_compiles
     prov = make_provenance(
         method, {**config, **settings}, seed=seed, dtype=posterior.dtype,
         reference="mcmc", converged=converged, rounds=rounds, max_rhat=max_rhat,
@@ -357,7 +360,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         cache_key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         tuned_step_size=tuned_step, **ident)
     result = Result.from_draws(draws, diagnostics=diagnostics,
-                               timings={"total_s": time.perf_counter() - t0},
+                               timings=clock.timings(),
                                provenance=prov)
     if use_cache:
         os.makedirs(cache_dir, exist_ok=True)

@@ -48,6 +48,7 @@ import numpy as np
 
 from ..linalg import (Eigh, default_tol, dense_from_matvec, lanczos_eigh, pcg,
                       randomized_eigh)
+from .accounting import APPROXIMATION, CallClock, method_result
 from .exact import posterior_mean as _posterior_mean
 
 __all__ = ["laplace", "laplace_approximation", "LaplaceApproximation", "diagonal_estimate"]
@@ -482,53 +483,50 @@ def laplace(posterior, key: jax.Array, *, rank: int | str = 50, mode=None,
     diagonal estimate (prior-precision solves, which involve no forward operator, are
     not counted).
     """
-    from uqrecon.models.identity import model_identity
-    from uqrecon.result import Result, make_provenance
-
-    t0 = time.perf_counter()
     if not isinstance(num_variance_samples, (int, np.integer)) or num_variance_samples < 2:
         raise ValueError("'num_variance_samples' must be an integer >= 2, got "
                          f"{num_variance_samples!r}")
-    approx, info = laplace_approximation(
-        posterior, key, rank=rank, mode=mode, preconditioner=preconditioner, solver=solver,
-        oversample=oversample, power_iters=power_iters, hessian=hessian,
-        num_probes=num_probes, dense_max=dense_max, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
-        map_config=map_config, rank_tol=rank_tol, max_rank=max_rank, max_time_s=max_time_s)
-    shape = tuple(posterior.shape)
-    var = approx.variance()
-    diagnostics = {"eigenvalues": info["eigenvalues"], "rank": int(approx.theta.shape[0]),
-                   "preconditioner": info["preconditioner"],
-                   "num_grad_evals": info["num_grad_evals"],
-                   "num_grad_evals_mode": info["num_grad_evals_mode"],
-                   "num_hvp": info["num_hvp"], "truncation": info["truncation"]}
-    for k in ("mode_cg_relres", "diag_clipped", "map", "rank_rule"):
-        if k in info:
-            diagnostics[k] = info[k]
-    if var is None:
-        draws = approx.sample(jax.random.fold_in(key, 1), num_variance_samples)
-        var = jnp.mean((draws - approx.mean) ** 2, axis=0)
-        diagnostics["variance_estimator"] = (
-            f"sample variance of {num_variance_samples} exact draws of the approximation "
-            "(prior draws by CG)")
-        diagnostics["variance_rel_se"] = math.sqrt(2.0 / num_variance_samples)
-    else:
-        diagnostics["variance_estimator"] = "exact"
-    var = np.maximum(np.asarray(var), 0.0)  # rounding can give -eps where var ~ 0
-    cov = approx.covariance()
-    gaussian = None if cov is None else {"kind": "dense", "mean": np.asarray(approx.mean),
-                                         "cov": np.asarray(cov)}
+    with CallClock() as clock:
+        approx, info = laplace_approximation(
+            posterior, key, rank=rank, mode=mode, preconditioner=preconditioner,
+            solver=solver, oversample=oversample, power_iters=power_iters, hessian=hessian,
+            num_probes=num_probes, dense_max=dense_max, cg_tol=cg_tol,
+            cg_maxiter=cg_maxiter, map_config=map_config, rank_tol=rank_tol,
+            max_rank=max_rank, max_time_s=max_time_s)
+        shape = tuple(posterior.shape)
+        var = approx.variance()
+        diagnostics = {"eigenvalues": info["eigenvalues"],
+                       "rank": int(approx.theta.shape[0]),
+                       "preconditioner": info["preconditioner"],
+                       "num_grad_evals": info["num_grad_evals"],
+                       "num_grad_evals_mode": info["num_grad_evals_mode"],
+                       "num_hvp": info["num_hvp"], "truncation": info["truncation"]}
+        for k in ("mode_cg_relres", "diag_clipped", "map", "rank_rule"):
+            if k in info:
+                diagnostics[k] = info[k]
+        if var is None:
+            draws = approx.sample(jax.random.fold_in(key, 1), num_variance_samples)
+            var = jnp.mean((draws - approx.mean) ** 2, axis=0)
+            diagnostics["variance_estimator"] = (
+                f"sample variance of {num_variance_samples} exact draws of the "
+                "approximation (prior draws by CG)")
+            diagnostics["variance_rel_se"] = math.sqrt(2.0 / num_variance_samples)
+        else:
+            diagnostics["variance_estimator"] = "exact"
+        var = np.maximum(np.asarray(var), 0.0)  # rounding can give -eps where var ~ 0
+        cov = approx.covariance()
+        gaussian = None if cov is None else {
+            "kind": "dense", "mean": np.asarray(approx.mean), "cov": np.asarray(cov)}
     config = {"rank": rank, "preconditioner": info["preconditioner"], "solver": solver,
               "oversample": oversample, "power_iters": power_iters, "hessian": hessian,
               "num_probes": num_probes, "dense_max": dense_max,
               "num_variance_samples": num_variance_samples, "cg_tol": cg_tol,
               "cg_maxiter": cg_maxiter, "mode": None if mode is None else "given",
               "rank_tol": rank_tol, "max_rank": max_rank, "max_time_s": max_time_s}
-    elapsed = time.perf_counter() - t0
-    return Result(mean=np.asarray(approx.mean).reshape(shape), variance=var.reshape(shape),
-                  diagnostics=diagnostics, timings={"total_s": elapsed},
-                  provenance=make_provenance("laplace", config, dtype=posterior.dtype,
-                                             **model_identity(posterior)),
-                  gaussian=gaussian)
+    return method_result(posterior, "laplace", config, clock,
+                         mean=np.asarray(approx.mean).reshape(shape),
+                         variance=var.reshape(shape), diagnostics=diagnostics,
+                         gaussian=gaussian, exactness=APPROXIMATION)
 
 
 def _check_args(posterior, rank, preconditioner, solver, oversample, hessian, num_probes,

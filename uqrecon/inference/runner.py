@@ -40,10 +40,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ..diagnostics import welford_finalize, welford_init, welford_merge, welford_update
+from .accounting import CompileMonitor
 from .checkpoint import load_checkpoint, save_checkpoint
 from .samplers.base import Sampler
 
-__all__ = ["RunOutput", "run_chains", "CompileMonitor", "CHAIN_METHODS",
+__all__ = ["RunOutput", "run_chains", "CHAIN_METHODS",
            "check_chain_method"]
 
 CHAIN_METHODS = ("vectorized", "sequential")
@@ -190,38 +191,6 @@ def _init_states(params, keys, positions, *, sampler: Sampler):
 @partial(jax.jit, static_argnames=("sampler",))
 def _finish_warmup(params, states, *, sampler: Sampler):
     return jax.vmap(sampler.finish_warmup, in_axes=(0, None))(states, params)
-
-
-class CompileMonitor:
-    """Counts the XLA compilations (and sums the time spent tracing, lowering and
-    compiling) that happen while it is active, from JAX's own monitoring events: an
-    executable taken from a cache fires none, so this counts what really compiled.
-    Global: compilations of other threads in the same process are counted too."""
-
-    _EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-               "/jax/core/compile/jaxpr_to_mlir_module_duration",
-               "/jax/core/compile/backend_compile_duration")
-    BACKEND = "/jax/core/compile/backend_compile_duration"
-
-    def __init__(self):
-        self.num_compiles = 0
-        self.compile_s = 0.0
-        self.names: list[str] = []
-
-    def _listener(self, event, duration, **kw):
-        if event in self._EVENTS:
-            self.compile_s += float(duration)
-        if event == self.BACKEND:
-            self.num_compiles += 1
-            self.names.append(str(kw.get("fun_name", "?")))
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self._listener)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listener)
-        return False
 
 
 def _process_share(num_chains):

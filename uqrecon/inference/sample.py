@@ -95,7 +95,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models.identity import model_identity
-from ..result import Result, make_provenance
+from ..result import Result
 from ..diagnostics import check_convergence, diagnose, summarize
 from .methods import chees as _chees
 from .methods import common
@@ -106,7 +106,8 @@ from .methods import hmc as _hmc
 from .methods import langevin as _langevin
 from .methods import mclmc as _mclmc
 from .methods import proximal as _proximal
-from .runner import CompileMonitor, check_chain_method, run_chains
+from .accounting import CallClock, method_result
+from .runner import check_chain_method, run_chains
 
 __all__ = ["sample", "METHODS", "EXACTNESS", "COMPLEX_METHODS", "default_chain_method"]
 
@@ -275,7 +276,7 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
                     else check_chain_method(chain_method))
     requested = dict(cfg)
 
-    with CompileMonitor() as monitor:
+    with CallClock() as clock:
         t0 = time.perf_counter()
         key_build, key_run = jax.random.split(jax.random.PRNGKey(seed))
         extra = {"num_warmup": num_warmup} if method in _TUNED_IN_SETUP else {}
@@ -283,7 +284,7 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
         if cfg:
             raise TypeError(f"method={method!r} got unknown options {sorted(cfg)}")
         jax.block_until_ready((built.init_positions, built.params))
-        setup_s = time.perf_counter() - t0 - monitor.compile_s
+        setup_s = time.perf_counter() - t0 - clock.compile_s
         run_warmup = num_warmup if built.num_warmup is None else built.num_warmup
         if method not in _TUNED_IN_SETUP:   # exact draws: no warmup at all
             num_warmup = run_warmup
@@ -333,15 +334,9 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
 
     # compile_s: all tracing/lowering/XLA compilation of this call (set-up included);
     # setup_s and run_s exclude it; num_compiles: XLA compilations that really happened
-    timings = {"setup_s": setup_s, "compile_s": monitor.compile_s,
-               "run_s": out.timings["run_s"]}
-    timings["total_s"] = setup_s + timings["compile_s"] + timings["run_s"]
-    diagnostics["num_compiles"] = monitor.num_compiles
-    provenance = make_provenance(
-        method, config={**built.config, "num_chains": num_chains, "num_samples": num_samples,
-                        "num_warmup": num_warmup, "thin": thin,
-                        "chain_method": chain_method},
-        seed=seed, dtype=dtype, exactness=EXACTNESS.get(method, "unknown"),
-        **model_identity(posterior))
-    return Result(mean=out.mean, variance=out.variance, draws=draws, diagnostics=diagnostics,
-                  timings=timings, provenance=provenance)
+    config = {**built.config, "num_chains": num_chains, "num_samples": num_samples,
+              "num_warmup": num_warmup, "thin": thin, "chain_method": chain_method}
+    return method_result(posterior, method, config, clock, mean=out.mean,
+                         variance=out.variance, draws=draws, diagnostics=diagnostics,
+                         seed=seed, setup_s=setup_s,
+                         exactness=EXACTNESS.get(method, "unknown"))

@@ -41,10 +41,8 @@ high confidence, within ``tol`` of the returned point. An ELBO plateau is never 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import time
 import warnings
 
 import jax
@@ -54,10 +52,11 @@ import numpy as np
 import optax
 
 from ...linalg import pcg
+from ..accounting import APPROXIMATION, method_result
 
 __all__ = ["GROUPS", "EXACT_DIAG_MAX", "draw", "entropy", "log_q", "hessian_diagonal",
            "meanfield_round", "newton_step", "mean_update", "adam_window", "adam_init",
-           "fit_adam", "step_stats", "StepStats", "Contraction", "compile_timer",
+           "fit_adam", "step_stats", "StepStats", "Contraction",
            "check_common", "initial_mean", "vi_result"]
 
 GROUPS = 8                       # independent groups per round (standard errors)
@@ -478,26 +477,6 @@ class Contraction:
         return 1.0 / (1.0 - rho) if rho < 1 else math.inf
 
 
-@contextlib.contextmanager
-def compile_timer():
-    """Seconds spent tracing, lowering and compiling (XLA) inside the block."""
-    events = ("/jax/core/compile/jaxpr_trace_duration",
-              "/jax/core/compile/jaxpr_to_mlir_module_duration",
-              "/jax/core/compile/backend_compile_duration")
-    total = [0.0, 0]
-
-    def listener(name, duration, **kwargs):
-        if name in events:
-            total[0] += duration
-            total[1] += name == events[2]
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield total
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 # --------------------------------------------------------------------------------------
 # Arguments, start, result
 # --------------------------------------------------------------------------------------
@@ -536,26 +515,18 @@ def default_cg_tol(dtype) -> float:
     return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-6
 
 
-def vi_result(posterior, method, kind, mean, diag, factor, diagnostics, config, t_start,
-              compile_s):
-    """Package fitted Gaussian factors as a :class:`uqrecon.result.Result`."""
-    from uqrecon.models.identity import model_identity
-    from uqrecon.result import Result, make_provenance
-
+def vi_result(posterior, method, kind, mean, diag, factor, diagnostics, config, clock):
+    """Package fitted Gaussian factors as a :class:`uqrecon.result.Result` (through
+    :func:`uqrecon.inference.accounting.method_result`; ``clock`` timed the fit)."""
     shape = tuple(posterior.shape)
     mean = np.asarray(mean).reshape(shape)
     diag = np.asarray(diag)
     var = diag if factor is None else diag + np.sum(np.asarray(factor) ** 2, axis=1)
     gaussian = {"kind": kind, "mean": mean, "diag": diag.reshape(shape),
                 "factor": None if factor is None else np.asarray(factor)}
-    total = time.perf_counter() - t_start
-    timings = {"compile_s": compile_s, "run_s": max(total - compile_s, 0.0),
-               "total_s": total}
-    return Result(mean=mean, variance=np.asarray(var).reshape(shape),
-                  diagnostics=diagnostics, timings=timings,
-                  provenance=make_provenance(method, config, dtype=posterior.dtype,
-                                             **model_identity(posterior)),
-                  gaussian=gaussian)
+    return method_result(posterior, method, config, clock, mean=mean,
+                         variance=np.asarray(var).reshape(shape), diagnostics=diagnostics,
+                         gaussian=gaussian, exactness=APPROXIMATION)
 
 
 def progress_bar(enabled, total, desc):

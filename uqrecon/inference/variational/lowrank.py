@@ -32,12 +32,12 @@ represent skew, heavy tails or several modes.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import jax
 import numpy as np
 
+from ..accounting import CallClock
 from . import core, gaussian_target
 
 __all__ = ["lowrank"]
@@ -103,8 +103,7 @@ def lowrank(posterior, key: jax.Array, *, rank: int = 10, init=None,
               "hessian_diagonal": "exact" if exact_diag else "none", "cg_tol": cg_tol,
               "cg_maxiter": cg_maxiter,
               "curvature_draws": curvature_draws, "init": None if init is None else "given"}
-    t0 = time.perf_counter()
-    with core.compile_timer() as compiled:
+    with CallClock() as clock:
         mu = core.initial_mean(posterior, init)
         key, kW = jax.random.split(key)
         log_d, adiag, setup = core.initial_log_scale(posterior, mu, exact_diag, hessian,
@@ -120,8 +119,8 @@ def lowrank(posterior, key: jax.Array, *, rank: int = 10, init=None,
         d = np.exp(np.asarray(params["log_d"], np.float64))
         factor = (d[:, None] * np.asarray(params["W"], np.float64)).astype(posterior.dtype)
     return core.vi_result(posterior, "lowrank", "lowrank", params["mu"],
-                          (d * d).astype(posterior.dtype), factor, diagnostics, config, t0,
-                          compiled[0])
+                          (d * d).astype(posterior.dtype), factor, diagnostics, config,
+                          clock)
 
 
 def _lowrank_lbfgs(posterior, form, key, *, rank, init_scale, max_iter, gtol, hessian,
@@ -134,8 +133,7 @@ def _lowrank_lbfgs(posterior, form, key, *, rank, init_scale, max_iter, gtol, he
     config = {"rank": rank, "optimizer": "lbfgs", "init_scale": init_scale,
               "max_iter": max_iter, "gtol": gtol, "hessian": hessian,
               "hessian_diagonal": "exact", "cg_tol": cg_tol, "cg_maxiter": cg_maxiter}
-    t0 = time.perf_counter()
-    with core.compile_timer() as compiled:
+    with CallClock() as clock:
         mean, cg_products, relres = _exact.posterior_mean(form, cg_tol, cg_maxiter)
         mu = mean.reshape(-1).astype(dtype)
         log_d, diag_p, diag_products = core.initial_log_scale(posterior, mu, True, hessian,
@@ -169,4 +167,4 @@ def _lowrank_lbfgs(posterior, form, key, *, rank, init_scale, max_iter, gtol, he
                    "num_hessian_products": int(cg_products) + diag_products + evals * rank,
                    "num_objective_evals": evals}
     return core.vi_result(posterior, "lowrank", "lowrank", mu, (d * d).astype(dtype),
-                          factor, diagnostics, config, t0, compiled[0])
+                          factor, diagnostics, config, clock)

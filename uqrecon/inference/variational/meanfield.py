@@ -54,13 +54,13 @@ draws (:func:`.core.fit_adam`, shared with :mod:`.lowrank`).
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..accounting import CallClock
 from . import core
 from .core import GROUPS
 
@@ -113,8 +113,7 @@ def meanfield(posterior, key: jax.Array, *, optimizer: str = "newton", init=None
               "cg_maxiter": cg_maxiter,
               "curvature_draws": curvature_draws, "init": None if init is None else "given"}
 
-    t0 = time.perf_counter()
-    with core.compile_timer() as compiled:
+    with CallClock() as clock:
         mu = core.initial_mean(posterior, init)
         if optimizer == "newton":
             config["max_rounds"] = max_rounds
@@ -141,7 +140,7 @@ def meanfield(posterior, key: jax.Array, *, optimizer: str = "newton", init=None
             mu, var = params["mu"], np.exp(2 * np.asarray(params["log_sigma"], np.float64))
     return core.vi_result(posterior, "meanfield", "diag", mu,
                           np.asarray(var).astype(posterior.dtype), None, diagnostics,
-                          config, t0, compiled[0])
+                          config, clock)
 
 
 def _newton(post, key, mu, *, num_mc, tol, var_tol, max_iter, hessian, exact_diag, cg_tol,
