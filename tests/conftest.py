@@ -41,7 +41,8 @@ SLOWEST_FIRST = """
     test_samplers test_notebooks test_gsm test_problems_cli test_chain_method test_mclmc
     test_complex test_laplace test_deep test_exact test_variational test_compile_once
     test_catalogue test_tomo test_whitening test_runner test_gold test_interop
-    test_chees test_sbc test_conformal test_structure test_operators_base test_check_gpu
+    test_chees test_sbc test_conformal test_structure test_accounting test_operators_base
+    test_check_gpu
     test_gibbs test_report test_distributed test_calibration test_map test_bootstrap
     test_docs test_x64 test_mri test_priors test_prox test_posterior test_likelihoods
     test_report_browser test_linalg test_fbp test_phantoms test_odl_bridge_x64
@@ -79,6 +80,7 @@ def pytest_collection_modifyitems(session, config, items):
 # UQRECON_TEST_XLA_DEFAULT=1 compiles every file at the default level.
 FAST_COMPILE_FILES = set("""
     test_deep test_laplace test_compile_once test_complex test_problems_cli test_gold
+    test_accounting
     test_bootstrap test_mri test_sbc test_map test_interop test_x64 test_risk
     test_posterior test_priors test_linalg test_phantoms test_likelihoods test_prox
     test_metrics test_result test_compare
@@ -127,11 +129,14 @@ _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")
 _compile_secs = [0.0]
+_backend_secs = [0.0]     # of which XLA's backend compile (the rest is JAX tracing)
 
 
 def _on_duration(event, duration, **_):
     if event in _COMPILE_EVENTS:
         _compile_secs[0] += duration
+    if event == _COMPILE_EVENTS[2]:
+        _backend_secs[0] += duration
 
 
 if _CPU_DIR is not None:
@@ -145,13 +150,15 @@ def pytest_runtest_protocol(item, nextitem):
         return
     if _cpu_last[0] is None:
         _cpu_last[0] = _cpu_now()
-    _compile_secs[0] = 0.0
+    _compile_secs[0] = _backend_secs[0] = 0.0
     yield
     now = _cpu_now()
     stem = Path(str(item.path)).stem
     _cpu_by_file[stem] = _cpu_by_file.get(stem, 0.0) + now - _cpu_last[0]
     key = stem + ":compile"
     _cpu_by_file[key] = _cpu_by_file.get(key, 0.0) + _compile_secs[0]
+    key = stem + ":backend"
+    _cpu_by_file[key] = _cpu_by_file.get(key, 0.0) + _backend_secs[0]
     _cpu_last[0] = now
     if nextitem is None or Path(str(nextitem.path)).stem != stem:
         _write_cpu_times()      # after each file, so an interrupted run still reports
