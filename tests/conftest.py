@@ -42,6 +42,7 @@ SLOWEST_FIRST = """
     test_complex test_laplace test_deep test_exact test_variational test_compile_once
     test_catalogue test_tomo test_whitening test_runner test_gold test_interop
     test_chees test_sbc test_conformal test_structure test_accounting test_operators_base
+    test_gaussians
     test_check_gpu
     test_gibbs test_report test_distributed test_calibration test_map test_bootstrap
     test_docs test_x64 test_mri test_priors test_prox test_posterior test_likelihoods
@@ -83,7 +84,7 @@ FAST_COMPILE_FILES = set("""
     test_accounting
     test_bootstrap test_mri test_sbc test_map test_interop test_x64 test_risk
     test_posterior test_priors test_linalg test_phantoms test_likelihoods test_prox
-    test_metrics test_result test_compare
+    test_metrics test_result test_compare test_gaussians
 """.split())
 
 

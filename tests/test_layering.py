@@ -5,7 +5,8 @@ imports inside functions count too):
 
 0. ``uqrecon.linalg``: the numerical ground floor (CG, eigensolvers, dense-from-matvec,
    PSD square roots); imports no other uqrecon module.
-1. ``uqrecon.diagnostics``, ``uqrecon.result``, ``uqrecon.noise``, ``uqrecon.phantoms``:
+1. ``uqrecon.diagnostics``, ``uqrecon.result``, ``uqrecon.gaussians``, ``uqrecon.noise``,
+   ``uqrecon.phantoms``:
    array-level diagnostics, the Result container, simulation helpers.
 2. ``uqrecon.operators``: forward models.
 3. ``uqrecon.models``: likelihoods, priors, posteriors.
@@ -25,7 +26,7 @@ import uqrecon
 
 LAYERS = {
     "linalg": 0,
-    "diagnostics": 1, "result": 1, "noise": 1, "phantoms": 1,
+    "diagnostics": 1, "result": 1, "gaussians": 1, "noise": 1, "phantoms": 1,
     "operators": 2,
     "models": 3,
     "map": 4,

@@ -5,7 +5,10 @@ A ``Result`` holds the posterior mean and variance (always), optional draws
 provenance dictionaries. It knows arrays only -- never how it was produced -- so NUTS,
 variational, Laplace and deep-UQ outputs are compared by the same tools (``uqrecon.uq``).
 
-Gaussian factors (``gaussian=``) describe an approximation ``N(mean, C)`` with
+Gaussian factors (``gaussian=``) describe an approximation ``N(mean, C)``. The Result
+holds them as a typed family of :mod:`uqrecon.gaussians` (``DiagonalGaussian``,
+``LowRankGaussian``, ``DenseGaussian``: variances, ``w^T C w``, draws, rescaling without
+switching on a kind), given as one of those or as the dict of its arrays:
 
 * ``{'kind': 'diag', 'mean', 'diag'}``: ``C = diag(diag)``;
 * ``{'kind': 'lowrank', 'mean', 'diag', 'factor'}``: ``C = diag(diag) + F F^T``, ``F`` of
@@ -40,6 +43,8 @@ from typing import Mapping
 import numpy as np
 from scipy import special
 
+from .gaussians import GaussianFactors, _float_array, gaussian_factors
+
 __all__ = [
     "Result",
     "equal_tailed_interval",
@@ -48,7 +53,6 @@ __all__ = [
     "validate_gaussian",
 ]
 
-_GAUSSIAN_KINDS = ("diag", "lowrank", "dense")
 _FORMAT_VERSION = 1
 
 
@@ -156,18 +160,6 @@ def _to_host(value, name: str):
     return value
 
 
-def _float_array(x, name: str) -> np.ndarray:
-    try:
-        a = np.asarray(x)
-    except Exception as e:  # pragma: no cover - exotic input
-        raise TypeError(f"'{name}' must be an array, got {type(x).__name__}") from e
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise TypeError(f"'{name}' must be a real floating array, got dtype {a.dtype}")
-    if not np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32)
-    return a
-
-
 def _float_or_complex_array(x, name: str) -> np.ndarray:
     """A real floating array as :func:`_float_array`, or a complex floating one."""
     if np.iscomplexobj(x):
@@ -175,77 +167,14 @@ def _float_or_complex_array(x, name: str) -> np.ndarray:
     return _float_array(x, name)
 
 
-def validate_gaussian(gaussian: Mapping, shape: tuple, mean=None) -> dict:
-    """Check Gaussian factors against the image ``shape``; return a normalised copy
-    (complex ``mean``: factors of the real coordinates, see the module docstring)."""
-    if not isinstance(gaussian, Mapping):
-        raise TypeError(f"'gaussian' must be a dict, got {type(gaussian).__name__}")
-    kind = gaussian.get("kind")
-    if kind not in _GAUSSIAN_KINDS:
-        raise ValueError(f"'gaussian[\"kind\"]' must be one of {_GAUSSIAN_KINDS}, got {kind!r}")
-    n = math.prod(shape)
-    g = {"kind": kind}
-    gm = gaussian.get("mean", mean)
-    if gm is None:
-        raise ValueError("'gaussian' needs a 'mean'")
-    gm = _float_or_complex_array(gm, "gaussian['mean']")
-    if gm.size != n:
-        raise ValueError(f"'gaussian[\"mean\"]' has {gm.size} entries, expected {n} {shape}")
-    g["mean"] = gm.reshape(shape)
-    cplx = np.iscomplexobj(gm)
-    dshape = (2, *shape) if cplx else tuple(shape)    # real coordinates of a complex image
-    n = 2 * n if cplx else n
-    if kind in ("diag", "lowrank"):
-        if "diag" not in gaussian:
-            raise ValueError(f"'gaussian' of kind {kind!r} needs 'diag'")
-        d = _float_array(gaussian["diag"], "gaussian['diag']")
-        if d.size != n:
-            raise ValueError(f"'gaussian[\"diag\"]' has {d.size} entries, expected {n} {dshape}")
-        if not np.all(d >= 0):
-            raise ValueError("'gaussian[\"diag\"]' must be >= 0 (and not NaN)")
-        g["diag"] = d.reshape(dshape)
-    if kind == "lowrank":
-        if "factor" not in gaussian:
-            raise ValueError("'gaussian' of kind 'lowrank' needs 'factor'")
-        f = _float_array(gaussian["factor"], "gaussian['factor']")
-        if f.ndim != 2 or f.shape[0] != n:
-            raise ValueError(f"'gaussian[\"factor\"]' must have shape ({n}, k), got {f.shape}")
-        if not np.all(np.isfinite(f)):
-            raise ValueError("'gaussian[\"factor\"]' contains non-finite values")
-        g["factor"] = f
-    if kind == "dense":
-        if "cov" not in gaussian:
-            raise ValueError("'gaussian' of kind 'dense' needs 'cov'")
-        c = _float_array(gaussian["cov"], "gaussian['cov']")
-        if c.shape != (n, n):
-            raise ValueError(f"'gaussian[\"cov\"]' must have shape ({n}, {n}), got {c.shape}")
-        if not np.all(np.isfinite(c)):
-            raise ValueError("'gaussian[\"cov\"]' contains non-finite values")
-        g["cov"] = c
-    unused = {k for k, v in gaussian.items() if k not in g and v is not None}
-    if unused:
-        raise ValueError(f"'gaussian' of kind {kind!r} has unused entries {sorted(unused)}")
-    return g
-
-
-def _gaussian_coordinate_variance(g: dict) -> np.ndarray:
-    """Variances of the coordinates (the diagonal of the covariance) of validated
-    Gaussian factors: image-shaped, or ``(2, *shape)`` for a complex image."""
-    shape = g["mean"].shape
-    if np.iscomplexobj(g["mean"]):
-        shape = (2, *shape)
-    if g["kind"] == "diag":
-        return g["diag"]
-    if g["kind"] == "lowrank":
-        return g["diag"] + np.sum(g["factor"] ** 2, axis=1).reshape(shape)
-    return np.diagonal(g["cov"]).reshape(shape).copy()
-
-
-def _gaussian_variance(g: dict) -> np.ndarray:
-    """Pixel variances of validated Gaussian factors (complex image: ``E|x - mean|^2``,
-    the variances of the real and imaginary parts summed)."""
-    var = _gaussian_coordinate_variance(g)
-    return var[0] + var[1] if np.iscomplexobj(g["mean"]) else var
+def validate_gaussian(gaussian: Mapping, shape: tuple, mean=None) -> GaussianFactors:
+    """Check Gaussian factors against the image ``shape``; return the typed family
+    (:func:`uqrecon.gaussians.gaussian_factors`; complex ``mean``: factors of the real
+    coordinates, see the module docstring)."""
+    if isinstance(gaussian, GaussianFactors):
+        gaussian = dict(gaussian)
+    return gaussian_factors(_to_host(gaussian, "gaussian") if isinstance(gaussian, Mapping)
+                            else gaussian, shape, mean)
 
 
 # --------------------------------------------------------------------------------------
@@ -266,7 +195,7 @@ class Result:
     diagnostics: dict = dataclasses.field(default_factory=dict)
     timings: dict = dataclasses.field(default_factory=dict)
     provenance: dict = dataclasses.field(default_factory=dict)
-    gaussian: dict | None = None
+    gaussian: GaussianFactors | None = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -305,8 +234,7 @@ class Result:
                 and "total_s" not in self.timings):
             self.timings["total_s"] = float(self.timings["compile_s"]) + float(self.timings["run_s"])
         if self.gaussian is not None:
-            set_("gaussian", validate_gaussian(_to_host(self.gaussian, "gaussian"),
-                                               mean.shape, mean))
+            set_("gaussian", validate_gaussian(self.gaussian, mean.shape, mean))
 
     # -- constructors -------------------------------------------------------------------
     @classmethod
@@ -348,8 +276,8 @@ class Result:
         if not isinstance(gaussian, Mapping) or "mean" not in gaussian:
             raise ValueError("'gaussian' must be a dict with a 'mean' entry")
         shape = np.shape(gaussian["mean"])
-        g = validate_gaussian(_to_host(gaussian, "gaussian"), shape)
-        return cls(mean=g["mean"], variance=_gaussian_variance(g), gaussian=g, **kwargs)
+        g = validate_gaussian(gaussian, shape)
+        return cls(mean=g.mean, variance=g.variance(), gaussian=g, **kwargs)
 
     @property
     def is_complex(self) -> bool:
@@ -375,7 +303,7 @@ class Result:
         if draws is not None:
             var = np.var(draws, axis=(0, 1), dtype=np.float64).astype(self.variance.dtype)
         elif self.gaussian is not None:
-            var = _gaussian_coordinate_variance(self.gaussian)
+            var = self.gaussian.coordinate_variance()
         else:
             var = np.stack([self.variance, self.variance]) / 2
         gaussian = None
@@ -539,21 +467,8 @@ class Result:
         if self.is_complex:     # draw the real coordinates, then pair them
             w = self.real_coordinates().sample(key, n)
             return (w[:, 0] + 1j * w[:, 1]).astype(self.dtype)
-        dtype = g["mean"].dtype
-        zdtype = jax.dtypes.canonicalize_dtype(dtype)   # float32 unless x64 is enabled
-        size = math.prod(self.shape)
-        k1, k2 = jax.random.split(key)
-        mean = g["mean"].reshape(-1).astype(np.float64)
-        if g["kind"] in ("diag", "lowrank"):
-            z = np.asarray(jax.random.normal(k1, (n, size), zdtype))
-            out = mean + z * np.sqrt(g["diag"].reshape(-1))
-            if g["kind"] == "lowrank":
-                f = g["factor"]
-                z2 = np.asarray(jax.random.normal(k2, (n, f.shape[1]), zdtype))
-                out = out + z2 @ f.T
-        else:
-            z = np.asarray(jax.random.normal(k1, (n, size), zdtype))
-            out = mean + z @ _psd_sqrt(g["cov"]).T
+        dtype = g.mean.dtype
+        out = g.real_mean() + g.deviations(key, n)
         return out.reshape((n, *self.shape)).astype(dtype)
 
     # -- export -------------------------------------------------------------------------
@@ -645,16 +560,9 @@ class Result:
     def __repr__(self):
         draws = "None" if self.draws is None else str(self.draws.shape)
         method = self.provenance.get("method", "?")
-        gauss = None if self.gaussian is None else self.gaussian["kind"]
+        gauss = None if self.gaussian is None else self.gaussian.kind
         return (f"Result(method={method!r}, shape={self.shape}, dtype={self.dtype}, "
                 f"draws={draws}, gaussian={gauss!r})")
-
-
-def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """A square root ``L`` with ``L L^T = cov``: :func:`uqrecon.linalg.psd_factor`
-    (imported here: ``uqrecon.result`` loads without jax)."""
-    from .linalg import psd_factor
-    return psd_factor(cov)
 
 
 # --------------------------------------------------------------------------------------

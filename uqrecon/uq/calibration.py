@@ -470,12 +470,7 @@ def scale_result(result: Result, std_scale: float) -> Result:
     if s == 1.0:
         return result
     draws = None if result.draws is None else result.mean + s * (result.draws - result.mean)
-    g = None
-    if result.gaussian is not None:
-        g = dict(result.gaussian)
-        for k, p in (("diag", 2), ("factor", 1), ("cov", 2)):
-            if k in g:
-                g[k] = g[k] * s ** p
+    g = None if result.gaussian is None else result.gaussian.scaled(s)
     return result.replace(variance=result.variance * s * s, draws=draws, gaussian=g)
 
 
@@ -571,7 +566,7 @@ def _reduce_result(res, truth, levels, interval_level, num_draws, key):
     lower, upper = np.maximum(mean - q[2 * L], 0.0), np.maximum(q[2 * L + 1] - mean, 0.0)
     if res.draws is not None:
         draws = res.pooled_draws()
-    elif res.gaussian is not None and res.gaussian["kind"] == "dense":
+    elif res.gaussian is not None and res.gaussian.kind == "dense":
         draws = _dense_draws(res.gaussian, key, num_draws)
     elif res.gaussian is not None:
         draws = res.sample(key, num_draws)

@@ -249,13 +249,8 @@ def _from_draws(q, values, level, method, split=None):
 
 def _gaussian_linear(q, g, level, draws):
     w = q.weights.ravel().astype(np.float64)
-    mean = float(w @ g["mean"].ravel().astype(np.float64))
-    if g["kind"] == "diag":
-        var = float(np.sum(w ** 2 * g["diag"].ravel()))
-    elif g["kind"] == "lowrank":
-        var = float(np.sum(w ** 2 * g["diag"].ravel()) + np.sum((w @ g["factor"]) ** 2))
-    else:
-        var = float(w @ g["cov"].astype(np.float64) @ w)
+    mean = float(w @ g.mean.ravel().astype(np.float64))
+    var = g.quadratic_form(w)
     std = math.sqrt(max(var, 0.0))
     z = special.ndtri((1 + level) / 2)
     return QuantityPosterior(q.name, mean, std, (mean - z * std, mean + z * std), level,

@@ -647,18 +647,12 @@ class SamplingTest:
         return self.rejected is not None
 
 
-def _gaussian_contrast_moments(g: dict, c: np.ndarray):
-    """Mean and variance of ``<c, x>`` under validated Gaussian factors."""
-    cf = c.reshape(-1)
-    mean = float(np.dot(g["mean"].reshape(-1).astype(np.float64), cf))
-    if g["kind"] == "diag":
-        var = float(np.sum(cf ** 2 * g["diag"].reshape(-1)))
-    elif g["kind"] == "lowrank":
-        var = float(np.sum(cf ** 2 * g["diag"].reshape(-1))
-                    + np.sum((g["factor"].astype(np.float64).T @ cf) ** 2))
-    else:
-        var = float(cf @ g["cov"].astype(np.float64) @ cf)
-    return mean, max(var, 0.0)
+def _gaussian_contrast_moments(g, c: np.ndarray):
+    """Mean and variance of ``<c, x>`` under Gaussian factors (a typed family of
+    :mod:`uqrecon.gaussians`)."""
+    cf = np.asarray(c, np.float64).reshape(-1)
+    mean = float(np.dot(g.mean.reshape(-1).astype(np.float64), cf))
+    return mean, max(g.quadratic_form(cf), 0.0)
 
 
 def sampling_test(result, structure: Structure, alpha: float = 0.05) -> SamplingTest:
