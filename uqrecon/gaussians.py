@@ -247,7 +247,8 @@ def gaussian_factors(spec, shape: tuple, mean=None) -> GaussianFactors:
         raise TypeError(f"'gaussian' must be a dict, got {type(spec).__name__}")
     kind = spec.get("kind")
     if kind not in KINDS:
-        raise ValueError(f"'gaussian[\"kind\"]' must be one of {tuple(KINDS)}, got {kind!r}")
+        raise ValueError(f"'gaussian[\"kind\"]' must be one of {tuple(KINDS)}, got "
+                         f"{kind!r}")
     n = math.prod(shape)
     gm = spec.get("mean", mean)
     if gm is None:
@@ -256,7 +257,8 @@ def gaussian_factors(spec, shape: tuple, mean=None) -> GaussianFactors:
     if not np.iscomplexobj(gm):
         gm = _float_array(gm, "gaussian['mean']")
     if gm.size != n:
-        raise ValueError(f"'gaussian[\"mean\"]' has {gm.size} entries, expected {n} {shape}")
+        raise ValueError(f"'gaussian[\"mean\"]' has {gm.size} entries, expected {n} "
+                         f"{shape}")
     gm = gm.reshape(shape)
     cplx = np.iscomplexobj(gm)
     dshape = (2, *shape) if cplx else tuple(shape)    # real coordinates of a complex image
@@ -287,7 +289,8 @@ def gaussian_factors(spec, shape: tuple, mean=None) -> GaussianFactors:
             raise ValueError("'gaussian' of kind 'dense' needs 'cov'")
         c = _float_array(spec["cov"], "gaussian['cov']")
         if c.shape != (n, n):
-            raise ValueError(f"'gaussian[\"cov\"]' must have shape ({n}, {n}), got {c.shape}")
+            raise ValueError(f"'gaussian[\"cov\"]' must have shape ({n}, {n}), got "
+                             f"{c.shape}")
         if not np.all(np.isfinite(c)):
             raise ValueError("'gaussian[\"cov\"]' contains non-finite values")
         arrays["cov"] = c

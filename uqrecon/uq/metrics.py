@@ -15,6 +15,7 @@ import numpy as np
 from scipy import linalg, ndimage, special, stats
 
 from uqrecon.linalg import psd_factor
+from uqrecon.gaussians import DenseGaussian, LowRankGaussian
 from uqrecon.result import equal_tailed_interval, gaussian_interval, validate_gaussian
 
 __all__ = [
@@ -298,6 +299,9 @@ def sparsification(error, uncertainty, fractions=None) -> dict:
 # Gaussian distances
 # --------------------------------------------------------------------------------------
 def _gauss(g, name):
+    """The typed family of ``g`` (Gaussian factors or a Result), flat and float64; a
+    diagonal one as low-rank with an empty factor, so the pair formulas below see two
+    kinds: low-rank-plus-diagonal and dense."""
     if hasattr(g, "gaussian") and hasattr(g, "mean"):  # a Result
         if g.gaussian is None:
             raise ValueError(f"'{name}' is a Result without Gaussian factors")
@@ -305,26 +309,20 @@ def _gauss(g, name):
     if not isinstance(g, Mapping) or "mean" not in g:
         raise TypeError(f"'{name}' must be Gaussian factors (dict with 'kind' and 'mean')")
     g = validate_gaussian(g, np.shape(g["mean"]))
-    out = {"kind": g["kind"], "mean": g["mean"].ravel().astype(np.float64)}
-    for k in ("diag", "factor", "cov"):
-        if k in g:
-            out[k] = (g[k].ravel() if k == "diag" else g[k]).astype(np.float64)
-    if g["kind"] == "diag":
-        out["kind"], out["factor"] = "lowrank", np.zeros((out["mean"].size, 0))
-    return out
+    mean = g.mean.ravel().astype(np.float64)
+    if g.kind == "dense":
+        return DenseGaussian(mean, cov=g.cov.astype(np.float64))
+    factor = g.factor if g.kind == "lowrank" else np.zeros((mean.size, 0))
+    factor = factor.astype(np.float64)
+    return LowRankGaussian(mean, diag=g.diag.ravel().astype(np.float64), factor=factor)
 
 
 def _dense(g):
-    if g["kind"] == "dense":
-        return g["cov"]
-    f = g["factor"]
-    return np.diag(g["diag"]) + f @ f.T
+    return g.covariance()
 
 
 def _trace(g):
-    if g["kind"] == "dense":
-        return float(np.trace(g["cov"]))
-    return float(g["diag"].sum() + np.sum(g["factor"] ** 2))
+    return g.trace()
 
 
 def _check_pair(g1, g2, max_dense, need_dense):
