@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from uqrecon.gaussians import (DenseGaussian, DiagonalGaussian, GaussianFactors,
-                               LowRankGaussian, gaussian_factors)
+                               LowRankGaussian, UpdatedDiagonalGaussian, gaussian_factors)
 from uqrecon.result import Result
 
 SHAPE = (2, 3)
@@ -32,6 +32,13 @@ def _spec(kind, shape=SHAPE, complex_mean=False, seed=0):
     if kind == "lowrank":
         return ({"kind": "lowrank", "mean": mean, "diag": diag, "factor": factor},
                 np.diag(diag) + factor @ factor.T)
+    if kind == "diag_update":       # V D-orthonormal: V = D^{-1/2} Q, Q^T Q = I
+        q, _ = np.linalg.qr(rng.normal(size=(n, 3)))
+        v = q / np.sqrt(diag)[:, None]
+        theta = np.array([0.3, 1.7, 6.0])
+        cov = np.diag(1 / diag) - (v * (1 - 1 / theta)) @ v.T
+        return ({"kind": "diag_update", "mean": mean, "precision": diag, "vectors": v,
+                 "theta": theta}, cov)
     B = rng.normal(size=(n, n))
     cov = B @ B.T + np.eye(n)
     return {"kind": "dense", "mean": mean, "cov": cov}, cov
@@ -40,7 +47,8 @@ def _spec(kind, shape=SHAPE, complex_mean=False, seed=0):
 @pytest.mark.parametrize("complex_mean", [False, True])
 @pytest.mark.parametrize("kind,cls", [("diag", DiagonalGaussian),
                                       ("lowrank", LowRankGaussian),
-                                      ("dense", DenseGaussian)])
+                                      ("dense", DenseGaussian),
+                                      ("diag_update", UpdatedDiagonalGaussian)])
 def test_each_family_agrees_with_its_dense_covariance(kind, cls, complex_mean):
     """Variances, ``w^T C w``, trace, dense covariance and ``scaled`` match the covariance
     built here from the defining arrays. Catches a family that drops a term (the
@@ -65,7 +73,7 @@ def test_each_family_agrees_with_its_dense_covariance(kind, cls, complex_mean):
     assert not np.any(moved.mean)
 
 
-@pytest.mark.parametrize("kind", ["diag", "lowrank", "dense"])
+@pytest.mark.parametrize("kind", ["diag", "lowrank", "dense", "diag_update"])
 def test_mapping_view_and_save_round_trip(kind, tmp_path):
     """``dict(g)`` is a valid spec that gives the same family back, and a saved Result
     loads with the same typed factors (the file stores the Mapping view)."""
@@ -82,7 +90,7 @@ def test_mapping_view_and_save_round_trip(kind, tmp_path):
     np.testing.assert_allclose(loaded.variance, np.diag(C).reshape(SHAPE), rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["diag", "lowrank", "dense"])
+@pytest.mark.parametrize("kind", ["diag", "lowrank", "dense", "diag_update"])
 def test_draws_have_the_family_covariance(kind):
     """20,000 draws: every entry of their sample covariance within 5 standard errors of
     ``C`` (s.e. ``sqrt((C_ii C_jj + C_ij^2) / N)``, ~1 % of a variance). Power: a

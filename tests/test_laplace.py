@@ -144,6 +144,26 @@ def test_diag_base_full_rank_equals_dense_hessian_inverse_for_tv(x64):
     assert np.allclose(res.gaussian["cov"], np.linalg.inv(H), atol=1e-10 * np.abs(H).max())
 
 
+def test_diag_base_carries_its_factors_above_dense_max(x64):
+    """Above ``dense_max`` the 'diag' base still puts its Gaussian factors in the Result
+    (``UpdatedDiagonalGaussian``: ``D^{-1} - V diag(1 - 1/theta) V^T``), the same
+    approximation whose dense covariance a run below ``dense_max`` carries: covariance
+    and variances agree, and ``Result.sample`` draws from it. Catches factors packed
+    with the wrong sign of the update or ``theta`` in place of ``1 - 1/theta`` (the
+    covariance check), or none at all (as before: ``Result.sample`` raised)."""
+    post, truth = ct_posterior(np.float64, prior="tv")
+    n = math.prod(post.shape)
+    opts = dict(rank=20, mode=jnp.asarray(truth), hessian="exact", seed=0)
+    small = approximate(post, "laplace", **opts)
+    big = approximate(post, "laplace", dense_max=n - 1, **opts)
+    assert small.gaussian.kind == "dense" and big.gaussian.kind == "diag_update"
+    cov = np.asarray(small.gaussian["cov"], np.float64)
+    assert np.allclose(big.gaussian.covariance(), cov, atol=1e-9 * np.abs(cov).max())
+    assert rel(big.variance, small.variance) < 1e-9
+    draws = big.sample(jax.random.PRNGKey(2), 3)
+    assert draws.shape == (3, *post.shape) and np.all(np.isfinite(draws))
+
+
 def test_sampled_variances_respect_their_stated_error():
     """Above dense_max the pixel variances are sampled; check the stated error bound
     against the exact variances of the same factored approximation."""

@@ -5,7 +5,9 @@
 * :class:`LowRankGaussian` ``(mean, diag, factor)``: ``C = diag(diag) + F F^T`` with ``F``
   of shape ``(n, k)`` (low-rank VI);
 * :class:`DenseGaussian` ``(mean, cov)``: ``C = cov`` of shape ``(n, n)`` (Laplace and exact
-  Gaussians on small images).
+  Gaussians on small images);
+* :class:`UpdatedDiagonalGaussian` ``(mean, precision, vectors, theta)``:
+  ``C = D^{-1} - V diag(1 - 1/theta) V^T`` (Laplace with its diagonal base, any size).
 
 ``n`` counts real coordinates in row-major order: the pixels of a real image, or the
 ``2 * pixels`` coordinates ``[Re x.ravel(); Im x.ravel()]`` of a complex one (``mean`` is
@@ -27,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = ["GaussianFactors", "DiagonalGaussian", "LowRankGaussian", "DenseGaussian",
-           "gaussian_factors", "KINDS"]
+           "UpdatedDiagonalGaussian", "gaussian_factors", "KINDS"]
 
 
 class GaussianFactors(Mapping):
@@ -210,7 +212,57 @@ class DenseGaussian(GaussianFactors):
         return self._normals(k1, (num, self.size)) @ psd_factor(self.cov).T
 
 
-KINDS = {cls.kind: cls for cls in (DiagonalGaussian, LowRankGaussian, DenseGaussian)}
+class UpdatedDiagonalGaussian(GaussianFactors):
+    """``C = D^{-1} - V diag(1 - 1/theta) V^T``: a diagonal base precision ``D``
+    (``precision``) updated along ``k`` ``D``-orthonormal directions ``V`` (``vectors``,
+    ``(n, k)``, ``V^T D V = I``) with pencil eigenvalues ``theta`` (``(k,)``, > 0). The
+    low-rank Laplace approximation with its diagonal base (smooth non-Gaussian posteriors,
+    any size); the update may add variance (``theta < 1``) or remove it."""
+
+    kind = "diag_update"
+    _arrays = ("precision", "vectors", "theta")
+
+    def _c(self):
+        return 1.0 - 1.0 / self.theta.astype(np.float64)
+
+    def coordinate_variance(self):
+        v = self.vectors.astype(np.float64)
+        var = 1.0 / self.precision.reshape(-1).astype(np.float64) - (v * v) @ self._c()
+        return np.maximum(var, 0.0).reshape(self.precision.shape)
+
+    def quadratic_form(self, w):
+        w = np.asarray(w, np.float64).reshape(-1)
+        vw = self.vectors.astype(np.float64).T @ w
+        return float(np.sum(w * w / self.precision.reshape(-1))
+                     - np.sum(self._c() * vw * vw))
+
+    def covariance(self):
+        v = self.vectors.astype(np.float64)
+        return np.diag(1.0 / self.precision.reshape(-1).astype(np.float64)) \
+            - (v * self._c()) @ v.T
+
+    def trace(self):
+        return float(np.sum(1.0 / self.precision.astype(np.float64))
+                     - np.sum(self.vectors.astype(np.float64) ** 2 @ self._c()))
+
+    def scaled(self, s):
+        return UpdatedDiagonalGaussian(self.mean, precision=self.precision / s ** 2,
+                                       vectors=self.vectors * s, theta=self.theta)
+
+    def deviations(self, key, num):
+        """``u - V diag(1 - theta^{-1/2}) V^T D u`` with ``u ~ N(0, D^{-1})``: exact."""
+        import jax
+
+        k1, _ = jax.random.split(key)
+        d = self.precision.reshape(-1).astype(np.float64)
+        z = self._normals(k1, (num, self.size))
+        v = self.vectors.astype(np.float64)
+        g = 1.0 - 1.0 / np.sqrt(self.theta.astype(np.float64))
+        return z / np.sqrt(d) - ((z * np.sqrt(d)) @ v * g) @ v.T
+
+
+KINDS = {cls.kind: cls for cls in (DiagonalGaussian, LowRankGaussian, DenseGaussian,
+                                  UpdatedDiagonalGaussian)}
 
 
 def _float_array(x, name: str) -> np.ndarray:
@@ -294,6 +346,21 @@ def gaussian_factors(spec, shape: tuple, mean=None) -> GaussianFactors:
         if not np.all(np.isfinite(c)):
             raise ValueError("'gaussian[\"cov\"]' contains non-finite values")
         arrays["cov"] = c
+    if kind == "diag_update":
+        for name in ("precision", "vectors", "theta"):
+            if spec.get(name) is None:
+                raise ValueError(f"'gaussian' of kind 'diag_update' needs {name!r}")
+        d = _float_array(spec["precision"], "gaussian['precision']")
+        v = _float_array(spec["vectors"], "gaussian['vectors']")
+        t = _float_array(spec["theta"], "gaussian['theta']").reshape(-1)
+        if d.size != n or not np.all(np.isfinite(d)) or not np.all(d > 0):
+            raise ValueError(f"'gaussian[\"precision\"]' must hold {n} finite values > 0")
+        if v.ndim != 2 or v.shape != (n, t.size) or not np.all(np.isfinite(v)):
+            raise ValueError(f"'gaussian[\"vectors\"]' must be finite of shape ({n}, "
+                             f"{t.size}), got {v.shape}")
+        if not np.all(np.isfinite(t)) or not np.all(t > 0):
+            raise ValueError("'gaussian[\"theta\"]' must be finite and > 0")
+        arrays.update(precision=d.reshape(dshape), vectors=v, theta=t)
     unused = {k for k, v in spec.items()
               if k not in ("kind", "mean", *arrays) and v is not None}
     if unused:

@@ -13,7 +13,10 @@ switching on a kind), given as one of those or as the dict of its arrays:
 * ``{'kind': 'diag', 'mean', 'diag'}``: ``C = diag(diag)``;
 * ``{'kind': 'lowrank', 'mean', 'diag', 'factor'}``: ``C = diag(diag) + F F^T``, ``F`` of
   shape ``(n, k)`` with ``n`` the number of pixels (row-major ravel of the image);
-* ``{'kind': 'dense', 'mean', 'cov'}``: ``C = cov`` of shape ``(n, n)``.
+* ``{'kind': 'dense', 'mean', 'cov'}``: ``C = cov`` of shape ``(n, n)``;
+* ``{'kind': 'diag_update', 'mean', 'precision', 'vectors', 'theta'}``:
+  ``C = diag(1/precision) - V diag(1 - 1/theta) V^T`` (the Laplace approximation with
+  its diagonal base).
 
 ``mean`` may be omitted (it defaults to the result's mean); ``diag`` is image-shaped
 (a flat ``(n,)`` vector is accepted and reshaped). Entries a kind does not use must be

@@ -312,6 +312,8 @@ def _gauss(g, name):
     mean = g.mean.ravel().astype(np.float64)
     if g.kind == "dense":
         return DenseGaussian(mean, cov=g.cov.astype(np.float64))
+    if g.kind == "diag_update":       # the pair formulas use its dense covariance
+        return g.with_mean(mean)
     factor = g.factor if g.kind == "lowrank" else np.zeros((mean.size, 0))
     factor = factor.astype(np.float64)
     return LowRankGaussian(mean, diag=g.diag.ravel().astype(np.float64), factor=factor)

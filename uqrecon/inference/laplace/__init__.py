@@ -83,8 +83,11 @@ def laplace(posterior, key: jax.Array, *, rank: int | str = 50, mode=None,
     ``cg_tol`` / ``cg_maxiter``: the CG solves with the prior precision (mode and base
     beyond ``dense_max`` pixels); ``cg_tol`` defaults to :func:`uqrecon.linalg.default_tol`.
     Up to ``dense_max`` pixels the result carries the dense covariance (``gaussian``
-    of kind 'dense'); beyond, pixel variances are exact for the 'diag' base and
-    estimated from ``num_variance_samples`` draws for the 'prior' base.
+    of kind 'dense'); beyond, pixel variances are exact for the 'diag' base, whose
+    factors the result carries at any size (kind 'diag_update':
+    :class:`uqrecon.gaussians.UpdatedDiagonalGaussian`, so ``Result.sample``, structure
+    tests and risk work from them), and estimated from ``num_variance_samples`` draws
+    for the 'prior' base (no factors: its base ``Q^{-1}`` is applied by CG only).
     ``diagnostics['num_grad_evals']`` counts gradient-equivalent products: products
     with the precision for the mode (CG iterations, dense columns, or the MAP
     optimiser's gradients) plus Hessian-vector products of the eigensolver and the
@@ -123,8 +126,16 @@ def laplace(posterior, key: jax.Array, *, rank: int | str = 50, mode=None,
             diagnostics["variance_estimator"] = "exact"
         var = np.maximum(np.asarray(var), 0.0)  # rounding can give -eps where var ~ 0
         cov = approx.covariance()
-        gaussian = None if cov is None else {
-            "kind": "dense", "mean": np.asarray(approx.mean), "cov": np.asarray(cov)}
+        if cov is not None:
+            gaussian = {"kind": "dense", "mean": np.asarray(approx.mean),
+                        "cov": np.asarray(cov)}
+        elif approx.base.kind == "diag":     # any size: D^{-1} - V diag(1 - 1/theta) V^T
+            gaussian = {"kind": "diag_update", "mean": np.asarray(approx.mean),
+                        "precision": np.asarray(approx.base.d),
+                        "vectors": np.asarray(approx.vectors),
+                        "theta": np.asarray(approx.theta)}
+        else:      # the prior base beyond dense_max: Q^{-1} only by CG, not as arrays
+            gaussian = None
     config = {"rank": rank, "preconditioner": info["preconditioner"], "solver": solver,
               "oversample": oversample, "power_iters": power_iters, "hessian": hessian,
               "num_probes": num_probes, "dense_max": dense_max,
