@@ -30,7 +30,7 @@ against ``error > cutoff``, Spearman correlation with the error, error of the ac
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage, special, stats
