@@ -7,8 +7,9 @@ variational, Laplace and deep-UQ outputs are compared by the same tools (``uqrec
 
 Gaussian factors (``gaussian=``) describe an approximation ``N(mean, C)``. The Result
 holds them as a typed family of :mod:`uqrecon.gaussians` (``DiagonalGaussian``,
-``LowRankGaussian``, ``DenseGaussian``: variances, ``w^T C w``, draws, rescaling without
-switching on a kind), given as one of those or as the dict of its arrays:
+``LowRankGaussian``, ``DenseGaussian``, ``UpdatedDiagonalGaussian``: variances,
+``w^T C w``, draws, rescaling without switching on a kind), given as one of those or as
+the dict of its arrays:
 
 * ``{'kind': 'diag', 'mean', 'diag'}``: ``C = diag(diag)``;
 * ``{'kind': 'lowrank', 'mean', 'diag', 'factor'}``: ``C = diag(diag) + F F^T``, ``F`` of
