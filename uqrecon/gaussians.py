@@ -277,6 +277,18 @@ def _float_array(x, name: str) -> np.ndarray:
     return a
 
 
+def _entry(spec, kind, name) -> np.ndarray:
+    """The array ``spec[name]`` that ``kind`` needs, as a real floating array."""
+    if spec.get(name) is None:
+        raise ValueError(f"'gaussian' of kind {kind!r} needs {name!r}")
+    return _float_array(spec[name], f"gaussian[{name!r}]")
+
+
+def _require(ok, name, what):
+    if not ok:
+        raise ValueError(f"'gaussian[\"{name}\"]' {what}")
+
+
 def gaussian_factors(spec, shape: tuple, mean=None) -> GaussianFactors:
     """Validate Gaussian factors against the image ``shape`` and return the typed family.
 
@@ -317,49 +329,30 @@ def gaussian_factors(spec, shape: tuple, mean=None) -> GaussianFactors:
     n = 2 * n if cplx else n
     arrays = {}
     if kind in ("diag", "lowrank"):
-        if spec.get("diag") is None:
-            raise ValueError(f"'gaussian' of kind {kind!r} needs 'diag'")
-        d = _float_array(spec["diag"], "gaussian['diag']")
-        if d.size != n:
-            raise ValueError(f"'gaussian[\"diag\"]' has {d.size} entries, expected {n} "
-                             f"{dshape}")
-        if not np.all(d >= 0):
-            raise ValueError("'gaussian[\"diag\"]' must be >= 0 (and not NaN)")
+        d = _entry(spec, kind, "diag")
+        _require(d.size == n, "diag", f"has {d.size} entries, expected {n} {dshape}")
+        _require(np.all(d >= 0), "diag", "must be >= 0 (and not NaN)")
         arrays["diag"] = d.reshape(dshape)
     if kind == "lowrank":
-        if spec.get("factor") is None:
-            raise ValueError("'gaussian' of kind 'lowrank' needs 'factor'")
-        f = _float_array(spec["factor"], "gaussian['factor']")
-        if f.ndim != 2 or f.shape[0] != n:
-            raise ValueError(f"'gaussian[\"factor\"]' must have shape ({n}, k), got "
-                             f"{f.shape}")
-        if not np.all(np.isfinite(f)):
-            raise ValueError("'gaussian[\"factor\"]' contains non-finite values")
+        f = _entry(spec, kind, "factor")
+        _require(f.ndim == 2 and f.shape[0] == n, "factor",
+                 f"must have shape ({n}, k), got {f.shape}")
+        _require(np.all(np.isfinite(f)), "factor", "contains non-finite values")
         arrays["factor"] = f
     if kind == "dense":
-        if spec.get("cov") is None:
-            raise ValueError("'gaussian' of kind 'dense' needs 'cov'")
-        c = _float_array(spec["cov"], "gaussian['cov']")
-        if c.shape != (n, n):
-            raise ValueError(f"'gaussian[\"cov\"]' must have shape ({n}, {n}), got "
-                             f"{c.shape}")
-        if not np.all(np.isfinite(c)):
-            raise ValueError("'gaussian[\"cov\"]' contains non-finite values")
+        c = _entry(spec, kind, "cov")
+        _require(c.shape == (n, n), "cov", f"must have shape ({n}, {n}), got {c.shape}")
+        _require(np.all(np.isfinite(c)), "cov", "contains non-finite values")
         arrays["cov"] = c
     if kind == "diag_update":
-        for name in ("precision", "vectors", "theta"):
-            if spec.get(name) is None:
-                raise ValueError(f"'gaussian' of kind 'diag_update' needs {name!r}")
-        d = _float_array(spec["precision"], "gaussian['precision']")
-        v = _float_array(spec["vectors"], "gaussian['vectors']")
-        t = _float_array(spec["theta"], "gaussian['theta']").reshape(-1)
-        if d.size != n or not np.all(np.isfinite(d)) or not np.all(d > 0):
-            raise ValueError(f"'gaussian[\"precision\"]' must hold {n} finite values > 0")
-        if v.ndim != 2 or v.shape != (n, t.size) or not np.all(np.isfinite(v)):
-            raise ValueError(f"'gaussian[\"vectors\"]' must be finite of shape ({n}, "
-                             f"{t.size}), got {v.shape}")
-        if not np.all(np.isfinite(t)) or not np.all(t > 0):
-            raise ValueError("'gaussian[\"theta\"]' must be finite and > 0")
+        d, v = _entry(spec, kind, "precision"), _entry(spec, kind, "vectors")
+        t = _entry(spec, kind, "theta").reshape(-1)
+        _require(d.size == n and np.all(np.isfinite(d)) and np.all(d > 0), "precision",
+                 f"must hold {n} finite values > 0")
+        _require(v.shape == (n, t.size) and np.all(np.isfinite(v)), "vectors",
+                 f"must be finite of shape ({n}, {t.size}), got {v.shape}")
+        _require(np.all(np.isfinite(t)) and np.all(t > 0), "theta",
+                 "must be finite and > 0")
         arrays.update(precision=d.reshape(dshape), vectors=v, theta=t)
     unused = {k for k, v in spec.items()
               if k not in ("kind", "mean", *arrays) and v is not None}

@@ -319,14 +319,6 @@ def _gauss(g, name):
     return LowRankGaussian(mean, diag=g.diag.ravel().astype(np.float64), factor=factor)
 
 
-def _dense(g):
-    return g.covariance()
-
-
-def _trace(g):
-    return g.trace()
-
-
 def _check_pair(g1, g2, max_dense, need_dense):
     n = g1["mean"].size
     if g2["mean"].size != n:
@@ -359,9 +351,9 @@ def gaussian_w2(g1, g2, max_dense: int = 4096) -> float:
         d2 += float(np.sum((np.sqrt(g1["diag"]) - np.sqrt(g2["diag"])) ** 2))
     else:
         # tr (S2^1/2 S1 S2^1/2)^1/2 = nuclear norm of A^T B for any S1 = A A^T, S2 = B B^T
-        a, b = _psd_factor(_dense(g1)), _psd_factor(_dense(g2))
+        a, b = _psd_factor(g1.covariance()), _psd_factor(g2.covariance())
         cross = np.sum(linalg.svdvals(a.T @ b))
-        d2 += _trace(g1) + _trace(g2) - 2.0 * float(cross)
+        d2 += g1.trace() + g2.trace() - 2.0 * float(cross)
     return float(np.sqrt(max(d2, 0.0)))
 
 
@@ -417,7 +409,7 @@ def gaussian_kl(g1, g2, max_dense: int = 4096) -> float:
         gv = gm2.T @ v
         maha = np.sum(v ** 2 / d2) - gv @ _chol_solve(lc2, gv)
     else:
-        s1, s2 = _dense(g1), _dense(g2)
+        s1, s2 = g1.covariance(), g2.covariance()
         l2 = np.linalg.cholesky(s2)
         sign, logdet1 = np.linalg.slogdet(s1)
         if sign <= 0:
