@@ -480,6 +480,13 @@ class Contraction:
 # --------------------------------------------------------------------------------------
 # Arguments, start, result
 # --------------------------------------------------------------------------------------
+def check_positive(name: str, val) -> None:
+    """A ValueError naming ``name`` unless ``val`` is a finite number > 0 (not a bool)."""
+    if not isinstance(val, (int, float, np.floating, np.integer)) or isinstance(
+            val, bool) or not np.isfinite(val) or val <= 0:
+        raise ValueError(f"'{name}' must be a positive number, got {val!r}")
+
+
 def check_common(posterior, *, num_mc, max_iter, tol, var_tol, init, init_scale, hessian):
     """Shared argument checks (outside jit)."""
     if not getattr(posterior, "is_smooth", False):
@@ -493,9 +500,7 @@ def check_common(posterior, *, num_mc, max_iter, tol, var_tol, init, init_scale,
         raise ValueError(f"'num_mc' must be even (draws come in antithetic pairs), got "
                          f"{num_mc!r}")
     for name, val in (("tol", tol), ("var_tol", var_tol), ("init_scale", init_scale)):
-        if not isinstance(val, (int, float, np.floating, np.integer)) or isinstance(
-                val, bool) or not np.isfinite(val) or val <= 0:
-            raise ValueError(f"'{name}' must be a positive number, got {val!r}")
+        check_positive(name, val)
     if hessian not in ("gauss_newton", "exact"):
         raise ValueError(f"'hessian' must be 'gauss_newton' or 'exact', got {hessian!r}")
     if init is not None and tuple(np.shape(init)) != tuple(posterior.shape):

@@ -79,8 +79,7 @@ def lowrank(posterior, key: jax.Array, *, rank: int = 10, init=None,
     if optimizer not in ("auto", "adam", "lbfgs"):
         raise ValueError("'optimizer' must be 'auto', 'adam' or 'lbfgs', got "
                          f"{optimizer!r}")
-    if not (isinstance(gtol, (int, float)) and gtol > 0):
-        raise ValueError(f"'gtol' must be a positive number, got {gtol!r}")
+    core.check_positive("gtol", gtol)
     exact_diag, cg_tol, cg_maxiter, curvature_draws = core.solver_options(
         posterior, hessian_diagonal, cg_tol, cg_maxiter, curvature_draws)
     form = posterior.gaussian_form()
@@ -146,25 +145,23 @@ def _lowrank_lbfgs(posterior, form, key, *, rank, init_scale, max_iter, gtol, he
         d = np.exp(np.asarray(params["log_d"], np.float64))
         factor = (d[:, None] * np.asarray(params["W"], np.float64)).astype(dtype)
     relres = float(relres)
-    mean_ok = relres <= cg_tol
-    converged = g_rms <= gtol and mean_ok
-    if converged:
-        reason = f"rms gradient of the exact KL {g_rms:.2e} <= gtol={gtol:g}"
-    else:
-        reason = "; ".join(
-            ([] if g_rms <= gtol else [f"'max_iter'={max_iter} L-BFGS iterations used; rms "
-                                       f"gradient of the exact KL {g_rms:.2e} > "
-                                       f"gtol={gtol:g}"])
-            + ([] if mean_ok else [f"the mean's CG stopped at relative residual "
-                                   f"{relres:.2e} > cg_tol={cg_tol:g} "
-                                   f"('cg_maxiter'={cg_maxiter})"]))
+    shortfalls = []
+    if g_rms > gtol:
+        shortfalls.append(f"'max_iter'={max_iter} L-BFGS iterations used; rms gradient of "
+                          f"the exact KL {g_rms:.2e} > gtol={gtol:g}")
+    if relres > cg_tol:
+        shortfalls.append(f"the mean's CG stopped at relative residual {relres:.2e} > "
+                          f"cg_tol={cg_tol:g} ('cg_maxiter'={cg_maxiter})")
+    converged = not shortfalls
+    reason = ("; ".join(shortfalls) if shortfalls
+              else f"rms gradient of the exact KL {g_rms:.2e} <= gtol={gtol:g}")
+    if not converged:
         warnings.warn(f"low-rank VI did not converge: {reason}; results may be inaccurate",
                       RuntimeWarning, stacklevel=3)
+    products = int(cg_products) + diag_products + evals * rank
     diagnostics = {"converged": converged, "reason": reason, "num_steps": steps,
                    "rms_grad": g_rms, "kl_covariance_part": float(kl),
-                   "mean_cg_relres": relres,
-                   "num_grad_evals": int(cg_products) + diag_products + evals * rank,
-                   "num_hessian_products": int(cg_products) + diag_products + evals * rank,
-                   "num_objective_evals": evals}
+                   "mean_cg_relres": relres, "num_grad_evals": products,
+                   "num_hessian_products": products, "num_objective_evals": evals}
     return core.vi_result(posterior, "lowrank", "lowrank", mu, (d * d).astype(dtype),
                           factor, diagnostics, config, clock)
