@@ -39,6 +39,22 @@ def test_exact_gaussian_large_path_respects_its_stated_error(x64):  # noqa: F811
     assert within > 0.95
 
 
+def test_exact_gaussian_says_when_its_cg_stopped_short():
+    """A CG path cut at ``maxiter`` is not exact: the Result says converged False with
+    the residual, warns, and the catalogue's certificate refuses it (it used to pass as
+    'exact by construction'). The same call with the default cap converges and passes.
+    Catches a truncated solve reported as exact."""
+    from uqrecon import catalogue
+    post, _ = ct_posterior()
+    with pytest.warns(RuntimeWarning, match="not exact"):
+        cut = exact_gaussian(post, dense_max=10, num_samples=4, maxiter=2)
+    assert cut.diagnostics["converged"] is False and "maxiter=2" in cut.diagnostics["reason"]
+    cert = catalogue.certify(cut)
+    assert not cert["pass"] and not cert["solver_converged"]["pass"]
+    full = exact_gaussian(post, dense_max=10, num_samples=4)
+    assert full.diagnostics["converged"] is True and catalogue.certify(full)["pass"]
+
+
 def test_coverage_of_prior_drawn_truths_is_nominal():
     """90 % exact-posterior intervals cover 90 +/- 2 % of pixels, averaged over problems
     whose truth is drawn from the prior (and data from the likelihood)."""

@@ -306,8 +306,9 @@ def _catalogue_info(result) -> dict:
 def certify(result) -> dict:
     """Check a reference against posteriordb's criteria (:data:`CRITERIA`).
 
-    An exact result (``provenance['exactness'] == 'exact'``) passes by construction: it is
-    the posterior, not a sample of it. Otherwise: at least 4 chains and 10,000 draws in
+    An exact result (``provenance["exactness"] == "exact"``) passes by construction, as
+    it is the posterior, not a sample of it, unless its solver says it stopped short
+    (``diagnostics["converged"]`` False: a CG solve truncated at ``maxiter``). Otherwise: at least 4 chains and 10,000 draws in
     all (counted before any thinning for shipping), split R-hat below 1.01 and bulk and
     tail ESS at least 400 on every pixel, no divergent transitions, and a method that is
     not biased.
@@ -326,7 +327,10 @@ def certify(result) -> dict:
                                "required": "exact or asymptotically exact",
                                "pass": exactness in ("exact", "asymptotically exact")}}
     if exactness == "exact":
-        out["pass"] = out["exactness"]["pass"]
+        # exact up to its solver: a truncated CG solve says so in diagnostics['converged']
+        solved = bool(result.diagnostics.get("converged", True))
+        out["solver_converged"] = {"value": solved, "required": True, "pass": solved}
+        out["pass"] = out["exactness"]["pass"] and solved
         return out
     info = _catalogue_info(result)
     diag = result.diagnostics

@@ -153,13 +153,16 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
         var = jnp.mean(devs ** 2, axis=0)
         worst, cg_iterations = float(jnp.max(res)), int(iters) + int(jnp.sum(its))
     rel_se = math.sqrt(2.0 / num_samples)
-    if float(relres) > tol or worst > tol:
-        warnings.warn(f"exact_gaussian: CG reached relative residual "
-                      f"{max(float(relres), worst):.2e} > tol={tol:.1e} within "
-                      f"maxiter={maxiter}", RuntimeWarning, stacklevel=2)
+    converged = float(relres) <= tol and worst <= tol
+    reason = (f"every CG solve reached relative residual <= tol={tol:.1e}" if converged
+              else f"CG stopped at relative residual {max(float(relres), worst):.2e} > "
+                   f"tol={tol:.1e} within maxiter={maxiter}: mean and draws are truncated "
+                   "solves, not exact")
+    if not converged:
+        warnings.warn(f"exact_gaussian: {reason}", RuntimeWarning, stacklevel=2)
     draws = (np.asarray(mean) + np.asarray(devs))[None] if keep_draws else None
-    diagnostics = {"num_grad_evals": cg_iterations,
-                   "variance_rel_se": rel_se}
+    diagnostics = {"num_grad_evals": cg_iterations, "variance_rel_se": rel_se,
+                   "converged": converged, "reason": reason}
     return method_result(
         posterior, "exact_gaussian", config, clock, mean=np.asarray(mean),
         variance=np.asarray(var), draws=draws, diagnostics=diagnostics, seed=seed,
