@@ -32,8 +32,8 @@ os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
 # ``make test`` runs ``-n 2 --dist loadfile --no-loadscope-reorder``: xdist then hands
 # whole files to the two workers in collection order (by default it sorts them by number
 # of tests, which put 30-75 s files such as test_x64, test_gibbs and test_chain_method
-# last), so
-# longest-first leaves only short files for the end and the workers finish together.
+# last), so longest-first leaves only short files for the end and the workers finish
+# together.
 # A file missing here (a new one) is collected first: an unknown cost is treated as a
 # large one. Order only: no test depends on it, and a stale list costs time, not
 # correctness.
@@ -42,13 +42,11 @@ SLOWEST_FIRST = """
     test_complex test_laplace test_deep test_exact test_variational test_compile_once
     test_catalogue test_tomo test_whitening test_runner test_gold test_interop
     test_chees test_sbc test_conformal test_structure test_accounting test_operators_base
-    test_gaussians
-    test_check_gpu
-    test_gibbs test_report test_distributed test_calibration test_map test_bootstrap
+    test_check_gpu test_gibbs test_report test_distributed test_calibration test_map test_bootstrap
     test_docs test_x64 test_mri test_priors test_prox test_posterior test_likelihoods
     test_report_browser test_linalg test_fbp test_phantoms test_odl_bridge_x64
-    test_compare test_risk test_diagnostics test_metrics test_result test_layering
-    test_masks
+    test_compare test_risk test_diagnostics test_metrics test_gaussians test_result
+    test_layering test_masks
 """.split()
 
 
@@ -59,7 +57,7 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: rank.get(Path(str(item.path)).stem, -1))
 
 
-# XLA's optimisation level per file. About 70 % of the suite's CPU is XLA compiling
+# XLA's optimisation level per file. About 60 % of the suite's CPU is XLA compiling
 # programs that then run for milliseconds (UQRECON_CPU_TIMES below records it per file),
 # so the files listed here compile with ``jax_disable_most_optimizations`` (backend
 # optimisation level 0, no expensive LLVM passes). It changes how fast the compiled code
@@ -81,8 +79,7 @@ def pytest_collection_modifyitems(session, config, items):
 # UQRECON_TEST_XLA_DEFAULT=1 compiles every file at the default level.
 FAST_COMPILE_FILES = set("""
     test_deep test_laplace test_compile_once test_complex test_problems_cli test_gold
-    test_accounting
-    test_bootstrap test_mri test_sbc test_map test_interop test_x64 test_risk
+    test_accounting test_bootstrap test_mri test_sbc test_map test_interop test_x64 test_risk
     test_posterior test_priors test_linalg test_phantoms test_likelihoods test_prox
     test_metrics test_result test_compare test_gaussians
 """.split())
