@@ -80,6 +80,99 @@ def test_gsm_rejects_what_it_cannot_sample():
     with pytest.raises(ValueError, match="'maxiter'"):
         uqrecon.sample(Posterior(lik, TV((N, N), 1.0)), method="gsm", maxiter=0,
                        progress=False)
+    with pytest.raises(ValueError, match="'coarse'"):
+        uqrecon.sample(Posterior(lik, TV((N, N), 1.0)), method="gsm", coarse=-2,
+                       progress=False)
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_two_level_coarse_matrices_are_the_galerkin_products(isotropic):
+    """The two-level preconditioner's coarse matrix is ``Z^T (tau C + D^T Λ D) Z`` for the
+    block aggregates ``Z`` (formed here densely, pixel by pixel), on a 10x10 image with 4x4
+    blocks (edge blocks cut short); the preconditioner is symmetric positive definite.
+    Catches a wrong crossing rule (a difference inside a block coupling two blocks, or one
+    across a boundary left out), a mis-ordered block index, expansion/aggregation that are
+    not transposes of each other, and a lost noise precision ``tau``."""
+    from uqrecon import make_problem
+
+    shape = (10, 10)
+    n = 100
+    prob = make_problem("sparse_view_ct", size=10, num_angles=6)
+    post = Posterior(Gaussian(prob.operator, prob.data, sigma=prob.sigma),
+                     TV(shape, 3.0, isotropic=isotropic))
+    params, _ = gsm.gsm_params(post, 1e-4, 100, dense_max=0, coarse=4)
+    assert params.coarse_blocks == (4, 4) and params.coarse_circulant.shape == (9, 9)
+    rng = np.random.default_rng(0)
+    lam = jnp.asarray(rng.gamma(1.0, 50.0, shape if isotropic else (2, *shape)), jnp.float32)
+    lam_c = jnp.broadcast_to(lam[None], (2, *shape)) if isotropic else lam
+    ids, nc, _ = gsm._coarse_layout(shape, (4, 4))
+    Z = np.zeros((n, nc))
+    Z[np.arange(n), ids] = 1.0
+    # the block index is the block grid's C order: pixel (5, 9) lies in block (1, 2)
+    assert ids[5 * 10 + 9] == 1 * 3 + 2
+    term = gsm._penalty(post)
+    K = term.analysis_operator
+    basis = np.eye(n, dtype=np.float32).reshape(n, *shape)
+    C = np.stack([np.asarray(gsm._circulant(params.lik_symbol, jnp.asarray(e))).ravel()
+                  for e in basis], 1)
+    L = np.stack([np.asarray(K.adjoint(gsm._lam_apply(term, lam, K(jnp.asarray(e)))))
+                  .ravel() for e in basis], 1)
+    np.testing.assert_allclose(np.asarray(params.coarse_circulant), Z.T @ C @ Z,
+                               rtol=1e-4, atol=1e-4 * np.abs(Z.T @ C @ Z).max())
+    Lc = np.asarray(gsm._coarse_laplacian(lam_c, (4, 4), jnp.float32))
+    np.testing.assert_allclose(Lc, Z.T @ L @ Z, rtol=1e-4, atol=1e-3)
+    tau = post.likelihood.noise_precision
+    pre = gsm._preconditioner(params, post, lam, tau, jnp.float32)
+    M = np.stack([np.asarray(pre(jnp.asarray(e))).ravel() for e in basis], 1)
+    M = M.astype(np.float64)
+    assert np.abs(M - M.T).max() < 1e-4 * np.abs(M).max()
+    assert np.linalg.eigvalsh(0.5 * (M + M.T)).min() > 0
+    # and its coarse part is the exact inverse of the Galerkin matrix on the coarse space
+    Kc = float(tau) * (Z.T @ C @ Z) + Z.T @ L @ Z
+    one_level = gsm._preconditioner(params.__class__(**{**params.__dict__,
+                                                        "coarse_blocks": None}),
+                                    post, lam, tau, jnp.float32)
+    S = np.stack([np.asarray(one_level(jnp.asarray(e))).ravel() for e in basis], 1)
+    P_model = float(tau) * C + L
+    E = Z @ np.linalg.solve(Kc, Z.T)
+    B = np.eye(n) - E @ P_model
+    np.testing.assert_allclose(M, E + B @ S @ B.T, rtol=2e-3, atol=2e-3 * np.abs(M).max())
+
+
+def test_two_level_preconditioner_cuts_cg_iterations_at_64x64():
+    """On a 64x64 sparse-view CT TV posterior (30 views), at latent weights drawn at a
+    chain-like image (the truth plus 2 % noise), the two-level preconditioner needs at most
+    60 % of the one-level one's CG iterations to reach tol 1e-4 (measured: 87 -> 34).
+    Catches a coarse correction that does not help (wrong coarse matrix, wrong sign in
+    the balancing) or that was silently switched off (e.g. ``"auto"`` resolving to off
+    where the operator pair is applied). An iteration count, not a time."""
+    from uqrecon import make_problem
+    from uqrecon.linalg import pcg
+
+    prob = make_problem("sparse_view_ct", size=64, num_angles=30)
+    post = Posterior(Gaussian(prob.operator, prob.data, sigma=prob.sigma), TV((64, 64), 10.0))
+    x = jnp.asarray(prob.truth, jnp.float32)
+    x = x + 0.02 * jax.random.normal(jax.random.PRNGKey(9), x.shape)
+    lam = gsm._draw_lam(jax.random.PRNGKey(0), post, x)
+    tau = post.likelihood.noise_precision
+    b = jax.random.normal(jax.random.PRNGKey(10), x.shape)
+    counts = {}
+    for coarse in (0, "auto"):
+        params, _ = gsm.gsm_params(post, 1e-4, 5000, coarse=coarse)
+        assert params.normal is None    # 4096 pixels > dense_max: the operator pair
+        pre = gsm._preconditioner(params, post, lam, tau, jnp.float32)
+        res = pcg(lambda v: gsm._precision(post, lam, v), b, pre, 1e-4, 5000)
+        assert float(res.relres) <= 1e-4
+        counts[coarse] = int(res.iterations)
+    assert counts["auto"] <= 0.6 * counts[0], counts
+
+
+@pytest.mark.parametrize("coarse", [-1, True, "fine", 2.5, 1])
+def test_gsm_rejects_bad_coarse_option(coarse):
+    """``coarse`` is 'auto', 0 or a positive block size giving at most GSM_COARSE_MAX
+    blocks (block size 1 on 128x128 would factorise a 16384^2 matrix every sweep)."""
+    with pytest.raises(ValueError, match="'coarse'"):
+        gsm.coarse_blocks((128, 128), coarse)
 
 
 # --------------------------------------------------------------------------------------

@@ -63,7 +63,9 @@ Methods and their options (``**cfg``):
   (:mod:`.samplers.gsm`): ``tol`` (CG, relative to the starting residual; 1e-4 float32,
   1e-6 float64; exactness does not depend on it), ``maxiter`` (1000), ``dense_max``
   (2048: up to this many pixels ``A^T A`` is formed densely once, a product ~4x cheaper
-  than the projector pair at 32x32), ``init``,
+  than the projector pair at 32x32), ``coarse`` (``"auto"``: block size of the two-level
+  preconditioner's coarse space, on where the operator pair is applied, at most 1024
+  blocks; an int sets it, 0 turns it off), ``init``,
   ``init_jitter`` (0.1: chains start at independent N(0, 0.1^2) images).
 - ``"exact"`` / ``"rto"``: ``solver`` (``"dense"`` up to 4096 pixels, else ``"cg"``), ``tol``,
   ``maxiter``, ``preconditioner`` for the CG path (``"circulant"``, a Fourier model of the

@@ -19,14 +19,16 @@ def build(post, key, cfg, num_chains, dtype):
         raise ValueError(f"'tol' must be a number in (0, 1), got {tol!r}")
     maxiter = common.pop_int(cfg, "maxiter", 1000, 1)
     dense_max = common.pop_int(cfg, "dense_max", _gsm.GSM_DENSE_MAX, 0)
+    coarse = cfg.pop("coarse", "auto")
+    _gsm.coarse_blocks(tuple(post.shape), coarse)        # validated before any work
     init, jitter = common.pop_init(cfg, 0.1)
     common.reject_unknown(cfg, "gsm")
     zeros = jnp.zeros(tuple(post.shape), dtype)
     init, _ = common.init_positions(post, key, init, jitter, num_chains, dtype,
                               unconstrained=False, ref=zeros)
-    params, spent = _gsm.gsm_params(post, tol, maxiter, dense_max)
+    params, spent = _gsm.gsm_params(post, tol, maxiter, dense_max, coarse)
     return common.Built(_gsm.GSM, params, init,
                         {"tol": tol, "maxiter": maxiter, "preconditioner": params.kind,
-                         "dense_max": dense_max,
+                         "dense_max": dense_max, "coarse_blocks": params.coarse_blocks,
                          "dense_normal": params.normal is not None},
                         {"num_grad_evals_setup": math.ceil(spent / 2)})

@@ -37,8 +37,13 @@ orders of magnitude (large where differences are small). For TV the precondition
 circulant model of ``tau A^T A + lam_bar D^T D`` (symbol from the point-spread function of
 ``A^T A``, measured once at set-up; ``lam_bar`` the geometric mean of ``lam``), scaled on
 both sides by the exact diagonal of ``P`` relative to the circulant's
-(``M = S^{1/2} C S^{1/2}``). For orthonormal wavelets it is diagonal in the wavelet domain:
-``tau c_j + lam_j`` with ``c_j`` the per-subband diagonal of ``W A^T A W^T``.
+(``M = S^{1/2} C S^{1/2}``). Where the operator pair is applied (large images) that is the
+smoother of a two-level preconditioner whose coarse space is piecewise constant on
+blocks of pixels (option ``coarse``; see :func:`_two_level`): the latent weights pin the
+differences inside flat regions, and modes nearly constant there are what the one-level
+preconditioner leaves slow (2.5x fewer CG iterations at 128x128). For orthonormal
+wavelets the preconditioner is diagonal in the wavelet domain: ``tau c_j + lam_j`` with
+``c_j`` the per-subband diagonal of ``W A^T A W^T``.
 
 Noise and Gaussian-prior precisions with Gamma hyperpriors are drawn from their conjugate
 conditionals given ``x`` (the augmentation does not change those).
@@ -49,6 +54,8 @@ start of each step, so a Gibbs sweep is ``lam | x`` then ``x | lam``.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -61,7 +68,7 @@ from .base import Sampler, StepInfo
 from .gibbs import gamma_draws
 
 __all__ = ["GSMParams", "GSMState", "gsm_sampler", "gsm_params", "inverse_gaussian",
-           "mh_po_move",
+           "mh_po_move", "coarse_blocks",
            "check_gsm_posterior", "tv_diagonal"]
 
 
@@ -162,6 +169,116 @@ def _difference_symbol(shape, dtype):
 
 
 # --------------------------------------------------------------------------------------
+# the two-level preconditioner's coarse space (TV)
+# --------------------------------------------------------------------------------------
+# Largest coarse space "auto" picks, and the largest one accepted: its dense matrix is
+# factorised in every sweep (1024: ~10-30 ms on 2 cores, a few A^T A products).
+GSM_COARSE_AUTO = 1024
+GSM_COARSE_MAX = 4096
+
+
+def coarse_blocks(shape, coarse="auto"):
+    """Block size per axis of the two-level preconditioner's aggregates, or None (off).
+
+    Args:
+        shape: the image shape.
+        coarse: ``"auto"`` (the smallest equal block size >= 2 giving at most
+            ``GSM_COARSE_AUTO`` blocks), a positive int (that block size on every axis;
+            edge blocks are cut short), or 0 / None (one-level preconditioner only).
+
+    Returns:
+        A tuple of block sizes, or None.
+    """
+    if coarse is None or (isinstance(coarse, (int, np.integer)) and not isinstance(coarse, bool)
+                          and coarse == 0):
+        return None
+    shape = tuple(int(s) for s in shape)
+    if isinstance(coarse, str) and coarse == "auto":
+        b = 2
+        while math.prod(-(-s // b) for s in shape) > GSM_COARSE_AUTO:
+            b += 1
+        return (b,) * len(shape)
+    if not isinstance(coarse, (int, np.integer)) or isinstance(coarse, bool) or coarse < 1:
+        raise ValueError(f"'coarse' must be 'auto', 0 (off) or a positive block size, "
+                         f"got {coarse!r}")
+    nc = math.prod(-(-s // int(coarse)) for s in shape)
+    if nc > GSM_COARSE_MAX:
+        raise ValueError(f"'coarse'={coarse} gives {nc} coarse blocks for an image of "
+                         f"shape {shape}; at most {GSM_COARSE_MAX} (a larger block size)")
+    return (int(coarse),) * len(shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _coarse_layout(shape, blocks):
+    """Block index of every pixel (flat), the number of blocks, and per axis the TV
+    differences that cross a block boundary: ``(flat index in that axis's component,
+    block of the first pixel, block of the second)``."""
+    counts = tuple(-(-s // b) for s, b in zip(shape, blocks))
+    grid = np.indices(shape)
+    ids = np.ravel_multi_index(tuple(g // b for g, b in zip(grid, blocks)), counts)
+    crossings = []
+    for a, (s, b) in enumerate(zip(shape, blocks)):
+        p = grid[a]
+        cross = (p < s - 1) & ((p + 1) % b == 0)
+        first = ids[cross]
+        nxt = np.roll(ids, -1, axis=a)[cross]
+        crossings.append((np.flatnonzero(cross), first, nxt))
+    return ids.reshape(-1), int(np.prod(counts)), tuple(crossings)
+
+
+def _aggregate(r, blocks):
+    """``Z^T r``: the sum of ``r`` over each block (flat, C order), as a reshape-sum of
+    ``r`` zero-padded to whole blocks (a scatter is several times slower on CPU)."""
+    counts = [-(-s // b) for s, b in zip(r.shape, blocks)]
+    r = jnp.pad(r, [(0, c * b - s) for s, c, b in zip(r.shape, counts, blocks)])
+    split = [d for cb in zip(counts, blocks) for d in cb]
+    return r.reshape(split).sum(tuple(range(1, 2 * len(blocks), 2))).reshape(-1)
+
+
+def _expand(c, shape, blocks):
+    """``Z c``: each block's value on its pixels."""
+    counts = [-(-s // b) for s, b in zip(shape, blocks)]
+    c = c.reshape([d for n in counts for d in (n, 1)])
+    c = jnp.broadcast_to(c, [d for cb in zip(counts, blocks) for d in cb])
+    c = c.reshape([n * b for n, b in zip(counts, blocks)])
+    return c[tuple(slice(0, s) for s in shape)]
+
+
+def _circulant(symbol, v):
+    """``C v`` for the real circulant with (full FFT) symbol ``symbol``."""
+    half = symbol[..., : v.shape[-1] // 2 + 1]
+    return jnp.fft.irfftn(jnp.fft.rfftn(v) * half, s=v.shape).astype(v.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("blocks",))
+def _coarse_circulant(symbol, blocks):
+    """``Z^T C Z`` (``nc x nc``) for the circulant ``C`` with ``symbol`` and the block
+    aggregates ``Z``: one FFT pair per block, at set-up."""
+    shape = tuple(symbol.shape)
+    ids, nc, _ = _coarse_layout(shape, blocks)
+    ids = jnp.asarray(ids)
+
+    def column(j):
+        z = (ids == j).astype(symbol.dtype).reshape(shape)
+        return _aggregate(_circulant(symbol, z), blocks)
+
+    cols = jax.lax.map(column, jnp.arange(nc), batch_size=64)
+    return 0.5 * (cols + cols.T)
+
+
+def _coarse_laplacian(lam_c, blocks, nc_dtype):
+    """``Z^T D^T Λ D Z`` (``nc x nc``): each TV difference that crosses a block boundary
+    couples its two blocks with its weight; differences inside a block cancel."""
+    shape = tuple(lam_c.shape[1:])
+    _, nc, crossings = _coarse_layout(shape, blocks)
+    L = jnp.zeros((nc, nc), nc_dtype)
+    for a, (idx, p, q) in enumerate(crossings):
+        w = lam_c[a].reshape(-1)[idx].astype(nc_dtype)
+        L = L.at[p, p].add(w).at[q, q].add(w).at[p, q].add(-w).at[q, p].add(-w)
+    return L
+
+
+# --------------------------------------------------------------------------------------
 # params and state
 # --------------------------------------------------------------------------------------
 @operator_dataclass
@@ -172,7 +289,9 @@ class GSMParams:
     diagonal of ``W A^T A W^T``; ``lik_diag``: the value of ``diag(A^T A)`` used to scale
     the circulant; ``tol`` the CG relative residual, ``maxiter`` its cap; ``normal``: the
     dense ``Re(A^H A)`` (``n x n``) on small images, where one matrix product is several
-    times cheaper than a projector pair, else None.
+    times cheaper than a projector pair, else None; ``coarse_circulant``: ``Z^T C Z`` of
+    the two-level preconditioner (``C`` the circulant model of ``A^T A``, ``Z`` the block
+    aggregates of size ``coarse_blocks``), None for the one-level preconditioner.
     """
 
     posterior: object
@@ -181,7 +300,9 @@ class GSMParams:
     tol: jax.Array
     maxiter: jax.Array
     normal: jax.Array | None = None
+    coarse_circulant: jax.Array | None = None
     kind: str = static_field(default="tv")
+    coarse_blocks: tuple | None = static_field(default=None)
 
 
 class GSMState(NamedTuple):
@@ -282,6 +403,57 @@ def _preconditioner(params, post, lam, tau, dtype):
         z = jnp.fft.irfftn(jnp.fft.rfftn(r / scale) / symbol[..., : r.shape[-1] // 2 + 1],
                            s=r.shape)
         return (z / scale).astype(dtype)
+
+    if params.coarse_blocks is None:
+        return apply
+    return _two_level(params, post, lam, lam_c, tau, apply)
+
+
+def _two_level(params, post, lam, lam_c, tau, smoother):
+    """The balanced two-level preconditioner: ``E = Z Kc^{-1} Z^T`` on block aggregates
+    ``Z`` with ``Kc = Z^T P~ Z``, ``P~ = tau C + D^T Λ D`` (``C`` the circulant model of
+    ``A^T A``; Gaussian priors left to the smoother), and
+    ``M^{-1} = E + (I - E P~) S (I - P~ E)`` with ``S`` the one-level preconditioner.
+
+    Why: large latent weights pin the differences inside flat regions, so the slowest
+    modes of the one-level preconditioned system are nearly constant over such regions,
+    which a pixel-wise scaling cannot see; piecewise-constant aggregates carry them.
+    Measured on sparse-view CT (30 views, TV 10, tol 1e-4) at a chain's own latent
+    weights: 91 -> 42 CG iterations at 64x64 (2x2 blocks: 36), 144 -> 52 and 99 -> 50 at
+    128x128 (4x4 blocks; 8x8: 85). An iteration costs ~25 % more at 128x128 (15 vs 12 ms:
+    three FFT pairs, two stencil pairs and two ``nc x nc`` products beside the operator
+    pair), and a sweep adds the coarse Cholesky and inverse (``nc`` = 1024: about two
+    operator pairs' worth). ``M`` is symmetric positive definite for
+    any SPD ``Kc`` and ``S``; a coarse Cholesky that fails in float32 drops the coarse
+    term (then ``M = S``). The sampler is exact whatever ``M`` is (the Metropolis test).
+    """
+    term = _penalty(post)
+    K = term.analysis_operator
+    shape = tuple(post.shape)
+    dtype = lam.dtype
+    blocks = params.coarse_blocks
+    Kc = tau * params.coarse_circulant.astype(dtype) + _coarse_laplacian(lam_c, blocks, dtype)
+    d = jnp.sqrt(jnp.diagonal(Kc))
+    eye = jnp.eye(Kc.shape[0], dtype=dtype)
+    chol = jnp.linalg.cholesky(Kc / d[:, None] / d[None, :])
+    # the explicit inverse, once per sweep: two matrix-vector products per CG iteration
+    # are cheaper than two triangular solves
+    inv = jax.scipy.linalg.cho_solve((chol, True), eye) / d[:, None] / d[None, :]
+    ok = jnp.all(jnp.isfinite(inv))
+    inv = jnp.where(ok, 0.5 * (inv + inv.T), 0.0)
+    symbol = params.lik_symbol.astype(dtype)
+
+    def coarse(r):
+        return _expand(inv @ _aggregate(r, blocks), shape, blocks).astype(dtype)
+
+    def model(v):
+        return (tau * _circulant(symbol, v)
+                + K.adjoint(_lam_apply(term, lam, K(v))).astype(dtype))
+
+    def apply(r):
+        q = coarse(r)
+        y = smoother(r - model(q))
+        return q + y - coarse(model(y))
 
     return apply
 
@@ -444,10 +616,17 @@ def _dense_normal(A):
     return 0.5 * (G + G.T)
 
 
-def gsm_params(post, tol: float, maxiter: int,
-               dense_max: int = GSM_DENSE_MAX) -> tuple[GSMParams, int]:
+def gsm_params(post, tol: float, maxiter: int, dense_max: int = GSM_DENSE_MAX,
+               coarse="auto") -> tuple[GSMParams, int]:
     """Measure the preconditioner's data and, for images of at most ``dense_max`` pixels,
-    form ``A^T A`` densely; returns ``(params, operator products spent)``."""
+    form ``A^T A`` densely; ``coarse`` as in :func:`coarse_blocks` (TV only: the wavelet
+    preconditioner is diagonal in the wavelet domain). Returns ``(params, operator
+    products spent)``. ``"auto"`` turns the two-level preconditioner on where the
+    operator pair is applied (more than ``dense_max`` pixels): measured per sweep, 1.9x
+    faster at 128x128 (0.84 vs 1.61 s, 53 vs 131 CG iterations), about even at 64x64
+    (0.17 vs 0.19 s; 36 vs 65 iterations), 3x slower at 32x32 with the dense ``A^T A``
+    (0.023 vs 0.007 s, 44 vs 48 iterations), where the coarse work costs more than a
+    product."""
     from ...models.wavelets import WaveletL1
 
     check_gsm_posterior(post)
@@ -471,8 +650,13 @@ def gsm_params(post, tol: float, maxiter: int,
     else:
         sym = jnp.real(jnp.fft.fftn(jnp.fft.ifftshift(psf))).astype(dtype)
         symbol, kind, spent = jnp.maximum(sym, GSM_SYMBOL_FLOOR * jnp.max(sym)), "tv", 1
+    blocks = coarse_blocks(shape, coarse) if kind == "tv" else None
+    if coarse == "auto" and normal is not None:
+        blocks = None     # with the dense A^T A a product is cheaper than the coarse work
+    coarse_c = None if blocks is None else _coarse_circulant(symbol, blocks)
     params = GSMParams(post, symbol, centre.astype(dtype), jnp.asarray(tol, dtype),
-                       jnp.asarray(int(maxiter), jnp.int32), normal, kind)
+                       jnp.asarray(int(maxiter), jnp.int32), normal, coarse_c,
+                       kind=kind, coarse_blocks=blocks)
     return params, spent + dense_spent
 
 
