@@ -11,7 +11,9 @@ Three tables (markdown on stdout and in ``--out``):
    views): pixel-averaged std ratio and relative mean error (GSM is exact: its own
    Monte Carlo error is printed beside).
 3. **CG iterations per exact draw**: linear-Gaussian perturbation-optimisation (GMRF prior)
-   with and without the circulant preconditioner, and GSM's image step, at 128 and 256.
+   with and without the circulant preconditioner, at 128 and 256 (``--parts cg``).
+4. **GSM's image step**: CG iterations and seconds per sweep with the one-level circulant
+   and the two-level (block-aggregate) preconditioner, at 128 and 256 (``--parts gsm-cg``).
 
 Run: ``JAX_PLATFORMS=cpu python benchmarks/gold_tv.py [--size 128] [--gsm-samples 300]``.
 Timings are wall-clock on this machine under whatever load it has; ratios come from the
@@ -115,6 +117,42 @@ def circulant_pcg_iterations(size, views, seed=0):
     return {name: int(_pcg_iterations(form, sym, b)) for name, sym in symbols.items()}
 
 
+def gsm_sweep_cost(size, views, sweeps, seed=0):
+    """CG iterations and seconds per GSM sweep (one chain, the operator pair), with the
+    one-level circulant preconditioner (``coarse=0``) and the two-level one (``"auto"``),
+    from the same start (the truth) and the same keys; means over the last half of
+    ``sweeps`` sweeps (the first ones leave the start). Both chains are exact: only the
+    cost differs."""
+    from uqrecon.inference.samplers import gsm
+    prob, post = tv_posterior(size, views)
+    step = jax.jit(gsm.gsm_step)
+    rows = []
+    for coarse in (0, "auto"):
+        params, _ = gsm.gsm_params(post, gsm.default_tol(jnp.float32), 5000, dense_max=0,
+                                   coarse=coarse)
+        state = gsm.gsm_init(jax.random.PRNGKey(seed), jnp.asarray(prob.truth, jnp.float32),
+                             params)
+        key = jax.random.PRNGKey(seed + 1)
+        state, _ = step(key, state, params)          # compile
+        state.x.block_until_ready()
+        its, secs = [], []
+        for _ in range(sweeps):
+            key, k = jax.random.split(key)
+            t = time.perf_counter()
+            state, _ = step(k, state, params)
+            state.x.block_until_ready()
+            secs.append(time.perf_counter() - t)
+            its.append(int(state.cg_iterations))
+        half = slice(sweeps // 2, None)
+        rows.append({"size": size, "preconditioner":
+                     "one-level (circulant)" if coarse == 0
+                     else f"two-level, {params.coarse_blocks} blocks",
+                     "cg_per_sweep": float(np.mean(its[half])),
+                     "s_per_sweep": float(np.mean(secs[half]))})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def table(rows, cols):
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -131,7 +169,8 @@ def main():
     ap.add_argument("--gsm-samples", type=int, default=300)
     ap.add_argument("--skrock-samples", type=int, default=3000)
     ap.add_argument("--bias-size", type=int, default=32)
-    ap.add_argument("--parts", default="efficiency,bias,cg")
+    ap.add_argument("--parts", default="efficiency,bias,cg,gsm-cg")
+    ap.add_argument("--sweeps", type=int, default=20, help="GSM sweeps per row of gsm-cg")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/gold_tv.json")
     a = ap.parse_args()
@@ -140,6 +179,11 @@ def main():
     if "cg" in parts:
         results["cg"] = {s: circulant_pcg_iterations(s, v) for s, v in ((128, 30), (256, 60))}
         print("PO draw, GMRF, CG iterations to 1e-4:", results["cg"], flush=True)
+    if "gsm-cg" in parts:
+        results["gsm_cg"] = [r for s, v in ((128, 30), (256, 60))
+                             for r in gsm_sweep_cost(s, v, a.sweeps, a.seed)]
+        print(table(results["gsm_cg"], ["size", "preconditioner", "cg_per_sweep",
+                                         "s_per_sweep"]), flush=True)
     if "bias" in parts:
         results["bias"] = bias(a.bias_size, 20, a.seed)
         print(table(results["bias"], ["method", "min_ess_bulk", "std_ratio",
