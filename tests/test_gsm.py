@@ -112,19 +112,20 @@ def test_two_level_coarse_matrices_are_the_galerkin_products(isotropic):
     assert ids[5 * 10 + 9] == 1 * 3 + 2
     term = gsm._penalty(post)
     K = term.analysis_operator
-    basis = np.eye(n, dtype=np.float32).reshape(n, *shape)
-    C = np.stack([np.asarray(gsm._circulant(params.lik_symbol, jnp.asarray(e))).ravel()
-                  for e in basis], 1)
-    L = np.stack([np.asarray(K.adjoint(gsm._lam_apply(term, lam, K(jnp.asarray(e)))))
-                  .ravel() for e in basis], 1)
+    basis = jnp.eye(n, dtype=jnp.float32).reshape(n, *shape)
+
+    def dense(f):      # the matrix of a linear map on images, column by column
+        return np.asarray(jax.vmap(f)(basis), np.float64).reshape(n, n).T
+
+    C = dense(lambda e: gsm._circulant(params.lik_symbol, e))
+    L = dense(lambda e: K.adjoint(gsm._lam_apply(term, lam, K(e))))
     np.testing.assert_allclose(np.asarray(params.coarse_circulant), Z.T @ C @ Z,
                                rtol=1e-4, atol=1e-4 * np.abs(Z.T @ C @ Z).max())
     Lc = np.asarray(gsm._coarse_laplacian(lam_c, (4, 4), jnp.float32))
     np.testing.assert_allclose(Lc, Z.T @ L @ Z, rtol=1e-4, atol=1e-3)
     tau = post.likelihood.noise_precision
     pre = gsm._preconditioner(params, post, lam, tau, jnp.float32)
-    M = np.stack([np.asarray(pre(jnp.asarray(e))).ravel() for e in basis], 1)
-    M = M.astype(np.float64)
+    M = dense(pre)
     assert np.abs(M - M.T).max() < 1e-4 * np.abs(M).max()
     assert np.linalg.eigvalsh(0.5 * (M + M.T)).min() > 0
     # and its coarse part is the exact inverse of the Galerkin matrix on the coarse space
@@ -132,7 +133,7 @@ def test_two_level_coarse_matrices_are_the_galerkin_products(isotropic):
     one_level = gsm._preconditioner(params.__class__(**{**params.__dict__,
                                                         "coarse_blocks": None}),
                                     post, lam, tau, jnp.float32)
-    S = np.stack([np.asarray(one_level(jnp.asarray(e))).ravel() for e in basis], 1)
+    S = dense(one_level)
     P_model = float(tau) * C + L
     E = Z @ np.linalg.solve(Kc, Z.T)
     B = np.eye(n) - E @ P_model
