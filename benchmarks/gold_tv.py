@@ -117,6 +117,12 @@ def circulant_pcg_iterations(size, views, seed=0):
     return {name: int(_pcg_iterations(form, sym, b)) for name, sym in symbols.items()}
 
 
+@jax.jit
+def _gsm_step(key, state, params):
+    from uqrecon.inference.samplers import gsm
+    return gsm.gsm_step(key, state, params)
+
+
 def gsm_sweep_cost(size, views, sweeps, seed=0):
     """CG iterations and seconds per GSM sweep (one chain, the operator pair), with the
     one-level circulant preconditioner (``coarse=0``) and the two-level one (``"auto"``),
@@ -125,7 +131,6 @@ def gsm_sweep_cost(size, views, sweeps, seed=0):
     cost differs."""
     from uqrecon.inference.samplers import gsm
     prob, post = tv_posterior(size, views)
-    step = jax.jit(gsm.gsm_step)
     rows = []
     for coarse in (0, "auto"):
         params, _ = gsm.gsm_params(post, gsm.default_tol(jnp.float32), 5000, dense_max=0,
@@ -133,13 +138,13 @@ def gsm_sweep_cost(size, views, sweeps, seed=0):
         state = gsm.gsm_init(jax.random.PRNGKey(seed), jnp.asarray(prob.truth, jnp.float32),
                              params)
         key = jax.random.PRNGKey(seed + 1)
-        state, _ = step(key, state, params)          # compile
+        state, _ = _gsm_step(key, state, params)          # compile
         state.x.block_until_ready()
         its, secs = [], []
         for _ in range(sweeps):
             key, k = jax.random.split(key)
             t = time.perf_counter()
-            state, _ = step(k, state, params)
+            state, _ = _gsm_step(k, state, params)
             state.x.block_until_ready()
             secs.append(time.perf_counter() - t)
             its.append(int(state.cg_iterations))
