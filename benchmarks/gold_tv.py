@@ -1,6 +1,6 @@
 """Exact TV gold standard (method='gsm') against SK-ROCK / MYULA, side by side in one run.
 
-Three tables (markdown on stdout and in ``--out``):
+Tables (markdown on stdout and in ``--out``):
 
 1. **Efficiency at size N** (default 128x128 sparse-view CT, 30 views, 1 % noise, TV
    weight 10 as in the main job): GSM and SK-ROCK at its default step, 4 chains each,
@@ -14,6 +14,8 @@ Three tables (markdown on stdout and in ``--out``):
    with and without the circulant preconditioner, at 128 and 256 (``--parts cg``).
 4. **GSM's image step**: CG iterations and seconds per sweep with the one-level circulant
    and the two-level (block-aggregate) preconditioner, at 128 and 256 (``--parts gsm-cg``).
+5. **GSM's CG tolerance**: 1e-5 vs the default 1e-4 at size N (``--parts tol``, not in
+   the default parts).
 
 Run: ``JAX_PLATFORMS=cpu python benchmarks/gold_tv.py [--size 128] [--gsm-samples 300]``.
 Timings are wall-clock on this machine under whatever load it has; ratios come from the
@@ -158,6 +160,22 @@ def gsm_sweep_cost(size, views, sweeps, seed=0):
     return rows
 
 
+def tol_comparison(size, views, samples, tols, seed=0):
+    """GSM (default preconditioner) at each CG tolerance in ``tols``, 4 chains x
+    (50 + ``samples``) sweeps, one after the other in this process: what a tighter
+    tolerance buys in acceptance and ESS against its extra CG iterations."""
+    _, post = tv_posterior(size, views)
+    rows = []
+    for tol in tols:
+        t = time.perf_counter()
+        res = uqrecon.sample(post, method="gsm", num_chains=4, num_warmup=50,
+                             num_samples=samples, seed=seed, progress=False, tol=tol)
+        rows.append(summarize(f"gsm tol {tol:g}", res, time.perf_counter() - t))
+        rows[-1]["cg_per_step"] = float(np.asarray(res.diagnostics["cg_iterations"]).mean())
+        print(rows[-1], flush=True)
+    return rows
+
+
 def table(rows, cols):
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -189,6 +207,11 @@ def main():
                              for r in gsm_sweep_cost(s, v, a.sweeps, a.seed)]
         print(table(results["gsm_cg"], ["size", "preconditioner", "cg_per_sweep",
                                          "s_per_sweep"]), flush=True)
+    if "tol" in parts:
+        results["tol"] = tol_comparison(a.size, a.views, a.gsm_samples, (1e-5, 1e-4), a.seed)
+        print(table(results["tol"], ["method", "draws", "min_ess_bulk", "median_ess_bulk",
+                                     "min_ess_tail", "max_rhat", "cg_per_step", "wall_s",
+                                     "min_ess_per_s", "acceptance"]), flush=True)
     if "bias" in parts:
         results["bias"] = bias(a.bias_size, 20, a.seed)
         print(table(results["bias"], ["method", "min_ess_bulk", "std_ratio",
