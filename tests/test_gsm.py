@@ -94,6 +94,7 @@ def test_two_level_coarse_matrices_are_the_galerkin_products(isotropic):
     across a boundary left out), a mis-ordered block index, expansion/aggregation that are
     not transposes of each other, and a lost noise precision ``tau``."""
     from uqrecon import make_problem
+    from uqrecon.linalg import dense_from_matvec
 
     shape = (10, 10)
     n = 100
@@ -112,10 +113,9 @@ def test_two_level_coarse_matrices_are_the_galerkin_products(isotropic):
     assert ids[5 * 10 + 9] == 1 * 3 + 2
     term = gsm._penalty(post)
     K = term.analysis_operator
-    basis = jnp.eye(n, dtype=jnp.float32).reshape(n, *shape)
 
     def dense(f):      # the matrix of a linear map on images, column by column
-        return np.asarray(jax.vmap(f)(basis), np.float64).reshape(n, n).T
+        return np.asarray(dense_from_matvec(f, n, jnp.float32, in_shape=shape), np.float64)
 
     C = dense(lambda e: gsm._circulant(params.lik_symbol, e))
     L = dense(lambda e: K.adjoint(gsm._lam_apply(term, lam, K(e))))

@@ -189,8 +189,8 @@ def coarse_blocks(shape, coarse="auto"):
     Returns:
         A tuple of block sizes, or None.
     """
-    if coarse is None or (isinstance(coarse, (int, np.integer)) and not isinstance(coarse, bool)
-                          and coarse == 0):
+    is_int = isinstance(coarse, (int, np.integer)) and not isinstance(coarse, bool)
+    if coarse is None or (is_int and coarse == 0):
         return None
     shape = tuple(int(s) for s in shape)
     if isinstance(coarse, str) and coarse == "auto":
@@ -198,7 +198,7 @@ def coarse_blocks(shape, coarse="auto"):
         while math.prod(-(-s // b) for s in shape) > GSM_COARSE_AUTO:
             b += 1
         return (b,) * len(shape)
-    if not isinstance(coarse, (int, np.integer)) or isinstance(coarse, bool) or coarse < 1:
+    if not is_int or coarse < 1:
         raise ValueError(f"'coarse' must be 'auto', 0 (off) or a positive block size, "
                          f"got {coarse!r}")
     nc = math.prod(-(-s // int(coarse)) for s in shape)
