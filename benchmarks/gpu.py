@@ -1,0 +1,235 @@
+"""GPU figures in one run: projector throughput, GSM's exact TV sweep, TV gold standards
+at 128x128 and 256x256 with many batched chains, and many-chain GMRF sampling.
+
+Made for a short lease of a GPU machine: every part writes its rows to ``--out`` (JSON)
+as soon as it ends, a part that fails is reported and the next one runs, and parts are
+skipped once ``--budget`` seconds have passed. The same script runs on a CPU (then the
+"gpu" columns are that CPU's).
+
+Parts (``--parts``, comma-separated):
+
+* ``projector``: the parallel-beam ray transform (``uqrecon.operators.sparse_view``,
+  180 views) forward and adjoint, median ms over ``--repeat`` calls, one image and a
+  ``vmap`` batch of 32, at 128/256/512 px, on the default device and on the host CPU of
+  the same machine (the ratio's baseline, measured in the same run).
+* ``gsm-cg``: CG iterations and seconds per GSM sweep (one chain, one- and two-level
+  preconditioner) at 128 (30 views), 256 (60) and 512 (120): ``gold_tv.gsm_sweep_cost``.
+* ``gold``: ``uqrecon.gold.reference`` on the TV posterior (sparse-view CT, 1 % noise,
+  TV weight 10, as ``gold_tv.py``) with ``--gold-chains`` vectorized chains, run to
+  posteriordb's criteria; wall time, rounds, min bulk/tail ESS, max R-hat. At 128x128
+  SK-ROCK (default step, as many chains) runs in the same process for the ratio.
+* ``chains``: MALA, HMC and NUTS on the 64x64 GMRF reference problem
+  (``samplers.py``), 4 and ``--many`` chains, vectorized: min bulk ESS per second
+  (counting compile and warm-up) and the mean/std error against the exact posterior.
+
+Run: ``python benchmarks/gpu.py --out gpu.json`` (``JAX_PLATFORMS=cpu`` for the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gold_tv  # noqa: E402  (benchmarks/gold_tv.py: the TV posterior and GSM sweep cost)
+
+import uqrecon  # noqa: E402
+from uqrecon.uq.diagnostics import ess_bulk, ess_tail, rhat  # noqa: E402
+
+
+@jax.jit
+def _forward(A, x):
+    return A(x)
+
+
+@jax.jit
+def _adjoint(A, y):
+    return A.adjoint(y)
+
+
+@jax.jit
+def _forward_batch(A, xs):
+    return jax.vmap(A)(xs)
+
+
+@jax.jit
+def _adjoint_batch(A, ys):
+    return jax.vmap(A.adjoint)(ys)
+
+
+def _median_ms(fn, *args, repeat):
+    jax.block_until_ready(fn(*args))                # compile
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def projector(sizes, views, batch, repeat):
+    """Median ms of the ray transform's forward and adjoint, single and batched, on the
+    default device and on the host CPU (arrays committed there run there)."""
+    from uqrecon.operators import sparse_view
+    from uqrecon.phantoms import shepp_logan
+    devices = {"default": jax.devices()[0], "host_cpu": jax.devices("cpu")[0]}
+    rows = []
+    for n in sizes:
+        A0 = sparse_view((n, n), num_angles=views)
+        x0 = jnp.asarray(shepp_logan((n, n)), jnp.float32)
+        key = jax.random.PRNGKey(n)
+        xs0 = x0[None] * (1.0 + 0.1 * jax.random.normal(key, (batch, n, n)))
+        for label, dev in devices.items():
+            # the host CPU is slow at 256+ px: fewer repeats, no batch there
+            cpu_big = label == "host_cpu" and n > 128
+            rep = 3 if cpu_big else repeat
+            A, x, xs = jax.device_put((A0, x0, xs0), dev)
+            y = _forward(A, x)
+            row = {"size": n, "views": views, "device": f"{label} ({dev.platform})",
+                   "forward_ms": _median_ms(_forward, A, x, repeat=rep),
+                   "adjoint_ms": _median_ms(_adjoint, A, y, repeat=rep)}
+            if not cpu_big:
+                ys = _forward_batch(A, xs)
+                row[f"forward_x{batch}_ms"] = _median_ms(_forward_batch, A, xs, repeat=rep)
+                row[f"adjoint_x{batch}_ms"] = _median_ms(_adjoint_batch, A, ys, repeat=rep)
+            # the same norm on both devices: a check that both ran the same operator
+            row["forward_norm"] = float(jnp.linalg.norm(y))
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def gsm_cg(sizes, sweeps):
+    rows = []
+    for n in sizes:
+        rows += gold_tv.gsm_sweep_cost(n, n * 30 // 128, sweeps)
+    return rows
+
+
+def _summary(name, res, wall, extra=None):
+    """One row from a Result; R-hat and ESS from its diagnostics when ``sample`` computed
+    them (recomputing them on the host costs minutes for 256 chains x 300 draws x 4096
+    px: measured 5 min on 2 cores), else from its draws."""
+    d = res.draws
+    diag = res.diagnostics
+    if all(k in diag for k in ("ess_bulk", "ess_tail", "rhat")):
+        eb, et, rh = (np.asarray(diag[k]) for k in ("ess_bulk", "ess_tail", "rhat"))
+    else:
+        eb, et, rh = ess_bulk(d), ess_tail(d), rhat(d)
+    row = {"method": name, "chains": int(d.shape[0]), "draws_per_chain": int(d.shape[1]),
+           "min_ess_bulk": float(eb.min()), "median_ess_bulk": float(np.median(eb)),
+           "min_ess_tail": float(et.min()), "max_rhat": float(rh.max()), "wall_s": wall,
+           "min_ess_per_s": float(eb.min()) / wall,
+           "acceptance": float(np.mean(res.diagnostics.get("acceptance_rate", np.nan)))}
+    row.update(extra or {})
+    return row
+
+
+def gold(sizes, chains, skrock_samples, seed=0):
+    rows = []
+    for n in sizes:
+        _, post = gold_tv.tv_posterior(n, n * 30 // 128)
+        t = time.perf_counter()
+        ref = uqrecon.gold.reference(post, seed=seed, num_chains=chains, num_samples=200,
+                                     num_warmup=100, max_rounds=4, use_cache=False)
+        wall = time.perf_counter() - t
+        prov = ref.provenance
+        rows.append(_summary(f"gsm gold.reference {n}x{n}", ref, wall,
+                             {"size": n, "converged": bool(prov.get("converged")),
+                              "rounds": prov.get("rounds")}))
+        print(rows[-1], flush=True)
+        del ref
+        if n == 128 and skrock_samples:
+            t = time.perf_counter()
+            res = uqrecon.sample(post, method="skrock", num_chains=chains, num_warmup=200,
+                                 num_samples=skrock_samples, seed=seed, progress=False)
+            rows.append(_summary(f"skrock (default step) {n}x{n}", res,
+                                 time.perf_counter() - t, {"size": n}))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def chains_table(many, num_warmup, num_samples, methods=("mala", "hmc", "nuts")):
+    import samplers
+    op, truth, lik, sigma, data = samplers.reference_problem()
+    from uqrecon.models import GMRF, Posterior
+    post = Posterior(lik, GMRF(op.domain_shape, 10.0))
+    g = post.gaussian_form()
+    mean = np.asarray(g.mean_cg())
+    exact = uqrecon.gold.reference(post)
+    std = np.asarray(exact.std)
+    rows = []
+    for method in methods:
+        for k in (4, many):
+            t = time.perf_counter()
+            res = uqrecon.sample(post, method=method, num_chains=k, num_warmup=num_warmup,
+                                 num_samples=num_samples, seed=0, progress=False,
+                                 chain_method="vectorized")
+            wall = time.perf_counter() - t
+            rows.append(_summary(method, res, wall, {
+                "mean_rel_err": float(np.linalg.norm(res.mean - mean) / np.linalg.norm(mean)),
+                "std_rel_err": float(np.linalg.norm(res.std - std) / np.linalg.norm(std)),
+                "grads_per_chain_iter": float(res.diagnostics.get("num_grad_evals", 0))
+                / (k * num_samples)}))
+            print(rows[-1], flush=True)
+            del res
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", default="projector,gsm-cg,gold,chains")
+    ap.add_argument("--sizes", default="128,256,512", help="projector and gsm-cg sizes")
+    ap.add_argument("--gold-sizes", default="128,256")
+    ap.add_argument("--gold-chains", type=int, default=16)
+    ap.add_argument("--skrock-samples", type=int, default=1000)
+    ap.add_argument("--many", type=int, default=256, help="chains of the many-chain rows")
+    ap.add_argument("--num-warmup", type=int, default=300)
+    ap.add_argument("--num-samples", type=int, default=300)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--sweeps", type=int, default=10)
+    ap.add_argument("--budget", type=float, default=420.0,
+                    help="seconds after which the remaining parts are skipped")
+    ap.add_argument("--out", default="gpu.json")
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    sizes = [int(s) for s in a.sizes.split(",") if s]
+    out = {"jax": jax.__version__, "backend": jax.default_backend(),
+           "devices": [f"{d} ({getattr(d, 'device_kind', '')})" for d in jax.devices()],
+           "parts": {}}
+    print(out, flush=True)
+    runs = {"projector": lambda: projector(sizes, 180, 32, a.repeat),
+            "gsm-cg": lambda: gsm_cg(sizes, a.sweeps),
+            "gold": lambda: gold([int(s) for s in a.gold_sizes.split(",") if s],
+                                 a.gold_chains, a.skrock_samples),
+            "chains": lambda: chains_table(a.many, a.num_warmup, a.num_samples)}
+    for part in a.parts.split(","):
+        elapsed = time.perf_counter() - t0
+        if elapsed > a.budget:
+            out["parts"][part] = {"skipped": f"budget: {elapsed:.0f} s > {a.budget:.0f} s"}
+            continue
+        t = time.perf_counter()
+        try:
+            out["parts"][part] = {"rows": runs[part]()}
+        except Exception as exc:            # report and go on: a lease is short
+            traceback.print_exc()
+            out["parts"][part] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        out["parts"][part]["part_s"] = time.perf_counter() - t
+        print(f"== {part}: {out['parts'][part]['part_s']:.1f} s", flush=True)
+        Path(a.out).write_text(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
