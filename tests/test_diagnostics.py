@@ -56,6 +56,24 @@ def test_matches_arviz(case):
     np.testing.assert_array_equal(got["rhat"], D.rhat(x))
 
 
+def test_average_ranks_match_scipy_on_ties():
+    """``_ranks`` (argsort plus running max/min over tie groups) equals
+    ``scipy.stats.rankdata(method='average')`` on rows with no ties, a few ties, long
+    tie runs at either end and all-equal rows. Would catch: ranks of the sorted order
+    without averaging (ordinal ranks), a tie group's end or start off by one, or a
+    reversed accumulate."""
+    from scipy import stats
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        p, m = int(rng.integers(1, 6)), int(rng.integers(1, 40))
+        if trial % 3 == 0:
+            a = rng.normal(size=(p, m))
+        else:
+            a = rng.integers(0, int(rng.integers(1, 10)), size=(p, m)).astype(float)
+        np.testing.assert_array_equal(D._ranks(a),
+                                      stats.rankdata(a, method="average", axis=1))
+
+
 def test_image_shape_chunking_and_single_chain(monkeypatch):
     rng = np.random.default_rng(1)
     x = _ar1(rng, 1, 64, 12, 0.5).reshape(1, 64, 3, 4).astype(np.float32)

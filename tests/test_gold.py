@@ -150,6 +150,36 @@ def test_mcmc_reference_extends_in_rounds_until_the_criteria_hold(tmp_path):
     assert res.provenance["cache"]["path"] is None
 
 
+def test_reference_rounds_diagnose_once_per_round(monkeypatch):
+    """R-hat/ESS cost ~0.5 us per draw-pixel on the host (minutes per round for many
+    chains at 128x128): each round must compute them once, over all draws so far, not
+    also inside ``sample`` on the round's own draws. Would catch: ``mcmc_reference``
+    calling ``sample`` without ``diagnose=False`` (then the patched ``sample``-level
+    diagnose raises), or ``sample`` ignoring that option; and a ``diagnose=False`` that
+    also dropped the reference's own diagnostics."""
+    import importlib
+    sample_module = importlib.import_module("uqrecon.inference.sample")  # not the function
+
+    def forbidden(draws):
+        raise AssertionError("sample() computed diagnostics inside a reference round")
+
+    monkeypatch.setattr(sample_module, "diagnose", forbidden)
+    res = mcmc_reference(tiny_posterior(), method="exact", num_chains=4, num_samples=50,
+                         min_ess=300, use_cache=False, progress=False)
+    assert res.provenance["rounds"] >= 2
+    assert res.diagnostics["ess_bulk"].shape == (4, 4) and res.diagnostics["rhat_max"] > 0
+    with pytest.raises(AssertionError, match="inside a reference round"):
+        sample_module.sample(tiny_posterior(), method="exact", num_chains=2,
+                             num_samples=8, progress=False)
+    monkeypatch.undo()
+    quiet = sample_module.sample(tiny_posterior(), method="exact", num_chains=2,
+                                 num_samples=8, progress=False, diagnose=False)
+    assert "ess_bulk" not in quiet.diagnostics and quiet.draws.shape[:2] == (2, 8)
+    with pytest.raises(ValueError, match="'diagnose'"):
+        sample_module.sample(tiny_posterior(), method="exact", num_samples=8,
+                             progress=False, diagnose="no")
+
+
 def test_next_round_asks_for_what_the_criteria_miss():
     """Round sizing (:func:`uqrecon.gold._next_round`): multiples of the chunk (500
     here), the missing fraction plus 20 %, at least one chunk, at most a doubling. Catches a

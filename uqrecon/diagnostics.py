@@ -90,17 +90,25 @@ def _split(x: np.ndarray) -> np.ndarray:
 def _ranks(flat: np.ndarray) -> np.ndarray:
     """Average ranks along the last axis (``scipy.stats.rankdata(method='average')``).
 
-    Fast path: rows without ties get the inverse permutation of one unstable argsort
-    (several times faster than rankdata's stable sort); rows with ties use rankdata.
+    One unstable argsort per row; ties get the mean of their group's positions, found
+    with running max/min over the sorted row (group starts forward, group ends backward),
+    so rows with ties cost no more than rows without. (Before, tied rows went through
+    ``rankdata``: the folded draws ``|x - median|`` of the tail R-hat tie in every pixel
+    when the median is the midpoint of two draws, and that fallback was a quarter of
+    :func:`diagnose`'s time.)
     """
     p, m = flat.shape
     order = np.argsort(flat, axis=1)
     srt = np.take_along_axis(flat, order, axis=1)
-    tied = (srt[:, 1:] == srt[:, :-1]).any(axis=1)
+    pos = np.arange(m)
+    new_group = np.ones((p, m), dtype=bool)
+    new_group[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    start = np.maximum.accumulate(np.where(new_group, pos, 0), axis=1)
+    group_end = np.ones((p, m), dtype=bool)
+    group_end[:, :-1] = new_group[:, 1:]
+    end = np.minimum.accumulate(np.where(group_end, pos, m - 1)[:, ::-1], axis=1)[:, ::-1]
     ranks = np.empty((p, m))
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1.0, m + 1.0), (p, m)), axis=1)
-    if tied.any():
-        ranks[tied] = stats.rankdata(flat[tied], method="average", axis=1)
+    np.put_along_axis(ranks, order, 0.5 * (start + end) + 1.0, axis=1)
     return ranks
 
 

@@ -317,9 +317,10 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
                 elif method in _STEP_TUNED and tuned_step is not None:
                     warmup = 0
                     cfg.setdefault("step_size", tuned_step)
+            # diagnose=False: R-hat/ESS of all rounds' draws are computed below, once
             run = sample(posterior, method=method, num_chains=num_chains,
                          num_samples=per_round, num_warmup=warmup, thin=thin,
-                         seed=seed + rounds, progress=progress, **cfg)
+                         seed=seed + rounds, progress=progress, diagnose=False, **cfg)
             divergences += int(run.diagnostics.get("divergences", 0))
             if run.draws is None:
                 raise ValueError(f"method {method!r} kept no draws; the reference needs "

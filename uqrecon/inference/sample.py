@@ -81,7 +81,11 @@ before any set-up.
 Common: ``init`` (image or ``(chains, *shape)``), ``init_jitter`` (default 0.1 added in
 the unconstrained space; for nuts/hmc/mala without ``init``, chains start at
 ``pc(init_jitter * xi)`` with default 1.0, a draw from the preconditioner's Gaussian),
-``chunk_size``, ``keep_draws`` (True), ``chain_method`` (``"vectorized"``: chains vmapped;
+``chunk_size``, ``keep_draws`` (True), ``diagnose`` (True: per-pixel R-hat and bulk/tail
+ESS of the kept draws in ``diagnostics``, with a ConvergenceWarning; False skips them, for
+a caller that computes them itself over several runs, as :func:`uqrecon.gold.mcmc_reference`
+does: on the host they cost ~0.5 us per draw-pixel, minutes for many chains at 128x128),
+``chain_method`` (``"vectorized"``: chains vmapped;
 ``"sequential"``: one after another in the compiled chunk, see :func:`run_chains`;
 default :func:`default_chain_method`, recorded in the provenance's config).
 """
@@ -273,6 +277,7 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
         raise ValueError(f"'num_samples' ({num_samples}) and 'chunk_size' ({chunk_size}) "
                          f"must be multiples of 'thin' ({thin})")
     keep_draws = bool(common.pop(cfg, "keep_draws", True))
+    run_diagnostics = common.pop_bool(cfg, "diagnose", True)
     chain_method = common.pop(cfg, "chain_method", None)
     chain_method = (default_chain_method(method) if chain_method is None
                     else check_chain_method(chain_method))
@@ -327,7 +332,7 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     if diagnostics["divergences"]:
         warnings.warn(f"{diagnostics['divergences']} divergent transitions (or failed inner "
                       "solves): the draws may be biased", RuntimeWarning, stacklevel=2)
-    if draws is not None and draws.shape[1] >= 4:
+    if run_diagnostics and draws is not None and draws.shape[1] >= 4:
         diag = diagnose(draws)
         diagnostics.update(diag)
         diagnostics.update(summarize(diag["ess_bulk"], diag["rhat"]))
