@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import fft as sp_fft
-from scipy import special, stats
+from scipy import special
 
 __all__ = [
     "rhat",
