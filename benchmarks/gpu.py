@@ -45,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gold_tv  # noqa: E402  (benchmarks/gold_tv.py: the TV posterior and GSM sweep cost)
 
 import uqrecon  # noqa: E402
-from uqrecon.uq.diagnostics import ess_bulk, ess_tail, rhat  # noqa: E402
 
 
 @jax.jit
@@ -118,22 +117,9 @@ def gsm_cg(sizes, sweeps):
 
 
 def _summary(name, res, wall, extra=None):
-    """One row from a Result; R-hat and ESS from its diagnostics when ``sample`` computed
-    them (recomputing them on the host costs minutes for 256 chains x 300 draws x 4096
-    px: measured 5 min on 2 cores), else from its draws."""
-    d = res.draws
-    diag = res.diagnostics
-    if all(k in diag for k in ("ess_bulk", "ess_tail", "rhat")):
-        eb, et, rh = (np.asarray(diag[k]) for k in ("ess_bulk", "ess_tail", "rhat"))
-    else:
-        eb, et, rh = ess_bulk(d), ess_tail(d), rhat(d)
-    row = {"method": name, "chains": int(d.shape[0]), "draws_per_chain": int(d.shape[1]),
-           "min_ess_bulk": float(eb.min()), "median_ess_bulk": float(np.median(eb)),
-           "min_ess_tail": float(et.min()), "max_rhat": float(rh.max()), "wall_s": wall,
-           "min_ess_per_s": float(eb.min()) / wall,
-           "acceptance": float(np.mean(res.diagnostics.get("acceptance_rate", np.nan)))}
-    row.update(extra or {})
-    return row
+    """``gold_tv.summarize``'s row (ESS/R-hat from the Result's diagnostics) plus
+    ``extra``."""
+    return {**gold_tv.summarize(name, res, wall), **(extra or {})}
 
 
 def gold(sizes, chains, skrock_samples, seed=0):
@@ -165,10 +151,8 @@ def chains_table(many, num_warmup, num_samples, methods=("mala", "hmc", "nuts"))
     op, truth, lik, sigma, data = samplers.reference_problem()
     from uqrecon.models import GMRF, Posterior
     post = Posterior(lik, GMRF(op.domain_shape, 10.0))
-    g = post.gaussian_form()
-    mean = np.asarray(g.mean_cg())
-    exact = uqrecon.gold.reference(post)
-    std = np.asarray(exact.std)
+    exact = uqrecon.gold.reference(post)           # exact Gaussian: mean and std
+    mean, std = np.asarray(exact.mean), np.asarray(exact.std)
     rows = []
     for method in methods:
         for k in (4, many):
