@@ -122,13 +122,14 @@ def _summary(name, res, wall, extra=None):
     return {**gold_tv.summarize(name, res, wall), **(extra or {})}
 
 
-def gold(sizes, chains, skrock_samples, seed=0):
+def gold(sizes, chains, skrock_samples, warmup=300, samples=200, rounds=3, seed=0):
     rows = []
     for n in sizes:
         _, post = gold_tv.tv_posterior(n, n * 30 // 128)
         t = time.perf_counter()
-        ref = uqrecon.gold.reference(post, seed=seed, num_chains=chains, num_samples=200,
-                                     num_warmup=100, max_rounds=4, use_cache=False)
+        ref = uqrecon.gold.reference(post, seed=seed, num_chains=chains,
+                                     num_samples=samples, num_warmup=warmup,
+                                     max_rounds=rounds, use_cache=False)
         wall = time.perf_counter() - t
         prov = ref.provenance
         rows.append(_summary(f"gsm gold.reference {n}x{n}", ref, wall,
@@ -177,6 +178,10 @@ def main(argv=None):
     ap.add_argument("--sizes", default="128,256,512", help="projector and gsm-cg sizes")
     ap.add_argument("--gold-sizes", default="128,256")
     ap.add_argument("--gold-chains", type=int, default=16)
+    ap.add_argument("--gold-warmup", type=int, default=300,
+                    help="GSM sweeps discarded (100 left 16 chains' starts unforgotten)")
+    ap.add_argument("--gold-samples", type=int, default=200, help="draws per chain, round 1")
+    ap.add_argument("--gold-rounds", type=int, default=3)
     ap.add_argument("--skrock-samples", type=int, default=1000)
     ap.add_argument("--many", type=int, default=256, help="chains of the many-chain rows")
     ap.add_argument("--num-warmup", type=int, default=300)
@@ -196,7 +201,8 @@ def main(argv=None):
     runs = {"projector": lambda: projector(sizes, 180, 32, a.repeat),
             "gsm-cg": lambda: gsm_cg(sizes, a.sweeps),
             "gold": lambda: gold([int(s) for s in a.gold_sizes.split(",") if s],
-                                 a.gold_chains, a.skrock_samples),
+                                 a.gold_chains, a.skrock_samples, a.gold_warmup,
+                                 a.gold_samples, a.gold_rounds),
             "chains": lambda: chains_table(a.many, a.num_warmup, a.num_samples)}
     for part in a.parts.split(","):
         elapsed = time.perf_counter() - t0

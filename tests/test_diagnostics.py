@@ -56,6 +56,45 @@ def test_matches_arviz(case):
     np.testing.assert_array_equal(got["rhat"], D.rhat(x))
 
 
+@pytest.mark.parametrize("case", list(_cases()))
+def test_jax_backend_matches_arviz(case, monkeypatch):
+    """The device backend (the default on a GPU, where hundreds of chains' draws live)
+    against ArviZ, in float32, with chunks of 2 pixels so that several chunks and a padded
+    last one run; plus a NaN and a constant pixel, which must come out as in numpy.
+
+    Would catch: ranks without tie averaging (the ``ties`` case moves ESS by >1e-2), a
+    wrong Geyer truncation, a padded pixel or chunk out of order, a NaN pixel not flagged.
+    """
+    monkeypatch.setattr(D, "_DEVICE_CHUNK_ELEMENTS", 2 * 4 * 120)
+    x = _cases()[case]
+    got = D.diagnose(x, backend="jax")
+    # float32 against float64: ESS measured within 1e-5 here; R-hat within 5e-4, because
+    # the folded draws |x - median| of the tail R-hat tie (or not) at float32 resolution
+    # (e.g. the two draws the median lies between), which moves their ranks by 1/2
+    rtol = 2e-4
+    np.testing.assert_allclose(got["ess_bulk"], _arviz(az.ess, x, method="bulk"), rtol=rtol)
+    np.testing.assert_allclose(got["ess_tail"], _arviz(az.ess, x, method="tail"), rtol=rtol)
+    np.testing.assert_allclose(got["rhat"], _arviz(az.rhat, x, method="rank"), rtol=1e-3)
+    odd = np.concatenate([x, np.ones(x.shape[:2] + (1,)), x[:, :, :1]], axis=2)
+    odd[0, 1, -1] = np.nan
+    got, want = D.diagnose(odd, backend="jax"), D.diagnose(odd, backend="numpy")
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-3 if k == "rhat" else rtol,
+                                   err_msg=k)
+
+
+def test_backend_choice_and_validation():
+    """On a CPU the default backend is numpy (bit-equal to ``backend='numpy'``); a
+    misspelt backend and bad draws are named before any work."""
+    x = np.random.default_rng(1).normal(size=(2, 20, 3))
+    assert D.diagnose(x)["ess_bulk"].tolist() == D.diagnose(x, backend="numpy")[
+        "ess_bulk"].tolist()
+    with pytest.raises(ValueError, match="backend"):
+        D.diagnose(x, backend="cuda")
+    with pytest.raises(ValueError, match="4 draws"):
+        D.diagnose(jnp.zeros((2, 3, 5)), backend="jax")
+
+
 def test_average_ranks_match_scipy_on_ties():
     """``_ranks`` (argsort plus running max/min over tie groups) equals
     ``scipy.stats.rankdata(method='average')`` on rows with no ties, a few ties, long

@@ -4,8 +4,12 @@ R-hat and ESS follow Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021),
 "Rank-normalization, folding, and localization", exactly as ArviZ implements them
 (``arviz.rhat(method='rank')``, ``arviz.ess(method='bulk'|'tail')``): split chains,
 rank-normalise with Blom's offset, FFT autocovariances, Geyer's initial positive and
-monotone sequences. Here every pixel is processed at once (numpy, float64, chunked over
-pixels to bound memory) instead of ArviZ's Python loop per scalar.
+monotone sequences. Here every pixel is processed at once (chunked over pixels to bound
+memory) instead of ArviZ's Python loop per scalar, by one of two backends with the same
+estimators: ``"numpy"`` (float64, on the host; the default on a CPU) and ``"jax"`` (one
+jitted function on the default device, in the posterior's float type; the default when
+that device is a GPU/TPU, where the draws of hundreds of chains already are: 256 chains x
+300 draws x 4096 pixels took ~5 minutes on 2 host cores).
 
 Inputs are draws of shape ``(chains, draws, *shape)``; outputs have the image ``shape``.
 
@@ -25,6 +29,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+from jax.scipy import special as jsp_special
 from scipy import fft as sp_fft
 from scipy import special
 
@@ -49,6 +55,10 @@ __all__ = [
 # Elements (chains x draws x pixels) processed per chunk: bounds peak memory (~ 10 x
 # this many float64 values) for 1e5-pixel images with thousands of draws.
 _CHUNK_ELEMENTS = 2_000_000
+# The device backend's chunk (~10 intermediate copies of it live at once): 1.3 GB in
+# float32. Every chunk has this many pixels (the last one padded), so one compilation.
+_DEVICE_CHUNK_ELEMENTS = 1 << 25
+_BACKENDS = ("numpy", "jax")
 
 
 class ConvergenceWarning(UserWarning):
@@ -61,6 +71,15 @@ class ConvergenceWarning(UserWarning):
 def _as_chains(draws, name="draws", min_chains=1) -> tuple[np.ndarray, tuple]:
     """``(chains, draws, *shape)`` -> float64 ``(pixels, chains, draws)`` and ``shape``."""
     a = np.asarray(draws)
+    _check_draws(a, name, min_chains)
+    shape = a.shape[2:]
+    a = a.reshape(a.shape[0], a.shape[1], -1).astype(np.float64)
+    return np.moveaxis(a, 2, 0), shape
+
+
+def _check_draws(a, name="draws", min_chains=1):
+    """Raise a ValueError/TypeError naming ``name`` unless ``a`` (a numpy or JAX array)
+    is real with shape ``(chains >= min_chains, draws >= 4, ...)``."""
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
             or a.dtype == bool):
         raise TypeError(f"'{name}' must be a real array, got dtype {a.dtype}")
@@ -70,9 +89,6 @@ def _as_chains(draws, name="draws", min_chains=1) -> tuple[np.ndarray, tuple]:
         raise ValueError(f"'{name}' needs at least {min_chains} chains, got {a.shape[0]}")
     if a.shape[1] < 4:
         raise ValueError(f"'{name}' needs at least 4 draws per chain, got {a.shape[1]}")
-    shape = a.shape[2:]
-    a = a.reshape(a.shape[0], a.shape[1], -1).astype(np.float64)
-    return np.moveaxis(a, 2, 0), shape
 
 
 def _chunks(num_pixels: int, chains: int, draws: int):
@@ -231,6 +247,122 @@ def _apply(fn, draws, name, min_chains=1, num_out=1):
 
 
 # --------------------------------------------------------------------------------------
+# The same estimators in JAX, for draws that live on an accelerator
+# --------------------------------------------------------------------------------------
+def _split_j(x):
+    half = x.shape[-1] // 2
+    return jnp.concatenate([x[..., :half], x[..., x.shape[-1] - half:]], axis=1)
+
+
+def _ranks_j(flat):
+    """:func:`_ranks` on the device (tie groups by running max/min over the sorted row)."""
+    p, m = flat.shape
+    order = jnp.argsort(flat, axis=1)
+    srt = jnp.take_along_axis(flat, order, axis=1)
+    pos = jnp.arange(m)
+    edge = jnp.ones((p, 1), dtype=bool)
+    new_group = jnp.concatenate([edge, srt[:, 1:] != srt[:, :-1]], axis=1)
+    start = lax.cummax(jnp.where(new_group, pos, 0), axis=1)
+    group_end = jnp.concatenate([new_group[:, 1:], edge], axis=1)
+    end = lax.cummin(jnp.where(group_end, pos, m - 1), axis=1, reverse=True)
+    values = (0.5 * (start + end) + 1.0).astype(flat.dtype)
+    return jnp.zeros_like(flat).at[jnp.arange(p)[:, None], order].set(values)
+
+
+def _z_scale_j(x):
+    p, c, n = x.shape
+    ranks = _ranks_j(x.reshape(p, c * n))
+    return jsp_special.ndtri((ranks - 0.375) / (c * n + 0.25)).reshape(p, c, n)
+
+
+def _rhat_core_j(x):
+    n = x.shape[-1]
+    within = jnp.var(x, axis=-1, ddof=1).mean(axis=-1)
+    between = n * jnp.var(x.mean(axis=-1), axis=-1, ddof=1)
+    return jnp.sqrt((between / within + n - 1) / n)
+
+
+def _ess_core_j(x):
+    """:func:`_ess_core` on the device, line for line."""
+    p, c, n = x.shape
+    m = int(sp_fft.next_fast_len(2 * n))
+    xc = x - x.mean(axis=-1, keepdims=True)
+    f = jnp.fft.rfft(xc, n=m, axis=-1)
+    acov = jnp.fft.irfft(f * jnp.conjugate(f), n=m, axis=-1)[..., :n] / n
+    mean_var = acov[:, :, 0].mean(axis=-1) * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if c > 1:
+        var_plus = var_plus + jnp.var(x.mean(axis=-1), axis=-1, ddof=1)
+    rho = 1.0 - (mean_var[:, None] - acov.mean(axis=1)) / var_plus[:, None]
+    rho = rho.at[:, 0].set(1.0)
+    kbound = max((n - 3) // 2, 0)
+    s = rho[:, : 2 * kbound + 2].reshape(p, kbound + 1, 2).sum(axis=-1)
+    nonpos = s <= 0
+    first = jnp.where(nonpos.any(axis=1), jnp.argmax(nonpos, axis=1), kbound + 1)
+    k_last = jnp.minimum(first, kbound)
+    keep = jnp.arange(kbound + 1)[None, :] < k_last[:, None]
+    body = jnp.where(keep, lax.cummin(s, axis=1), 0.0).sum(axis=1)
+    even_last = jnp.take_along_axis(rho, 2 * k_last[:, None], axis=1)[:, 0]
+    s_last = jnp.take_along_axis(s, k_last[:, None], axis=1)[:, 0]
+    last = jnp.where((s_last >= 0) | (even_last > 0), even_last, 0.0)
+    total = c * n
+    tau = jnp.maximum(-1.0 + 2.0 * body + last, 1.0 / np.log10(total))
+    out = jnp.where(jnp.isnan(rho).any(axis=1), jnp.nan, total / tau)
+    constant = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) < np.finfo(float).resolution
+    return jnp.where(constant, float(total), out)
+
+
+@jax.jit
+def _all_j(x):
+    """``(ess_bulk, ess_tail, rhat)`` of a ``(pixels, chains, draws)`` device chunk."""
+    sx = _split_j(x)
+    z = _z_scale_j(sx)
+    tail = None
+    flat = x.reshape(x.shape[0], -1)
+    for pr in (0.05, 0.95):
+        q = jnp.quantile(flat, pr, axis=1)
+        e = _ess_core_j(_split_j((x <= q[:, None, None]).astype(x.dtype)))
+        tail = e if tail is None else jnp.minimum(tail, e)
+    if x.shape[1] >= 2:
+        folded = jnp.abs(sx - jnp.median(sx, axis=(1, 2), keepdims=True))
+        rh = jnp.maximum(_rhat_core_j(z), _rhat_core_j(_z_scale_j(folded)))
+    else:
+        rh = jnp.full(x.shape[0], jnp.nan, x.dtype)
+    return _ess_core_j(z), tail, rh
+
+
+def _diagnose_device(draws):
+    """:func:`diagnose`'s three arrays by :func:`_all_j`, in equal pixel chunks (the last
+    padded with copies of the first pixels, so every chunk reuses one executable)."""
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    a = jnp.asarray(draws)
+    _check_draws(a)
+    shape = a.shape[2:]
+    x = jnp.moveaxis(a.reshape(a.shape[0], a.shape[1], -1).astype(dtype), 2, 0)
+    p, c, n = x.shape
+    step = min(p, max(1, _DEVICE_CHUNK_ELEMENTS // (c * n)))
+    pad = -p % step
+    if pad:
+        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, c, n))], axis=0)
+    outs = [_all_j(x[i:i + step]) for i in range(0, p + pad, step)]
+    bad = np.asarray(jnp.isnan(x[:p]).any(axis=(1, 2)))
+    results = []
+    for k in range(3):
+        o = np.concatenate([np.asarray(out[k], dtype=np.float64) for out in outs])[:p]
+        o[bad] = np.nan
+        results.append(o.reshape(shape))
+    return tuple(results)
+
+
+def _backend(backend):
+    if backend is None:
+        return "numpy" if jax.default_backend() == "cpu" else "jax"
+    if backend not in _BACKENDS:
+        raise ValueError(f"'backend' must be one of {_BACKENDS} or None, got {backend!r}")
+    return backend
+
+
+# --------------------------------------------------------------------------------------
 # Public diagnostics
 # --------------------------------------------------------------------------------------
 def rhat(draws) -> np.ndarray:
@@ -295,17 +427,25 @@ def ess(draws, method: str = "bulk") -> np.ndarray:
     raise ValueError(f"'method' must be 'bulk' or 'tail', got {method!r}")
 
 
-def diagnose(draws) -> dict:
+def diagnose(draws, backend: str | None = None) -> dict:
     """``{'ess_bulk', 'ess_tail', 'rhat'}`` per pixel (``rhat`` is NaN for one chain).
 
     Same values as the three functions separately, computed in one pass over the draws.
 
     Args:
         draws: draws of shape ``(chains, draws, *shape)``.
+        backend: ``"numpy"`` (host, float64), ``"jax"`` (default device, float32 unless
+            x64 is on: ESS within ~1e-5 relative of numpy's, R-hat within ~5e-4, where
+            folded draws tie or not at float32 resolution) or None: ``"jax"`` when the
+            default device is an accelerator, else ``"numpy"``.
 
     Returns:
-        A dict with keys ``ess_bulk``, ``ess_tail``, ``rhat``, each image-shaped.
+        A dict with keys ``ess_bulk``, ``ess_tail``, ``rhat``, each image-shaped (float64
+        numpy arrays).
     """
+    if _backend(backend) == "jax":
+        eb, et, rh = _diagnose_device(draws)
+        return {"ess_bulk": eb, "ess_tail": et, "rhat": rh}
     eb, et, rh = _apply(_all, draws, "draws", num_out=3)
     return {"ess_bulk": eb, "ess_tail": et, "rhat": rh}
 
