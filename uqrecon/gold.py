@@ -39,7 +39,7 @@ import numpy as np
 from .inference import exact as _exact
 from .inference.accounting import CallClock, method_result
 from .inference.sample import EXACTNESS
-from .linalg import circulant_solve, pcg
+from .linalg import circulant_solve, full_precision, pcg
 from .models.identity import _update_static, model_identity, posterior_hash
 from .result import Result, make_provenance
 
@@ -79,6 +79,7 @@ def _po_deviations(form, keys, tol, maxiter):
     return jax.lax.map(one, keys, batch_size=8)
 
 
+@full_precision
 def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
                    num_samples: int = 400, tol: float | None = None,
                    maxiter: int | None = None, keep_draws: bool = False) -> Result:
@@ -232,6 +233,7 @@ def _next_round(have: int, unit: int, max_rhat: float, min_ess_bulk: float,
     return units * unit
 
 
+@full_precision
 def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
                    num_samples: int = 1000, num_warmup: int = 500, thin: int = 1,
                    rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,
@@ -405,6 +407,7 @@ def gold_method(posterior) -> str:
     return "gsm"
 
 
+@full_precision
 def reference(posterior, *, seed: int = 0, num_chains: int = 4,
               num_samples: int | None = None, num_warmup: int | None = None,
               rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,

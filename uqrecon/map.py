@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .linalg import full_precision
+
 __all__ = ["map_estimate"]
 
 _METHODS = ("auto", "lbfgs", "adam", "fista", "pdhg")
@@ -153,6 +155,7 @@ def _default_x0(post):
     return zero if post.constraint is None else post.transform.forward(zero)
 
 
+@full_precision
 def map_estimate(posterior, x0=None, method="auto", max_iter=1000, tol=1e-6, *,
                  learning_rate=1e-2, pdhg_ratio=1.0, key=None):
     """The MAP image and ``info`` (method, iterations, converged, objective, step).

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..linalg import full_precision
 from ..result import Result
 from .laplace import laplace
 from .variational import lowrank, meanfield
@@ -35,6 +36,7 @@ def register_approximation(name: str, fn: Callable) -> None:
     APPROXIMATIONS[name] = fn
 
 
+@full_precision
 def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = None,
                 seed: int | None = None, **config):
     """Gaussian approximation of ``posterior`` by ``method`` ('meanfield', 'lowrank',

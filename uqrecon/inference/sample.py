@@ -100,6 +100,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..linalg import full_precision
 from ..models.identity import model_identity
 from ..result import Result
 from ..diagnostics import check_convergence, diagnose, summarize
@@ -226,6 +227,7 @@ def _sample_complex(posterior, method, num_chains, num_samples, num_warmup, thin
     return Result.from_real_coordinates(out, provenance=prov)
 
 
+@full_precision
 def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: int = 1000,
            num_warmup: int = 500, thin: int = 1, seed: int = 0, checkpoint_dir=None,
            draws_dir=None, progress: bool = True, **cfg) -> Result:

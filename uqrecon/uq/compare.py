@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from scipy import special
 
+from uqrecon.linalg import full_precision
 from uqrecon.result import Result
 from uqrecon.uq import metrics as M
 from uqrecon.diagnostics import summarize
@@ -207,6 +208,7 @@ def _model_label(r: Result) -> str:
     return str(r.provenance.get("model", "an unrecorded model"))
 
 
+@full_precision
 def compare(result: Result, reference: Result, truth=None, *, max_dense: int = 4096,
             levels: Sequence[float] = COVERAGE_LEVELS, name: str | None = None,
             reference_name: str | None = None,
