@@ -59,14 +59,15 @@ def test_matches_arviz(case):
 @pytest.mark.parametrize("case", list(_cases()))
 def test_jax_backend_matches_arviz(case, monkeypatch):
     """The device backend (the default on a GPU, where hundreds of chains' draws live)
-    against ArviZ, in float32, with chunks of 2 pixels so that several chunks and a padded
-    last one run; plus a NaN and a constant pixel, which must come out as in numpy.
+    against ArviZ, in float32, in chunks of 3 pixels (several chunks, the last padded
+    with 1 or 2 copies unless the pixel count is a multiple of 3); plus a NaN and a
+    constant pixel, which must come out as in numpy.
 
-    Would catch: ranks without tie averaging (the ``ties`` case moves ESS by >1e-2), a
-    wrong Geyer truncation, a padded pixel or chunk out of order, a NaN pixel not flagged.
+    Would catch: ranks without tie averaging, a wrong Geyer truncation, a padded pixel or
+    chunk out of order, a NaN pixel not flagged (each mutation-checked).
     """
-    monkeypatch.setattr(D, "_DEVICE_CHUNK_ELEMENTS", 2 * 4 * 120)
     x = _cases()[case]
+    monkeypatch.setattr(D, "_DEVICE_CHUNK_ELEMENTS", 3 * x.shape[0] * x.shape[1])
     got = D.diagnose(x, backend="jax")
     # float32 against float64: ESS measured within 1e-5 here; R-hat within 5e-4, because
     # the folded draws |x - median| of the tail R-hat tie (or not) at float32 resolution
@@ -83,12 +84,17 @@ def test_jax_backend_matches_arviz(case, monkeypatch):
                                    err_msg=k)
 
 
-def test_backend_choice_and_validation():
-    """On a CPU the default backend is numpy (bit-equal to ``backend='numpy'``); a
-    misspelt backend and bad draws are named before any work."""
+def test_backend_choice_and_validation(monkeypatch):
+    """The default backend is numpy on a CPU (bit-equal to ``backend='numpy'``) and jax
+    on an accelerator; a misspelt backend and bad draws are named before any work; no
+    pixels give empty arrays, as in numpy."""
     x = np.random.default_rng(1).normal(size=(2, 20, 3))
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert D.diagnose(x)["ess_bulk"].tolist() == D.diagnose(x, backend="numpy")[
         "ess_bulk"].tolist()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert D._backend(None) == "jax"
+    assert D.diagnose(np.zeros((2, 8, 0)), backend="jax")["rhat"].shape == (0,)
     with pytest.raises(ValueError, match="backend"):
         D.diagnose(x, backend="cuda")
     with pytest.raises(ValueError, match="4 draws"):

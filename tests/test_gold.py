@@ -43,11 +43,14 @@ def test_exact_gaussian_says_when_its_cg_stopped_short():
     """A CG path cut at ``maxiter`` is not exact: the Result says converged False with
     the residual, warns, and the catalogue's certificate refuses it (it used to pass as
     'exact by construction'). The same call with the default cap converges and passes.
-    Catches a truncated solve reported as exact."""
+    Catches a truncated solve reported as exact, and a warning that points into the
+    library (``stacklevel`` not counting the ``full_precision`` wrapper)."""
     from uqrecon import catalogue
     post, _ = ct_posterior()
-    with pytest.warns(RuntimeWarning, match="not exact"):
+    with pytest.warns(RuntimeWarning, match="not exact") as record:
         cut = exact_gaussian(post, dense_max=10, num_samples=4, maxiter=2)
+    # the warning names the caller's line, not the entry points' precision wrapper
+    assert {os.path.basename(w.filename) for w in record} == {"test_gold.py"}
     assert cut.diagnostics["converged"] is False and "maxiter=2" in cut.diagnostics["reason"]
     cert = catalogue.certify(cut)
     assert not cert["pass"] and not cert["solver_converged"]["pass"]

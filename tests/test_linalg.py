@@ -1,6 +1,7 @@
 """The numerical ground floor (uqrecon.linalg) against numpy references on small matrices."""
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -182,11 +183,15 @@ def test_posterior_entry_points_trace_matmuls_at_full_precision(monkeypatch):
     """``sample``, ``approximate``, ``map_estimate`` and ``gold.reference`` trace the
     forward model's matrix product under ``default_matmul_precision("highest")`` (on
     NVIDIA GPUs the default is TF32: the exact posterior mean of the 64x64 CT reference
-    problem came out 4.6 % off on an H200), and a user's own setting wins.
+    problem came out 4.6 % off on an H200), each Result records it, and a user's own
+    setting wins.
 
     The CPU computes float32 products exactly either way, so the test records the
     precision in force when the operator is traced. Would catch: the decorator dropped
-    from any of the four entry points, or the wrapper overriding a user's setting.
+    from ``sample``, ``approximate``, ``map_estimate``, ``exact_gaussian`` (the
+    linear-Gaussian branch of ``gold.reference``) or ``mcmc_reference``, or the wrapper
+    overriding a user's setting. Not covered: ``reference``'s own decorator (its branches
+    carry theirs) and ``compare`` (no forward model inside).
     """
     import uqrecon
     from uqrecon.models import Gaussian, GMRF, Posterior
@@ -220,13 +225,21 @@ def test_posterior_entry_points_trace_matmuls_at_full_precision(monkeypatch):
         "approximate": lambda: uqrecon.approximate(post(11, (3, 7)), method="laplace",
                                                    rank=5),
         "map_estimate": lambda: uqrecon.map_estimate(post(9, (2, 11)), max_iter=5),
+        # the linear-Gaussian branch of gold.reference runs gold.exact_gaussian
         "gold.reference": lambda: uqrecon.gold.reference(post(7, (13, 2)),
                                                          use_cache=False),
+        "gold.mcmc_reference": lambda: uqrecon.gold.mcmc_reference(
+            post(6, (3, 5)), "hmc", num_chains=2, num_samples=8, num_warmup=8,
+            max_rounds=1, use_cache=False),
     }
     for name, call in calls.items():
         seen.clear()
-        call()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")        # 8-draw chains: convergence warnings
+            result = call()
         assert seen and set(seen) == {"highest"}, (name, seen)
+        if hasattr(result, "provenance"):               # map_estimate returns arrays
+            assert result.provenance["matmul_precision"] == "highest", name
     seen.clear()
     with jax.default_matmul_precision("bfloat16"):
         uqrecon.map_estimate(post(9, (2, 11)), max_iter=7)

@@ -160,7 +160,7 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
                    f"tol={tol:.1e} within maxiter={maxiter}: mean and draws are truncated "
                    "solves, not exact")
     if not converged:
-        warnings.warn(f"exact_gaussian: {reason}", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"exact_gaussian: {reason}", RuntimeWarning, stacklevel=3)
     draws = (np.asarray(mean) + np.asarray(devs))[None] if keep_draws else None
     diagnostics = {"num_grad_evals": cg_iterations, "variance_rel_se": rel_se,
                    "converged": converged, "reason": reason}
@@ -286,7 +286,9 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         raise ValueError(f"need 'rhat_max' > 1 and 'min_ess' > 0, got {rhat_max}, {min_ess}")
     settings = {"seed": seed, "num_chains": num_chains, "num_samples": num_samples,
                 "num_warmup": num_warmup, "thin": thin, "rhat_max": rhat_max,
-                "min_ess": min_ess, "max_rounds": max_rounds, "sampler_config": config}
+                "min_ess": min_ess, "max_rounds": max_rounds, "sampler_config": config,
+                # a reference made under other float32 products is another computation
+                "matmul_precision": str(jax.config.jax_default_matmul_precision)}
     ident = model_identity(posterior)      # hashes the posterior once for both uses
     key = cache_key(posterior, method, settings, ident["posterior_hash"])
     cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
@@ -297,7 +299,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
             raise ValueError(f"cache file {path!r} does not hold key {key}; remove it")
         if not result.provenance.get("converged", False):
             warnings.warn(f"loaded MCMC reference {path!r} did not meet its convergence "
-                          "criteria", RuntimeWarning, stacklevel=2)
+                          "criteria", RuntimeWarning, stacklevel=3)
         # the key holds the posterior's hash: a hit is this posterior's reference
         prov = dict(result.provenance, cache={"hit": True, "path": path}, **ident)
         return result.replace(provenance=prov)
@@ -349,7 +351,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         warnings.warn(f"MCMC reference not converged after {rounds} rounds: max R-hat "
                       f"{max_rhat:.4f} (need < {rhat_max}), min bulk / tail ESS "
                       f"{min_ess_found:.0f} / {min_tail:.0f} (need >= {min_ess}), "
-                      f"{divergences} divergences (need 0)", RuntimeWarning, stacklevel=2)
+                      f"{divergences} divergences (need 0)", RuntimeWarning, stacklevel=3)
     diagnostics = dict(diag)
     diagnostics.update(summarize(diag["ess_bulk"], diag["rhat"]))
     diagnostics["num_grad_evals"] = grads

@@ -24,6 +24,7 @@ Matrix-free arguments are callables ``v -> A v``; eigensolver vectors are flat.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Callable, NamedTuple
 
@@ -34,7 +35,7 @@ import numpy as np
 __all__ = ["identity", "default_tol", "CGResult", "pcg", "CIRCULANT_FLOOR",
            "circulant_symbol", "circulant_solve", "largest_eigenvalue", "Eigh",
            "lanczos_eigh", "randomized_eigh", "dense_from_matvec", "psd_factor",
-           "eigh_sqrt", "full_precision"]
+           "eigh_sqrt", "full_precision", "full_precision_products"]
 
 Matvec = Callable[[jax.Array], jax.Array]
 
@@ -51,8 +52,8 @@ def full_precision(fn):
     (``benchmarks/samplers.py``) came out 4.6 % away from a float64 CPU Cholesky, and
     0.04 % with full precision (MCMC draws were unaffected: 0.25 % both ways). Every
     entry point that computes a posterior (``sample``, ``approximate``, ``map_estimate``,
-    ``gold.reference``, ``compare``) is traced under ``jax.default_matmul_precision(
-    "highest")`` -- unless the user has set ``jax_default_matmul_precision`` themselves,
+    ``gold.reference``, ``compare``; ``Result.sample`` uses the context directly) is traced
+    under ``jax.default_matmul_precision("highest")`` -- unless the user has set ``jax_default_matmul_precision`` themselves,
     which wins. CPUs compute float32 products in full precision either way.
 
     Args:
@@ -63,11 +64,22 @@ def full_precision(fn):
     """
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        if jax.config.jax_default_matmul_precision is not None:
-            return fn(*args, **kwargs)
-        with jax.default_matmul_precision("highest"):
+        with full_precision_products():
             return fn(*args, **kwargs)
     return wrapped
+
+
+def full_precision_products():
+    """The context :func:`full_precision` runs its function in:
+    ``jax.default_matmul_precision("highest")``, or nothing when the user has set a
+    precision.
+
+    Returns:
+        A context manager.
+    """
+    if jax.config.jax_default_matmul_precision is not None:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision("highest")
 
 
 # --------------------------------------------------------------------------------------

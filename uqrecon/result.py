@@ -115,6 +115,14 @@ _VERSION_PACKAGES = ("uqrecon", "jax", "jaxlib", "numpy", "blackjax", "numpyro",
                      "flax", "odl", "astra-toolbox")
 
 
+def _matmul_precision() -> str:
+    try:
+        import jax
+        return str(jax.config.jax_default_matmul_precision or "default")
+    except Exception:  # no JAX: provenance must still be writable
+        return "unknown"
+
+
 def make_provenance(method: str, config: Mapping | None = None, seed=None, dtype=None,
                     **extra) -> dict:
     """Provenance dict: method, config, seed, dtype, library versions and JAX device."""
@@ -138,6 +146,8 @@ def make_provenance(method: str, config: Mapping | None = None, seed=None, dtype
         "dtype": None if dtype is None else np.dtype(dtype).name,
         "versions": versions,
         "device": device,
+        # float32 matrix products: "highest" inside the entry points (linalg.full_precision)
+        "matmul_precision": _matmul_precision(),
     }
     prov.update(extra)
     return prov
@@ -472,7 +482,9 @@ class Result:
             w = self.real_coordinates().sample(key, n)
             return (w[:, 0] + 1j * w[:, 1]).astype(self.dtype)
         dtype = g.mean.dtype
-        out = g.real_mean() + g.deviations(key, n)
+        from .linalg import full_precision_products    # not TF32 on a GPU: see there
+        with full_precision_products():
+            out = g.real_mean() + g.deviations(key, n)
         return out.reshape((n, *self.shape)).astype(dtype)
 
     # -- export -------------------------------------------------------------------------

@@ -328,12 +328,12 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     if out.nonfinite_chains.any():
         warnings.warn(f"chains {list(np.flatnonzero(out.nonfinite_chains))} reached a "
                       "non-finite state and were left out of mean, variance and draws",
-                      RuntimeWarning, stacklevel=2)
+                      RuntimeWarning, stacklevel=3)
         if draws is not None:  # keep intervals and quantiles free of NaN chains
             draws = np.asarray(draws)[~out.nonfinite_chains]
     if diagnostics["divergences"]:
         warnings.warn(f"{diagnostics['divergences']} divergent transitions (or failed inner "
-                      "solves): the draws may be biased", RuntimeWarning, stacklevel=2)
+                      "solves): the draws may be biased", RuntimeWarning, stacklevel=3)
     if run_diagnostics and draws is not None and draws.shape[1] >= 4:
         diag = diagnose(draws)
         diagnostics.update(diag)
