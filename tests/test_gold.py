@@ -178,6 +178,11 @@ def test_reference_rounds_diagnose_once_per_round(monkeypatch):
     quiet = sample_module.sample(tiny_posterior(), method="exact", num_chains=2,
                                  num_samples=8, progress=False, diagnose=False)
     assert "ess_bulk" not in quiet.diagnostics and quiet.draws.shape[:2] == (2, 8)
+    # the Result says it was not diagnosed (and a default one that it was)
+    assert quiet.provenance["config"]["diagnose"] is False
+    loud = sample_module.sample(tiny_posterior(), method="exact", num_chains=2,
+                                num_samples=8, progress=False)
+    assert loud.provenance["config"]["diagnose"] is True and "rhat" in loud.diagnostics
     with pytest.raises(ValueError, match="'diagnose'"):
         sample_module.sample(tiny_posterior(), method="exact", num_samples=8,
                              progress=False, diagnose="no")

@@ -344,7 +344,9 @@ def sample(posterior, method: str = "nuts", num_chains: int = 4, num_samples: in
     # compile_s: all tracing/lowering/XLA compilation of this call (set-up included);
     # setup_s and run_s exclude it; num_compiles: XLA compilations that really happened
     config = {**built.config, "num_chains": num_chains, "num_samples": num_samples,
-              "num_warmup": num_warmup, "thin": thin, "chain_method": chain_method}
+              "num_warmup": num_warmup, "thin": thin, "chain_method": chain_method,
+              # False: no R-hat/ESS in the diagnostics (the caller diagnoses the draws)
+              "diagnose": run_diagnostics}
     return method_result(posterior, method, config, clock, mean=out.mean,
                          variance=out.variance, draws=draws, diagnostics=diagnostics,
                          seed=seed, setup_s=setup_s,
