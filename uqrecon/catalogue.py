@@ -601,6 +601,11 @@ def _verified(path, name, post_hash, post=None):
                 "from the stored one in its bytes (hash) but not in its numbers (every "
                 f"array leaf's sum and norm within {FINGERPRINT_RTOL:g}, same model): "
                 "float32 rounding of this machine; accepted", RuntimeWarning, stacklevel=3)
+            # the same posterior for every later comparison (compare's same_model reads
+            # the hash): the stored bytes' hash is kept beside it
+            ref = ref.replace(provenance={**ref.provenance, "posterior_hash": post_hash,
+                                          "stored_posterior_hash": stored,
+                                          "accepted_by": "fingerprint"})
         else:
             raise ValueError(
                 f"catalogue reference {path!r} was made from a posterior with hash "
