@@ -412,7 +412,9 @@ def test_reference_netcdf_round_trip_keeps_draws_and_attrs(name, tmp_path):
     np.testing.assert_array_equal(idata.posterior["x"].values, ref.draws)
     np.testing.assert_array_equal(idata.reference["mean"].values, ref.mean)
     attrs = idata.posterior.attrs
-    assert attrs["posterior_hash"] == ref.provenance["posterior_hash"]
+    # the hash of the posterior the stored reference was made from (on a machine that
+    # rounds differently, catalogue.reference carries this machine's hash beside it)
+    assert attrs["posterior_hash"] == ref.provenance["catalogue"]["posterior_hash"]
     assert json.loads(attrs["certificate"])["pass"] is True
     assert attrs["exactness"] == ref.provenance["exactness"]
     path = interop.save_reference_netcdf(name, tmp_path / f"{name}.nc")
