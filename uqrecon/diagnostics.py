@@ -5,11 +5,12 @@ R-hat and ESS follow Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021),
 (``arviz.rhat(method='rank')``, ``arviz.ess(method='bulk'|'tail')``): split chains,
 rank-normalise with Blom's offset, FFT autocovariances, Geyer's initial positive and
 monotone sequences. Here every pixel is processed at once (chunked over pixels to bound
-memory) instead of ArviZ's Python loop per scalar, by one of two backends with the same
-estimators: ``"numpy"`` (float64, on the host; the default on a CPU) and ``"jax"`` (one
-jitted function on the default device, float32 unless x64 is on; the default when that
-device is a GPU/TPU: for 256 chains x 300 draws x 4096 pixels the host needs minutes on 2
-cores, an H200 0.2 s).
+memory) instead of ArviZ's Python loop per scalar. :func:`rhat`, :func:`ess_bulk` and
+:func:`ess_tail` run in numpy (float64, on the host); :func:`diagnose`, which the samplers
+call, has a second backend with the same estimators: ``"jax"``, one jitted function on
+the default device, float32 unless x64 is on, its default when that device is a GPU/TPU
+(for 256 chains x 300 draws x 4096 pixels the host needs minutes on 2 cores, an H200
+0.2 s).
 
 Inputs are draws of shape ``(chains, draws, *shape)``; outputs have the image ``shape``.
 
@@ -444,8 +445,8 @@ def ess(draws, method: str = "bulk") -> np.ndarray:
 def diagnose(draws, backend: str | None = None) -> dict:
     """``{'ess_bulk', 'ess_tail', 'rhat'}`` per pixel (``rhat`` is NaN for one chain).
 
-    Same values as the three functions separately (on the same backend), computed in one
-    pass over the draws.
+    With the numpy backend, the same values as the three functions separately (which
+    always run in numpy), computed in one pass over the draws.
 
     Args:
         draws: draws of shape ``(chains, draws, *shape)``.
