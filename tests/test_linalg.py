@@ -244,3 +244,23 @@ def test_posterior_entry_points_trace_matmuls_at_full_precision(monkeypatch):
     with jax.default_matmul_precision("bfloat16"):
         uqrecon.map_estimate(post(9, (2, 11)), max_iter=7)
     assert seen and set(seen) == {"bfloat16"}, seen
+
+
+def test_every_posterior_entry_point_is_wrapped_for_full_precision():
+    """The public functions that compute posteriors or Gaussian draws from them carry
+    ``linalg.full_precision`` (the behaviour itself is checked by tracing in the test
+    above for the first five). Would catch: the decorator dropped from any of them, e.g.
+    when a function is rewritten; a new entry point must be added here."""
+    import uqrecon
+    from uqrecon import gold
+    from uqrecon.uq import bootstrap, calibration, structure
+
+    entry_points = [
+        uqrecon.sample, uqrecon.approximate, uqrecon.map_estimate, gold.reference,
+        gold.exact_gaussian, gold.mcmc_reference, uqrecon.compare,
+        calibration.exact_gaussian_method, calibration.run_replicates,
+        structure.minimize_potential_over_absent_set, structure.buqo_test,
+        bootstrap.response_matrix, bootstrap.gaussian_mean_reconstruction,
+        bootstrap.equivariant_bootstrap, bootstrap.naive_bootstrap]
+    unwrapped = [f.__name__ for f in entry_points if not getattr(f, "full_precision", False)]
+    assert not unwrapped, unwrapped

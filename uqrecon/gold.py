@@ -39,7 +39,7 @@ import numpy as np
 from .inference import exact as _exact
 from .inference.accounting import CallClock, method_result
 from .inference.sample import EXACTNESS
-from .linalg import circulant_solve, full_precision, pcg
+from .linalg import circulant_solve, full_precision, matmul_precision, pcg
 from .models.identity import _update_static, model_identity, posterior_hash
 from .result import Result, make_provenance
 
@@ -288,7 +288,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
                 "num_warmup": num_warmup, "thin": thin, "rhat_max": rhat_max,
                 "min_ess": min_ess, "max_rounds": max_rounds, "sampler_config": config,
                 # a reference made under other float32 products is another computation
-                "matmul_precision": str(jax.config.jax_default_matmul_precision)}
+                "matmul_precision": matmul_precision()}
     ident = model_identity(posterior)      # hashes the posterior once for both uses
     key = cache_key(posterior, method, settings, ident["posterior_hash"])
     cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)

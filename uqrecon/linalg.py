@@ -35,7 +35,7 @@ import numpy as np
 __all__ = ["identity", "default_tol", "CGResult", "pcg", "CIRCULANT_FLOOR",
            "circulant_symbol", "circulant_solve", "largest_eigenvalue", "Eigh",
            "lanczos_eigh", "randomized_eigh", "dense_from_matvec", "psd_factor",
-           "eigh_sqrt", "full_precision", "full_precision_products"]
+           "eigh_sqrt", "full_precision", "full_precision_products", "matmul_precision"]
 
 Matvec = Callable[[jax.Array], jax.Array]
 
@@ -52,7 +52,8 @@ def full_precision(fn):
     (``benchmarks/samplers.py``) came out 4.6 % away from a float64 CPU Cholesky, and
     0.04 % with full precision (256 HMC chains showed no effect: 0.25 % both ways).
     Every entry point that computes a posterior (``sample``, ``approximate``,
-    ``map_estimate``, ``gold.reference``, ``compare``; ``Result.sample`` uses the context
+    ``map_estimate``, ``gold.reference``, ``compare``, the replicated calibration, BUQO
+    and bootstrap functions of ``uqrecon.uq``; ``Result.sample`` uses the context
     directly) is traced under ``jax.default_matmul_precision("highest")`` -- unless the
     user has set ``jax_default_matmul_precision``, which then wins. CPUs compute float32
     products in full precision either way.
@@ -67,7 +68,18 @@ def full_precision(fn):
     def wrapped(*args, **kwargs):
         with full_precision_products():
             return fn(*args, **kwargs)
+    wrapped.full_precision = True          # tests list the wrapped entry points by this
     return wrapped
+
+
+def matmul_precision() -> str:
+    """The float32 matrix-product precision in force (``"default"`` when unset), as Results
+    and cache keys record it.
+
+    Returns:
+        A string.
+    """
+    return str(jax.config.jax_default_matmul_precision or "default")
 
 
 def full_precision_products():

@@ -115,17 +115,10 @@ _VERSION_PACKAGES = ("uqrecon", "jax", "jaxlib", "numpy", "blackjax", "numpyro",
                      "flax", "odl", "astra-toolbox")
 
 
-def _matmul_precision() -> str:
-    try:
-        import jax
-        return str(jax.config.jax_default_matmul_precision or "default")
-    except Exception:  # no JAX: provenance must still be writable
-        return "unknown"
-
-
 def make_provenance(method: str, config: Mapping | None = None, seed=None, dtype=None,
                     **extra) -> dict:
     """Provenance dict: method, config, seed, dtype, library versions and JAX device."""
+    from .linalg import matmul_precision
     versions = {}
     for pkg in _VERSION_PACKAGES:
         try:
@@ -147,7 +140,7 @@ def make_provenance(method: str, config: Mapping | None = None, seed=None, dtype
         "versions": versions,
         "device": device,
         # float32 matrix products: "highest" inside the entry points (linalg.full_precision)
-        "matmul_precision": _matmul_precision(),
+        "matmul_precision": matmul_precision(),
     }
     prov.update(extra)
     return prov

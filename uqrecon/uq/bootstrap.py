@@ -71,6 +71,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uqrecon.linalg import full_precision
 from uqrecon.models.hyper import replace as _replace_field
 from uqrecon.operators.base import operator_dataclass, static_field
 from uqrecon.result import Result, make_provenance
@@ -301,6 +302,7 @@ class FBPReconstruction:
         return fbp(self.operator, y, filter=self.filter)
 
 
+@full_precision
 @jax.jit
 def response_matrix(reconstruct, unit_data):
     """A linear reconstruction's responses to a batch of data, ``vmap(reconstruct)``,
@@ -344,6 +346,7 @@ class GaussianMeanReconstruction:
         return form.mean_cg(maxiter=self.maxiter)
 
 
+@full_precision
 def gaussian_mean_reconstruction(posterior, maxiter: int | None = None) -> GaussianMeanReconstruction:
     """The MAP (= posterior mean) map ``y -> x_map(y)`` of a linear-Gaussian ``posterior``.
 
@@ -507,6 +510,7 @@ def _as_key(key):
     return key, None
 
 
+@full_precision
 def equivariant_bootstrap(reconstruct: Callable, operator: Callable, data, sigma, key, *,
                           group="rot90", num_resamples: int = 100, estimate=None,
                           traceable: bool = True, batch_size: int | None = 16,
@@ -626,6 +630,7 @@ def equivariant_bootstrap(reconstruct: Callable, operator: Callable, data, sigma
     )
 
 
+@full_precision
 def naive_bootstrap(reconstruct: Callable, operator: Callable, data, sigma, key, *,
                     num_resamples: int = 100, **kwargs) -> Result:
     """The naive parametric bootstrap: :func:`equivariant_bootstrap` with ``g = identity``

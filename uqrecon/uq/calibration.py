@@ -51,7 +51,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from scipy import special, stats
 
-from uqrecon.linalg import dense_from_matvec
+from uqrecon.linalg import dense_from_matvec, full_precision
 from uqrecon.models.hyper import replace
 from uqrecon.result import Result, check_probability, make_provenance
 from uqrecon.uq.metrics import DEFAULT_LEVELS
@@ -390,6 +390,7 @@ def _ellipse_truths(keys, shape, dtype):
 # --------------------------------------------------------------------------------------
 # Methods
 # --------------------------------------------------------------------------------------
+@full_precision
 def exact_gaussian_method(posterior, key=None) -> Result:
     """The exact posterior of a linear-Gaussian ``posterior`` as a Gaussian ``Result``
     (dense Cholesky: small problems). The per-replicate counterpart of the fast path of
@@ -584,6 +585,7 @@ def _reduce_result(res, truth, levels, interval_level, num_draws, key):
 # --------------------------------------------------------------------------------------
 # Replicated experiments
 # --------------------------------------------------------------------------------------
+@full_precision
 def run_replicates(posterior, method="exact", *, truths="prior", num_replicates: int = 100,
                    seed: int = 0, levels=None, interval_level: float = 0.9,
                    num_draws: int = 2000, std_scale: float = 1.0, batch_size: int = 32,
@@ -718,7 +720,7 @@ def run_replicates(posterior, method="exact", *, truths="prior", num_replicates:
         warnings.warn(f"run_replicates: method {label!r} did not converge on "
                       f"{len(stopped)} of {num_replicates} replicates (their Results say "
                       "so); the calibration mixes method and optimiser/sampler error",
-                      RuntimeWarning, stacklevel=2)
+                      RuntimeWarning, stacklevel=3)
     info = {"method": label, "truths": truth_label, "seed": seed, "dtype": dtype.name,
             "std_scale": std_scale, "num_replicates": num_replicates,
             "unconverged_replicates": stopped,

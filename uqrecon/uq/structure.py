@@ -59,6 +59,7 @@ import numpy as np
 from scipy import special
 
 from ..diagnostics import ess_bulk
+from ..linalg import full_precision
 from ..result import Result
 
 __all__ = ["Structure", "disc_structure", "structure_from_mask", "contrast",
@@ -434,6 +435,7 @@ def _default_tol(dtype) -> float:
     return 1e-8 if jnp.finfo(dtype).bits == 64 else 1e-5
 
 
+@full_precision
 def minimize_potential_over_absent_set(posterior, structure: Structure, x0=None, *,
                                        max_iter: int = 5000, tol: float | None = None,
                                        key=None):
@@ -530,6 +532,7 @@ class BUQOTest:
         return self.rejected is not None
 
 
+@full_precision
 def buqo_test(posterior, structure: Structure, alpha: float = 0.01, *, x_map=None,
               potential_level=None, max_iter: int = 5000, tol: float | None = None,
               map_max_iter: int = 5000, key=None) -> BUQOTest:
