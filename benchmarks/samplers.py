@@ -79,11 +79,14 @@ def row(name, ess, run_s, total_s, grads, mean=None, std=None, ref=None, extra="
     return r
 
 
-def run_uqrecon(post, method, args, ref=None, **cfg):
+def run_uqrecon(post, method, args, ref=None, chains=None, **cfg):
+    """One uqrecon row; ``chains`` overrides ``--chains`` (a ``method:N`` entry of
+    ``--methods``: N chains, vectorised, one row whose ESS pools them)."""
+    chains = args.chains if chains is None else chains
     warmup = args.precond_warmup if method in ("nuts", "hmc", "mala") else args.num_warmup
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = sample(post, method=method, num_chains=args.chains, num_samples=args.num_samples,
+        r = sample(post, method=method, num_chains=chains, num_samples=args.num_samples,
                    num_warmup=warmup, seed=0, progress=False, **cfg)
     d, t = r.diagnostics, r.timings
     grads = d["num_grad_evals"] + d["num_grad_evals_warmup"] + d["num_grad_evals_setup"]
@@ -94,8 +97,11 @@ def run_uqrecon(post, method, args, ref=None, **cfg):
                       for k, v in {**shown, **cfg}.items())
     extra += f", warmup {r.provenance['config']['num_warmup']}"
     if method in ("nuts", "hmc"):
-        extra += f", {d['num_grad_evals'] / (args.chains * args.num_samples):.1f} grads/draw"
-    return row(method, d["ess_bulk"], t["run_s"], t["total_s"], grads, r.mean, r.std, ref,
+        extra += f", {d['num_grad_evals'] / (chains * args.num_samples):.1f} grads/draw"
+    if chains != args.chains:
+        extra += f", {chains} chains ({used.get('chain_method', '?')})"
+    name = method if chains == args.chains else f"{method} x{chains} chains"
+    return row(name, d["ess_bulk"], t["run_s"], t["total_s"], grads, r.mean, r.std, ref,
                extra)
 
 
@@ -223,6 +229,10 @@ def main_section(args, methods):
                 rows.append(r)
         elif m == "rto":
             rows.append(run_uqrecon(post, "rto", args, ref, solver="cg"))
+        elif ":" in m:
+            name, chains = m.split(":")
+            rows.append(run_uqrecon(post, name, args, ref, chains=int(chains),
+                                    chain_method="vectorized"))
         else:
             rows.append(run_uqrecon(post, m, args, ref))
     return [f"## Samplers on {args.size}x{args.size} parallel beam, 30 angles, 1 % noise, "
