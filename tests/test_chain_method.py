@@ -69,7 +69,11 @@ def test_sequential_and_vectorized_give_the_same_draws_per_chain():
     assert jax.default_backend() == "cpu" and default_chain_method("nuts") == "sequential"
     assert default_chain_method("nuts", "cpu") == "sequential"
     assert default_chain_method("nuts", "gpu") == "vectorized"
-    assert default_chain_method("mala", "cpu") == "vectorized"
+    assert default_chain_method("hmc", "cpu") == default_chain_method("mala", "cpu") \
+        == "sequential"
+    assert default_chain_method("hmc", "gpu") == "vectorized"
+    assert default_chain_method("chees", "cpu") == default_chain_method("skrock", "cpu") \
+        == "vectorized"
 
 
 @pytest.mark.parametrize("bad", ["parallel", "Sequential", None, 1])

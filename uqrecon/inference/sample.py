@@ -177,10 +177,14 @@ def _check_int(name, value, minimum):
 def default_chain_method(method: str, platform: str | None = None) -> str:
     """The chain execution used when ``sample`` is not given ``chain_method``.
 
-    ``"sequential"`` for NUTS on CPU: a vmapped NUTS iteration lasts as long as the
-    longest of the chains' trees, and on CPU sequential chains lose little by not
-    batching their gradients; ``"vectorized"`` otherwise (fixed-length steps batch well,
-    and an accelerator runs the vmapped chains in parallel).
+    ``"sequential"`` on CPU for NUTS, HMC and MALA: a vmapped NUTS iteration lasts as
+    long as the longest of the chains' trees; and for all three, batching the chains'
+    gradients gains nothing on CPU and loses much with a dense whitening factor (the
+    vmapped products with a 4096 x 4096 factor run in a slower layout: on the 64x64 CT
+    GMRF posterior, 4 HMC chains took 159 s vectorised vs 68 s sequential for the same
+    14,300 gradients, ``benchmarks/samplers.py --methods hmc:4``). ``"vectorized"``
+    otherwise: on accelerators (the vmapped chains run in parallel), and for the samplers
+    whose chains move in lockstep by design (ChEES) or are cheap per step.
 
     Args:
         method: a name in :data:`METHODS`.
@@ -191,7 +195,11 @@ def default_chain_method(method: str, platform: str | None = None) -> str:
         ``"sequential"`` or ``"vectorized"``.
     """
     platform = jax.devices()[0].platform if platform is None else platform
-    return "sequential" if method == "nuts" and platform == "cpu" else "vectorized"
+    return ("sequential" if method in _SEQUENTIAL_ON_CPU and platform == "cpu"
+            else "vectorized")
+
+
+_SEQUENTIAL_ON_CPU = ("nuts", "hmc", "mala")
 
 
 # methods that sample a complex image in real coordinates (models.realview): the
