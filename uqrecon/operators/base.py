@@ -283,8 +283,9 @@ def through_operator(phi: Callable, operator: LinearOperator, x: jax.Array, *arg
     A data-fidelity term is a scalar function of ``A x``. Left to autodiff, its gradient
     in ``x`` transposes ``A``'s forward kernel (for the gather-based ray transforms: a
     scatter-add), while ``A.adjoint`` is a separately written exact transpose (a gather);
-    on CPU the autodiff gradient of ``||A x - y||^2 / 2`` measured 1.5x (64x64) to 1.7x
-    (128x128) slower than ``A^T (A x - y)`` (``benchmarks/likelihood_gradient.py``).
+    on CPU the autodiff gradient of ``||A x - y||^2 / 2`` measured 1.1-1.6x slower than
+    ``A^T (A x - y)`` for one image and 1.3-1.4x for four under ``vmap`` (parallel beam,
+    64x64 to 256x256, XLA's default flags; ``benchmarks/likelihood_gradient.py``).
     This wrapper is a ``custom_jvp`` whose rule computes ``g = A^T grad phi(A x)`` with
     ``A.adjoint`` and returns ``<g, dx>``, so reverse mode (``jax.grad``) uses the
     gather, and higher derivatives differentiate the rule (Hessian-vector products by
@@ -292,11 +293,9 @@ def through_operator(phi: Callable, operator: LinearOperator, x: jax.Array, *arg
     operator's own array leaves are propagated by ordinary ``jax.jvp`` (only when they
     are not symbolic zeros), so every derivative stays exact.
 
-    Used only where ``operator.adjoint_for_gradients`` is True (the parallel-beam ray
-    transform); elsewhere, and for complex operators or images (MRI, whose autodiff
-    transpose is an FFT anyway), the plain composition is returned. The fan-beam
-    transform's adjoint is itself an autodiff transpose and measured 15-20 % slower
-    than autodiff's transpose of the forward, so it stays on autodiff.
+    Used only where ``operator.adjoint_for_gradients`` is True (the ray transforms);
+    elsewhere, and for complex operators or images (MRI, whose autodiff transpose is an
+    FFT anyway), the plain composition is returned.
 
     Args:
         phi: scalar function ``phi(u, *args)`` of a range element ``u``; a module-level

@@ -252,12 +252,10 @@ class RayTransform(LinearOperator):
 
         return OdlRayTransform(self.space, self.geometry, impl=impl)
 
-    @property
-    def adjoint_for_gradients(self) -> bool:
-        """Parallel beam: the gather-only transpose is 1.6-2.1x faster than autodiff's
-        scatter transpose of the forward (``benchmarks/likelihood_gradient.py``); fan
-        beam's adjoint is an autodiff transpose itself (slower than the forward's)."""
-        return self.plan.kind == "parallel"
+    #: the hand-written adjoints beat autodiff's transpose of the forward kernel inside
+    #: gradients with XLA's default CPU flags (``benchmarks/likelihood_gradient.py``:
+    #: parallel beam 1.1-1.6x, fan beam 1.0-1.3x for one image, 1.2-1.6x for four)
+    adjoint_for_gradients = True
 
     # -- batching ---------------------------------------------------------------------
     def __call__(self, x):
