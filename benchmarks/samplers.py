@@ -81,7 +81,8 @@ def row(name, ess, run_s, total_s, grads, mean=None, std=None, ref=None, extra="
 
 def run_uqrecon(post, method, args, ref=None, chains=None, **cfg):
     """One uqrecon row; ``chains`` overrides ``--chains`` (a ``method:N`` entry of
-    ``--methods``: N chains, vectorised, one row whose ESS pools them)."""
+    ``--methods``: N chains in the default chain method, ``method:Nv`` vectorised; one
+    row whose ESS pools them)."""
     chains = args.chains if chains is None else chains
     warmup = args.precond_warmup if method in ("nuts", "hmc", "mala") else args.num_warmup
     with warnings.catch_warnings():
@@ -170,7 +171,11 @@ def run_cuqipy(post, op, sigma, data, method, args, ref=None):
                 int(f["steps"])
     draws = draws.reshape(1, -1, *op.domain_shape)
     name = {"nuts": "CUQIpy NUTS", "linearrto": "CUQIpy LinearRTO (maxit 200)"}[method]
-    extra = (f"{A.nnz / np.prod(A.shape):.1%} non-zeros (CSR), f64"
+    versions = subprocess.run(
+        [str(CUQI_PYTHON), "-c", "import cuqi, numpy, scipy; print(f'CUQIpy {cuqi.__version__}, "
+         "numpy {numpy.__version__}, scipy {scipy.__version__}')"],
+        capture_output=True, text=True).stdout.strip()
+    extra = (f"{versions}, {A.nnz / np.prod(A.shape):.1%} non-zeros (CSR), f64"
              + (f", {steps / args.num_samples:.0f} tree nodes/draw" if method == "nuts" else
                 ", grad evals = CGLS iterations"))
     # total_s: CUQIpy set-up + warmup + sampling (it compiles nothing)
@@ -229,10 +234,11 @@ def main_section(args, methods):
                 rows.append(r)
         elif m == "rto":
             rows.append(run_uqrecon(post, "rto", args, ref, solver="cg"))
-        elif ":" in m:
+        elif ":" in m:            # "hmc:4" (default chain method) or "hmc:4v" (vectorised)
             name, chains = m.split(":")
-            rows.append(run_uqrecon(post, name, args, ref, chains=int(chains),
-                                    chain_method="vectorized"))
+            cfg = {"chain_method": "vectorized"} if chains.endswith("v") else {}
+            rows.append(run_uqrecon(post, name, args, ref, chains=int(chains.rstrip("v")),
+                                    **cfg))
         else:
             rows.append(run_uqrecon(post, m, args, ref))
     return [f"## Samplers on {args.size}x{args.size} parallel beam, 30 angles, 1 % noise, "
