@@ -102,6 +102,8 @@ def run_uqrecon(post, method, args, ref=None, chains=None, **cfg):
     if chains != args.chains:
         extra += f", {chains} chains ({used.get('chain_method', '?')})"
     name = method if chains == args.chains else f"{method} x{chains} chains"
+    if "chain_method" in cfg:
+        name += f" ({cfg['chain_method']})"
     return row(name, d["ess_bulk"], t["run_s"], t["total_s"], grads, r.mean, r.std, ref,
                extra)
 

@@ -196,7 +196,9 @@ def test_sequential_resume_is_bitwise_identical_and_mode_is_fingerprinted(tmp_pa
 
     with pytest.raises(_Kill):
         run(chain_method="sequential", checkpoint_dir=tmp_path, callback=killer)
-    with pytest.raises(ValueError, match="checkpoint_dir"):
+    # the refusal names the setting that differs (a changed default must be findable)
+    with pytest.raises(ValueError, match="checkpoint_dir.*chain_method: 'sequential' in the "
+                                         "checkpoint, 'vectorized' now"):
         run(chain_method="vectorized", checkpoint_dir=tmp_path)
     resumed = run(chain_method="sequential", checkpoint_dir=tmp_path)
     assert resumed.timings["chunks_run"] == 1

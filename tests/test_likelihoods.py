@@ -9,6 +9,7 @@ from jax.test_util import check_grads
 
 from uqrecon.models import (ComplexGaussian, Gamma, Gaussian, PoissonEmission,
                             PoissonTransmission)
+from uqrecon.models.hyper import replace
 from uqrecon.operators.matrix import MatrixOperator
 from uqrecon.operators.mri import CartesianMRI
 
@@ -300,11 +301,12 @@ def test_complex_noise_precision_conditional_recovers_tau_by_simulation(x64):
     assert shape / rate == pytest.approx(tau, rel=0.15)
 
 
-def _ct_likelihoods():
-    """The three real likelihoods on a 16x16 parallel-beam ray transform (float64)."""
-    from uqrecon.operators.tomo import sparse_view
+def _ct_likelihoods(geometry="parallel"):
+    """The three real likelihoods on a 16x16 ray transform (float64)."""
+    from uqrecon.operators.tomo import fan_beam, sparse_view
 
-    op = sparse_view((16, 16), 10)
+    op = sparse_view((16, 16), 10) if geometry == "parallel" else fan_beam(
+        (16, 16), 10, src_radius=4.0, det_radius=2.0)
     rng = np.random.default_rng(7)
     truth = jnp.asarray(rng.uniform(0.2, 1.0, (16, 16)))
     clean = op(truth)
@@ -331,8 +333,10 @@ def _plain_potential(lik, x):
     return jnp.sum(lam) - jnp.sum(jnp.where(lik.data > 0, lik.data * jnp.log(lam), 0.0))
 
 
-@pytest.mark.parametrize("name", ["gaussian", "transmission", "emission"])
-def test_ct_data_terms_differentiate_through_the_gather_adjoint(x64, name):
+@pytest.mark.parametrize("geometry,name", [("parallel", "gaussian"),
+                                           ("parallel", "transmission"),
+                                           ("parallel", "emission"), ("fan", "transmission")])
+def test_ct_data_terms_differentiate_through_the_gather_adjoint(x64, geometry, name):
     """The CT likelihoods' potentials are differentiated with the ray transform's
     explicit (gather-only) adjoint (``through_operator``), and every derivative equals
     plain autodiff's: the gradient in the image, a Hessian-vector product by ``jvp`` of
@@ -340,8 +344,11 @@ def test_ct_data_terms_differentiate_through_the_gather_adjoint(x64, name):
     the data, the hyperparameters and the operator's own tables (``custom_jvp`` must not
     drop them). Catches: a wrong or missing adjoint in the rule (gradient off), a dropped
     tangent of ``args`` or of the operator (those gradients zero), and the custom path
-    switched off (the gradient's jaxpr then holds the forward kernel's scatter-add)."""
-    op, truth, liks = _ct_likelihoods()
+    switched off (the gradient's jaxpr then holds the forward kernel's scatter-add; parallel
+    beam only, fan beam's adjoint is a transpose itself), a rule that cannot take a batch
+    of images, and a wrong (non-zero) stand-in for the symbolic-zero tangents of the
+    other arguments (forward mode in the data alone)."""
+    op, truth, liks = _ct_likelihoods(geometry)
     lik = liks[name]
     x = truth * 0.9 + 0.05
     v = jnp.asarray(np.random.default_rng(1).normal(size=x.shape))
@@ -358,6 +365,14 @@ def test_ct_data_terms_differentiate_through_the_gather_adjoint(x64, name):
     xs = jnp.stack([x, truth])
     np.testing.assert_allclose(jax.vmap(jax.grad(lik.potential))(xs),
                                jax.vmap(jax.grad(plain))(xs), **tol)
+    # a batch of images in one call (the potential sums over it)
+    np.testing.assert_allclose(jax.grad(lik.potential)(xs), jax.grad(plain)(xs), **tol)
+    # forward mode in the data alone: every other tangent is a symbolic zero
+    dy = jnp.asarray(np.random.default_rng(2).normal(size=lik.data.shape))
+    at_data = lambda f: jax.jvp(lambda y: f(replace(lik, data=y)), (lik.data,), (dy,))[1]
+    t_data = at_data(lambda l: l.potential(x))
+    assert abs(float(t_data)) > 1e-3
+    np.testing.assert_allclose(t_data, at_data(lambda l: _plain_potential(l, x)), **tol)
     # derivatives in the other arguments: data, hyperparameters, the operator's tables
     d_lik = jax.grad(lambda l: l.potential(x), allow_int=True)(lik)
     d_ref = jax.grad(lambda l: _plain_potential(l, x), allow_int=True)(lik)
@@ -367,5 +382,7 @@ def test_ct_data_terms_differentiate_through_the_gather_adjoint(x64, name):
     assert float(jnp.max(jnp.abs(d_ref.data))) > 1e-3
     assert float(jnp.max(jnp.abs(d_ref.operator.tables.length))) > 1e-3
     assert op.adjoint_for_gradients
-    assert "scatter" not in str(jax.make_jaxpr(jax.grad(lik.potential))(x))
-    assert "scatter" in str(jax.make_jaxpr(jax.grad(plain))(x))
+    if geometry == "parallel":
+        assert "scatter" not in str(jax.make_jaxpr(jax.grad(lik.potential))(x))
+        assert "scatter" in str(jax.make_jaxpr(jax.grad(plain))(x))
+

@@ -236,6 +236,17 @@ def _fingerprint(**kw):
     return {k: (v if not isinstance(v, np.ndarray) else v.tolist()) for k, v in kw.items()}
 
 
+def _fingerprint_difference(stored: dict, now: dict) -> str:
+    """The settings two fingerprints disagree on, e.g. ``chain_method: 'vectorized' in the
+    checkpoint, 'sequential' now`` (a changed default is then named, not just refused)."""
+    def short(v):
+        text = repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+    keys = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+    return "; ".join(f"{k}: {short(stored.get(k))} in the checkpoint, {short(now.get(k))} now"
+                     for k in keys)
+
+
 def run_chains(sampler: Sampler, params, init_positions, key, *, num_warmup: int,
                num_samples: int, thin: int = 1, chunk_size: int | None = None,
                checkpoint_dir=None, draws_dir=None, keep_draws: bool = True,
@@ -365,7 +376,9 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
     if ckpt is not None:
         if ckpt["fingerprint"] != fp:
             raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} holds a checkpoint of a "
-                             "different run (settings differ); use another directory")
+                             f"different run (settings differ: "
+                             f"{_fingerprint_difference(ckpt['fingerprint'], fp)}); use "
+                             "another directory, or the checkpoint's settings")
         states = put(jax.tree_util.tree_map(jnp.asarray, ckpt["states"]))
         wf = put(jax.tree_util.tree_map(jnp.asarray, ckpt["welford"]))
         totals = ckpt["totals"]

@@ -182,9 +182,12 @@ def default_chain_method(method: str, platform: str | None = None) -> str:
     gradients gains nothing on CPU and loses much with a dense whitening factor (the
     vmapped products with a 4096 x 4096 factor run in a slower layout: on the 64x64 CT
     GMRF posterior, 4 HMC chains took 159 s vectorised vs 68 s sequential for the same
-    14,300 gradients, ``benchmarks/samplers.py --methods hmc:4``). ``"vectorized"``
-    otherwise: on accelerators (the vmapped chains run in parallel), and for the samplers
-    whose chains move in lockstep by design (ChEES) or are cheap per step.
+    14,300 gradients, ``benchmarks/samplers.py --methods hmc:4``; MALA takes the same
+    products with the factor, one gradient per step). ``"vectorized"`` otherwise: on
+    accelerators (the vmapped chains run in parallel), for ChEES (its chains move in
+    lockstep by design), and for the samplers not measured in both modes (proximal, ULA,
+    MCLMC/MAMS, GSM, Gibbs). A run checkpointed under the old default is refused on
+    resume with the differing ``chain_method`` named; pass it explicitly to resume.
 
     Args:
         method: a name in :data:`METHODS`.

@@ -299,7 +299,8 @@ def through_operator(phi: Callable, operator: LinearOperator, x: jax.Array, *arg
 
     Args:
         phi: scalar function ``phi(u, *args)`` of a range element ``u``; a module-level
-            function (it is static: a new function object would re-trace).
+            function (it is static: a new function object would re-trace). It must not
+            close over traced values (that fails under ``grad``): pass them in ``args``.
         operator: the linear operator ``A``.
         x: image of ``operator.domain_shape`` (no batch axes; vmap the call instead).
         *args: further (differentiable) arguments of ``phi``, e.g. the data.
