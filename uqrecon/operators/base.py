@@ -283,9 +283,9 @@ def through_operator(phi: Callable, operator: LinearOperator, x: jax.Array, *arg
     A data-fidelity term is a scalar function of ``A x``. Left to autodiff, its gradient
     in ``x`` transposes ``A``'s forward kernel (for the gather-based ray transforms: a
     scatter-add), while ``A.adjoint`` is a separately written exact transpose (a gather);
-    on CPU the autodiff gradient of ``||A x - y||^2 / 2`` measured 1.1-1.6x slower than
-    ``A^T (A x - y)`` for one image and 1.3-1.4x for four under ``vmap`` (parallel beam,
-    64x64 to 256x256, XLA's default flags; ``benchmarks/likelihood_gradient.py``).
+    on CPU the autodiff gradient of ``||A x - y||^2 / 2`` measured 1.1-1.5x slower than
+    through this wrapper for one image and 1.2-1.35x for four under ``vmap`` (parallel
+    beam, 64x64 to 256x256, XLA's default flags; ``benchmarks/likelihood_gradient.py``).
     This wrapper is a ``custom_jvp`` whose rule computes ``g = A^T grad phi(A x)`` with
     ``A.adjoint`` and returns ``<g, dx>``, so reverse mode (``jax.grad``) uses the
     gather, and higher derivatives differentiate the rule (Hessian-vector products by
@@ -302,7 +302,8 @@ def through_operator(phi: Callable, operator: LinearOperator, x: jax.Array, *arg
             function (it is static: a new function object would re-trace). It must not
             close over traced values (that fails under ``grad``): pass them in ``args``.
         operator: the linear operator ``A``.
-        x: image of ``operator.domain_shape`` (no batch axes; vmap the call instead).
+        x: image of ``operator.domain_shape`` (leading batch axes work, ``phi`` then
+            sees the batched ``A x``; vmapping the call is the usual way).
         *args: further (differentiable) arguments of ``phi``, e.g. the data.
 
     Returns:
