@@ -123,9 +123,14 @@ def _sum_of_squares(u, data):
     return jnp.sum(r * r)
 
 
+def _transmission_log_rate(u, log_i0, log_background):
+    """``log(I0 exp(-u) + background)``, finite for zero background and large ``u``."""
+    return jnp.logaddexp(log_i0 - u, log_background)
+
+
 def _transmission_deviance(u, log_i0, log_background, y):
     """Poisson deviance of counts ``y`` at ``lambda = I0 exp(-u) + background``."""
-    log_lam = jnp.logaddexp(log_i0 - u, log_background)
+    log_lam = _transmission_log_rate(u, log_i0, log_background)
     log_y = jnp.log(jnp.where(y > 0, y, 1.0))
     return jnp.sum(jnp.exp(log_lam) - y - y * (log_lam - log_y))
 
@@ -362,7 +367,7 @@ class PoissonTransmission(_Likelihood):
         Returns:
             Array of the data shape.
         """
-        return jnp.logaddexp(self.log_i0 - self.operator(x), self.log_background)
+        return _transmission_log_rate(self.operator(x), self.log_i0, self.log_background)
 
     def potential(self, x):
         """Negative Poisson log likelihood of the counts in deviance form:

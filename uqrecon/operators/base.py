@@ -284,7 +284,7 @@ def through_operator(phi: Callable, operator: LinearOperator, x: jax.Array, *arg
     in ``x`` transposes ``A``'s forward kernel (for the gather-based ray transforms: a
     scatter-add), while ``A.adjoint`` is a separately written exact transpose (a gather);
     on CPU the autodiff gradient of ``||A x - y||^2 / 2`` measured 1.1-1.5x slower than
-    through this wrapper for one image and 1.2-1.35x for four under ``vmap`` (parallel
+    through this wrapper for one image and 1.2-1.4x for four under ``vmap`` (parallel
     beam, 64x64 to 256x256, XLA's default flags; ``benchmarks/likelihood_gradient.py``).
     This wrapper is a ``custom_jvp`` whose rule computes ``g = A^T grad phi(A x)`` with
     ``A.adjoint`` and returns ``<g, dx>``, so reverse mode (``jax.grad``) uses the
@@ -320,10 +320,13 @@ def _through_operator(phi, operator, x, args):
     return phi(operator(x), *args)
 
 
+def _symbolic_zero(t) -> bool:
+    return isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
 def _is_zero(tangent) -> bool:
-    return all(isinstance(t, jax.custom_derivatives.SymbolicZero)
-               for t in jax.tree_util.tree_leaves(
-                   tangent, is_leaf=lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero)))
+    """Every leaf of a tangent pytree is a symbolic zero."""
+    return all(map(_symbolic_zero, jax.tree_util.tree_leaves(tangent, is_leaf=_symbolic_zero)))
 
 
 def _materialize(primal, tangent):
@@ -334,9 +337,8 @@ def _materialize(primal, tangent):
             return jnp.zeros_like(p)
         return np.zeros(p.shape, jax.dtypes.float0)     # integer leaves: float0 tangents
 
-    return jax.tree_util.tree_map(
-        lambda p, t: zero(p) if isinstance(t, jax.custom_derivatives.SymbolicZero) else t,
-        primal, tangent, is_leaf=lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero))
+    return jax.tree_util.tree_map(lambda p, t: zero(p) if _symbolic_zero(t) else t,
+                                  primal, tangent, is_leaf=_symbolic_zero)
 
 
 def _through_operator_jvp(phi, primals, tangents):

@@ -254,8 +254,8 @@ class RayTransform(LinearOperator):
 
     #: the hand-written adjoints beat autodiff's transpose of the forward kernel inside
     #: gradients with XLA's default CPU flags (``benchmarks/likelihood_gradient.py``:
-    #: parallel beam 1.1-1.5x for one image and 1.2-1.35x for four under vmap, fan beam
-    #: 1.1-1.45x and 1.05-1.5x)
+    #: parallel beam 1.2-1.5x for one image and 1.3-1.4x for four under vmap, fan beam
+    #: 1.1-1.45x and 1.1-1.6x)
     adjoint_for_gradients = True
 
     # -- batching ---------------------------------------------------------------------
