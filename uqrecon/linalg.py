@@ -368,7 +368,7 @@ def lanczos_eigh(matvec: Matvec, v0: jax.Array, num_steps: int, *,
     def reorth(w, V, MV, j):
         mask = (jnp.arange(m + 1) <= j).astype(dtype)
         for _ in range(2):
-            w = w - V.T @ ((MV @ w) * mask)
+            w = w - ((MV @ w) * mask) @ V
         return w
 
     q0, mq0, _ = m_normalise(v0)

@@ -61,9 +61,15 @@ class MatrixOperator(LinearOperator):
 
     def _adjoint(self, y):
         yv = y.reshape(-1)
-        if jnp.issubdtype(self.matrix.dtype, jnp.complexfloating):
-            return jnp.conj(self.matrix.T @ jnp.conj(yv)).reshape(self.domain_shape)
-        return (self.matrix.T @ yv).reshape(self.domain_shape)
+        complex_ = jnp.issubdtype(self.matrix.dtype, jnp.complexfloating)
+        yc = jnp.conj(yv) if complex_ else yv
+        if self.is_sparse:
+            out = self.matrix.T @ yc
+        else:
+            # ``y @ A``, not ``A.T @ y``: with ``A`` a jit argument XLA's CPU backend copies
+            # the transpose on every call (measured 46 ms against 2 ms at 4096 x 4096)
+            out = yc @ self.matrix
+        return (jnp.conj(out) if complex_ else out).reshape(self.domain_shape)
 
     def to_dense(self, dtype=None):
         """The matrix (a sparse one densified).

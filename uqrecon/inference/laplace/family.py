@@ -111,6 +111,6 @@ def _draws(approx, key, num):
 
     def one(k):
         u = approx.base.sample(k)
-        return approx.mean + u - V @ (g * (V.T @ approx.base.mass(u)))
+        return approx.mean + u - V @ (g * (approx.base.mass(u) @ V))
 
     return jax.lax.map(one, jax.random.split(key, num), batch_size=min(num, 16))

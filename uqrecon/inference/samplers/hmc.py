@@ -121,7 +121,7 @@ class DensePreconditioner(NamedTuple):
         return self.u0 + (self.factor @ z.ravel()).reshape(self.u0.shape)
 
     def inverse(self, u):
-        return (self.chol.T @ (u - self.u0).ravel()).reshape(self.u0.shape)
+        return ((u - self.u0).ravel() @ self.chol).reshape(self.u0.shape)
 
 
 class LowRankPreconditioner(NamedTuple):
@@ -138,13 +138,13 @@ class LowRankPreconditioner(NamedTuple):
 
     def __call__(self, z):
         z = z.ravel()
-        c = self.basis.T @ z
+        c = z @ self.basis
         v = self.alpha * (z - self.basis @ c) + self.basis @ (self.scales * c)
         return self.u0 + v.reshape(self.u0.shape)
 
     def inverse(self, u):
         d = (u - self.u0).ravel()
-        c = self.basis.T @ d
+        c = d @ self.basis
         z = (d - self.basis @ c) / self.alpha + self.basis @ (c / self.scales)
         return z.reshape(self.u0.shape)
 
@@ -169,13 +169,13 @@ class CirculantPreconditioner(NamedTuple):
 
     def __call__(self, z):
         z = z.ravel()
-        c = self.basis.T @ z
+        c = z @ self.basis
         v = self.alpha * (z - self.basis @ c) + self.basis @ (self.scales * c)
         return self.u0 + _fourier_scale(v.reshape(self.u0.shape), self.inv_sqrt_symbol)
 
     def inverse(self, u):
         d = _fourier_scale(u - self.u0, 1.0 / self.inv_sqrt_symbol).ravel()
-        c = self.basis.T @ d
+        c = d @ self.basis
         z = (d - self.basis @ c) / self.alpha + self.basis @ (c / self.scales)
         return z.reshape(self.u0.shape)
 
