@@ -130,41 +130,76 @@ def test_nuts_reports_the_iterations_stopped_by_the_depth_cap():
     assert 0 <= d.diagnostics["max_depth_fraction"] < 1.0
 
 
-def _toy_run(num_chains=4):
-    """Sequential mode on the runner's toy MALA target (6-D Gaussian; cheap to compile)."""
-    from test_runner import _MALA, D
-    return run_chains(*_MALA, jnp.ones((num_chains, D)) + jnp.arange(num_chains)[:, None],
+def _toy_run(num_chains=4, chain_method="sequential", sampler="mala"):
+    """The runner's toy target (6-D Gaussian; cheap to compile) under MALA, or under NUTS
+    (a vmapped ``while_loop`` per iteration)."""
+    from test_runner import _MALA, D, _Gauss, _P
+    if sampler == "mala":
+        built = _MALA
+    else:
+        from uqrecon.inference.samplers.hmc import nuts
+        built = nuts(_Gauss(jnp.asarray(_P)), 3, initial_step_size=0.3)
+    return run_chains(*built, jnp.ones((num_chains, D)) + jnp.arange(num_chains)[:, None],
                       jax.random.PRNGKey(7), num_warmup=20, num_samples=30, chunk_size=10,
-                      progress=False, chain_method="sequential")
+                      progress=False, chain_method=chain_method)
 
 
-def test_sequential_chains_sharded_over_devices_match_one_device():
-    """With 2 host devices sequential mode runs a ``shard_map`` (each device maps over
+def _on_two_devices(code, *args, env_extra=None):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2 "
+               + (env_extra or ""), JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
+def test_chains_sharded_over_devices_match_one_device(chain_method):
+    """With 2 host devices both modes run a ``shard_map`` (each device maps or vmaps over
     its own 2 chains); the draws equal the 1-device run's. Catches: specs that split the
     chain axis wrongly (chains swapped or duplicated), params sharded instead of
     replicated. (Checked: reversing the chain order inside ``_chains_in_turn`` fails
-    it.) The sampler is the runner tests' toy MALA: the shard_map path is the same for
-    every sampler, and NUTS on a CT posterior cost ~90 s here for nothing more."""
-    code = textwrap.dedent("""
+    the sequential case.) The sampler is the runner tests' toy MALA: the shard_map path is
+    the same for every sampler, and NUTS on a CT posterior cost ~90 s here for nothing
+    more."""
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"shard_{os.getpid()}.npy")
+    out = _on_two_devices("""
         import sys
         import jax, numpy as np
         sys.path.insert(0, %r)
         from test_chain_method import _toy_run
-        r = _toy_run()
+        r = _toy_run(chain_method=sys.argv[2])
         print(len(jax.devices()), r.num_devices)
         np.save(sys.argv[1], np.asarray(r.draws))
-    """ % os.path.dirname(__file__))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"seqshard_{os.getpid()}.npy")
-    res = subprocess.run([sys.executable, "-c", code, path], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split()[-2:] == ["2", "2"]
-    one = _toy_run()
+    """ % os.path.dirname(__file__), path, chain_method)
+    assert out.split()[-2:] == ["2", "2"]
+    one = _toy_run(chain_method=chain_method)
     assert one.num_devices == 1
     np.testing.assert_allclose(np.load(path), one.draws, rtol=1e-5, atol=1e-6)
     os.remove(path)
+
+
+def test_sharded_chunks_need_no_communication_between_devices(tmp_path):
+    """Chains are independent, so a chunk sharded over devices must hold no collective.
+    In vectorised mode a plain ``vmap`` over sharded chains is partitioned by XLA, and
+    every vmapped ``while_loop`` (here NUTS's tree) then all-reduces its condition over
+    the devices on each iteration (checked: without the ``shard_map`` the compiled chunk
+    holds all-reduces and this test fails); on a 2-core CPU such a run of GSM hung.
+    Reads the compiled HLO that XLA dumps for the runner's chunk, in both modes."""
+    found = {}
+    for mode in ("vectorized", "sequential"):
+        dump = tmp_path / mode
+        _on_two_devices("""
+            import sys
+            sys.path.insert(0, %r)
+            from test_chain_method import _toy_run
+            assert _toy_run(chain_method=sys.argv[1], sampler="nuts").num_devices == 2
+        """ % os.path.dirname(__file__), mode, env_extra=f"--xla_dump_to={dump}")
+        texts = [f.read_text() for f in dump.glob("*_chunk*after_optimizations.txt")]
+        assert texts, sorted(f.name for f in dump.iterdir())[:20]
+        found[mode] = [op for op in ("all-reduce", "all-gather", "collective-permute",
+                                     "all-to-all") if any(op + "(" in t for t in texts)]
+    assert found == {"vectorized": [], "sequential": []}
 
 
 class _Kill(Exception):

@@ -39,7 +39,7 @@ def _transposes_matrix(fn, args, matrix_shape):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex64])
 def test_matrix_operator_adjoint_does_not_transpose_the_matrix(dtype):
-    """Catches ``A.T @ y`` in ``MatrixOperator._adjoint`` (a 47x slower adjoint at
+    """Catches ``A.T @ y`` in ``MatrixOperator._adjoint`` (a 45x slower adjoint at
     2730 x 4096 on CPU); the adjoint's values are checked against numpy so that a rewrite
     that drops the conjugation fails too."""
     rng = np.random.default_rng(0)

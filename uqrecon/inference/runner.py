@@ -2,8 +2,8 @@
 
 Chains run either vectorised with ``vmap`` (``chain_method="vectorized"``) or one after
 another inside the same compiled chunk with ``lax.map`` (``"sequential"``); with several
-devices they are sharded over them either way (a ``shard_map`` in sequential mode, so
-each device runs its own chains in turn). Under ``jax.distributed`` (several processes,
+devices they are sharded over them either way (a ``shard_map``: each device vmaps or
+maps over its own chains, with no communication between devices inside a chunk). Under ``jax.distributed`` (several processes,
 e.g. one per GPU host) the chains are split evenly over the processes, each process runs
 its share on its own devices, and at the end every process gathers the others' Welford
 states, draws and statistics, so all of them return the same :class:`RunOutput` as one
@@ -152,6 +152,13 @@ def _chains_in_turn(params, states, wf, keys, t0, phase, sampler, length, thin):
         (states, wf, keys))
 
 
+def _chains_together(params, states, wf, keys, t0, phase, sampler, length, thin):
+    """Every chain of the (local) batch at once (``vmap``)."""
+    one = _one_chain if sampler.draw is None else _one_chain_iid
+    return jax.vmap(lambda s, w, k: one(sampler, length, thin, params, s, w, k, t0,
+                                        phase))(states, wf, keys)
+
+
 @partial(jax.jit, static_argnames=("sampler", "length", "thin", "chain_method", "mesh"))
 def _chunk(params, states, wf, keys, t0, phase, *, sampler: Sampler, length: int, thin: int,
            chain_method: str = "vectorized", mesh=None):
@@ -161,14 +168,14 @@ def _chunk(params, states, wf, keys, t0, phase, *, sampler: Sampler, length: int
     (states, ``t0``) is traced.
 
     ``chain_method="vectorized"``: chains vmapped (a NUTS iteration lasts as long as the
-    longest tree of all chains); ``"sequential"``: ``lax.map`` over chains, and with a
-    ``mesh`` (several devices) a ``shard_map`` so every device maps over its own chains
-    and never waits for another device's trees."""
-    if chain_method == "vectorized":
-        one = _one_chain if sampler.draw is None else _one_chain_iid
-        return jax.vmap(lambda s, w, k: one(sampler, length, thin, params, s, w, k, t0,
-                                            phase))(states, wf, keys)
-    run = partial(_chains_in_turn, sampler=sampler, length=length, thin=thin)
+    longest tree of all chains); ``"sequential"``: ``lax.map`` over chains. With a
+    ``mesh`` (several devices) either runs inside a ``shard_map``, so every device vmaps
+    or maps over its own chains and never waits for another device. (A plain vmap over
+    sharded chains lets XLA partition it, and every vmapped ``while_loop`` -- a CG solve,
+    a NUTS tree -- then needs a cross-device reduction of its condition per iteration:
+    on a 2-core CPU with two host devices, GSM at 64x64 hung in those collectives.)"""
+    chains = _chains_together if chain_method == "vectorized" else _chains_in_turn
+    run = partial(chains, sampler=sampler, length=length, thin=thin)
     if mesh is None:
         return run(params, states, wf, keys, t0, phase)
     # check_vma=False: blackjax's kernels mix per-device values and replicated constants
@@ -424,7 +431,7 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
             states, wf, stats, chunk_draws, chunk_traces = _chunk(
                 params, states, wf, keys, jnp.int32(t0), jnp.int32(phase), sampler=sampler,
                 length=length, thin=thin if length % thin == 0 else 1,
-                chain_method=chain_method, mesh=mesh if chain_method == "sequential" else None)
+                chain_method=chain_method, mesh=mesh)
             acc, grads, divs, bad, step, caps = jax.device_get(stats)
             run_s += time.perf_counter() - t_run - (monitor.compile_s - c_run)
             chunks_run += 1

@@ -409,6 +409,25 @@ def _preconditioner(params, post, lam, tau, dtype):
     return _two_level(params, post, lam, lam_c, tau, apply)
 
 
+@jax.custom_batching.sequential_vmap
+def _coarse_inverse(Kc):
+    """``Kc^{-1}`` (Jacobi-scaled Cholesky), or zeros if the float32 factorisation fails.
+
+    The explicit inverse, once per sweep: two matrix-vector products per CG iteration are
+    cheaper than two triangular solves. Vmapped chains factorise one after another
+    (``sequential_vmap``), not as one batched LAPACK call: with chains sharded over
+    several host devices, the batched 1024 x 1024 Cholesky deadlocked XLA's CPU thread
+    pool (two devices, two cores: GSM at 64x64 hung), and on one device the two take the
+    same time.
+    """
+    d = jnp.sqrt(jnp.diagonal(Kc))
+    eye = jnp.eye(Kc.shape[0], dtype=Kc.dtype)
+    chol = jnp.linalg.cholesky(Kc / d[:, None] / d[None, :])
+    inv = jax.scipy.linalg.cho_solve((chol, True), eye) / d[:, None] / d[None, :]
+    ok = jnp.all(jnp.isfinite(inv))
+    return jnp.where(ok, 0.5 * (inv + inv.T), 0.0)
+
+
 def _two_level(params, post, lam, lam_c, tau, smoother):
     """The balanced two-level preconditioner: ``E = Z Kc^{-1} Z^T`` on block aggregates
     ``Z`` with ``Kc = Z^T P~ Z``, ``P~ = tau C + D^T Λ D`` (``C`` the circulant model of
@@ -433,14 +452,7 @@ def _two_level(params, post, lam, lam_c, tau, smoother):
     dtype = lam.dtype
     blocks = params.coarse_blocks
     Kc = tau * params.coarse_circulant.astype(dtype) + _coarse_laplacian(lam_c, blocks, dtype)
-    d = jnp.sqrt(jnp.diagonal(Kc))
-    eye = jnp.eye(Kc.shape[0], dtype=dtype)
-    chol = jnp.linalg.cholesky(Kc / d[:, None] / d[None, :])
-    # the explicit inverse, once per sweep: two matrix-vector products per CG iteration
-    # are cheaper than two triangular solves
-    inv = jax.scipy.linalg.cho_solve((chol, True), eye) / d[:, None] / d[None, :]
-    ok = jnp.all(jnp.isfinite(inv))
-    inv = jnp.where(ok, 0.5 * (inv + inv.T), 0.0)
+    inv = _coarse_inverse(Kc)
     symbol = params.lik_symbol.astype(dtype)
 
     def coarse(r):
