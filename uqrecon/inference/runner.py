@@ -3,8 +3,9 @@
 Chains run either vectorised with ``vmap`` (``chain_method="vectorized"``) or one after
 another inside the same compiled chunk with ``lax.map`` (``"sequential"``); with several
 devices they are sharded over them either way (a ``shard_map``: each device vmaps or
-maps over its own chains, with no communication between devices inside a chunk). Under ``jax.distributed`` (several processes,
-e.g. one per GPU host) the chains are split evenly over the processes, each process runs
+maps over its own chains, with no communication between devices inside a chunk). Under
+``jax.distributed`` (several processes, e.g. one per GPU host) the chains are split
+evenly over the processes, each process runs
 its share on its own devices, and at the end every process gathers the others' Welford
 states, draws and statistics, so all of them return the same :class:`RunOutput` as one
 process running every chain would. A vmapped ``while_loop`` runs until its

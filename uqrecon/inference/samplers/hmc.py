@@ -138,7 +138,7 @@ class LowRankPreconditioner(NamedTuple):
 
     def __call__(self, z):
         z = z.ravel()
-        c = z @ self.basis
+        c = z @ self.basis   # not basis.T @ z: XLA's CPU backend would copy the transpose
         v = self.alpha * (z - self.basis @ c) + self.basis @ (self.scales * c)
         return self.u0 + v.reshape(self.u0.shape)
 
