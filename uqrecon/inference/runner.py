@@ -5,11 +5,10 @@ another inside the same compiled chunk with ``lax.map`` (``"sequential"``); with
 devices they are sharded over them either way (a ``shard_map``: each device vmaps or
 maps over its own chains, with no communication between devices inside a chunk). Under
 ``jax.distributed`` (several processes, e.g. one per GPU host) the chains are split
-evenly over the processes, each process runs
-its share on its own devices, and at the end every process gathers the others' Welford
-states, draws and statistics, so all of them return the same :class:`RunOutput` as one
-process running every chain would. A vmapped ``while_loop`` runs until its
-longest lane is done, so with NUTS every vectorised iteration costs the longest of the
+evenly over the processes, each process runs its share on its own devices, and at the
+end every process gathers the others' Welford states, draws and statistics, so all of
+them return the same :class:`RunOutput` as one process running every chain would. A
+vmapped ``while_loop`` runs until its longest lane is done, so with NUTS every vectorised iteration costs the longest of the
 chains' trees; in sequential mode a chain's long tree delays no other chain, but the
 chains' gradients are no longer batched into one matrix product. Steps run in
 ``lax.scan`` chunks of one module-level jitted function that takes the sampler's
