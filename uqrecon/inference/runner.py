@@ -8,17 +8,17 @@ maps over its own chains, with no communication between devices inside a chunk).
 evenly over the processes, each process runs its share on its own devices, and at the
 end every process gathers the others' Welford states, draws and statistics, so all of
 them return the same :class:`RunOutput` as one process running every chain would. A
-vmapped ``while_loop`` runs until its longest lane is done, so with NUTS every vectorised iteration costs the longest of the
-chains' trees; in sequential mode a chain's long tree delays no other chain, but the
-chains' gradients are no longer batched into one matrix product. Steps run in
-``lax.scan`` chunks of one module-level jitted function that takes the sampler's
-functions as a static argument and the problem (``params``) as a traced one, so it
-compiles once per problem *structure* for the whole process, not once per call (no
-executable cache of our own: jit's). Compile and run time are measured apart from JAX's
-compilation events. Between chunks: progress bar, checkpoint, and draws written to memory
-or to a ``.npy`` memmap on disk. Every post-warmup iteration enters a per-pixel Welford
-mean/variance; only every ``thin``-th is kept as a draw, so memory stays bounded however
-long the run.
+vmapped ``while_loop`` runs until its longest lane is done, so with NUTS every
+vectorised iteration costs the longest of the chains' trees; in sequential mode a
+chain's long tree delays no other chain, but the chains' gradients are no longer batched
+into one matrix product. Steps run in ``lax.scan`` chunks of one module-level jitted
+function that takes the sampler's functions as a static argument and the problem
+(``params``) as a traced one, so it compiles once per problem *structure* for the whole
+process, not once per call (no executable cache of our own: jit's). Compile and run time
+are measured apart from JAX's compilation events. Between chunks: progress bar,
+checkpoint, and draws written to memory or to a ``.npy`` memmap on disk. Every post-
+warmup iteration enters a per-pixel Welford mean/variance; only every ``thin``-th is
+kept as a draw, so memory stays bounded however long the run.
 
 Randomness: the key of chain ``c`` at iteration ``t`` of phase ``p`` is
 ``fold_in(fold_in(split(key, C)[c], p), t)``, independent of the chunking, so a resumed
