@@ -16,9 +16,9 @@ function that takes the sampler's functions as a static argument and the problem
 (``params``) as a traced one, so it compiles once per problem *structure* for the whole
 process, not once per call (no executable cache of our own: jit's). Compile and run time
 are measured apart from JAX's compilation events. Between chunks: progress bar,
-checkpoint, and draws written to memory or to a ``.npy`` memmap on disk. Every post-
-warmup iteration enters a per-pixel Welford mean/variance; only every ``thin``-th is
-kept as a draw, so memory stays bounded however long the run.
+checkpoint, and draws written to memory or to a ``.npy`` memmap on disk. Every
+post-warmup iteration enters a per-pixel Welford mean/variance; only every ``thin``-th
+is kept as a draw, so memory stays bounded however long the run.
 
 Randomness: the key of chain ``c`` at iteration ``t`` of phase ``p`` is
 ``fold_in(fold_in(split(key, C)[c], p), t)``, independent of the chunking, so a resumed
