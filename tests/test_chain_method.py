@@ -185,21 +185,20 @@ def test_sharded_chunks_need_no_communication_between_devices(tmp_path):
     every vmapped ``while_loop`` (here NUTS's tree) then all-reduces its condition over
     the devices on each iteration (checked: without the ``shard_map`` the compiled chunk
     holds all-reduces and this test fails); on a 2-core CPU such a run of GSM hung.
-    Reads the compiled HLO that XLA dumps for the runner's chunk, in both modes."""
-    found = {}
-    for mode in ("vectorized", "sequential"):
-        dump = tmp_path / mode
-        _on_two_devices("""
-            import sys
-            sys.path.insert(0, %r)
-            from test_chain_method import _toy_run
-            assert _toy_run(chain_method=sys.argv[1], sampler="nuts").num_devices == 2
-        """ % os.path.dirname(__file__), mode, env_extra=f"--xla_dump_to={dump}")
-        texts = [f.read_text() for f in dump.glob("*_chunk*after_optimizations.txt")]
-        assert texts, sorted(f.name for f in dump.iterdir())[:20]
-        found[mode] = [op for op in ("all-reduce", "all-gather", "collective-permute",
-                                     "all-to-all") if any(op + "(" in t for t in texts)]
-    assert found == {"vectorized": [], "sequential": []}
+    Reads the compiled HLO that XLA dumps for the runner's chunks (both modes, one
+    subprocess)."""
+    _on_two_devices("""
+        import sys
+        sys.path.insert(0, %r)
+        from test_chain_method import _toy_run
+        for mode in ("vectorized", "sequential"):
+            assert _toy_run(chain_method=mode, sampler="nuts").num_devices == 2
+    """ % os.path.dirname(__file__), env_extra=f"--xla_dump_to={tmp_path}")
+    texts = [f.read_text() for f in tmp_path.glob("*_chunk*after_optimizations.txt")]
+    assert len(texts) >= 2, sorted(f.name for f in tmp_path.iterdir())[:20]   # both modes
+    found = [op for op in ("all-reduce", "all-gather", "collective-permute", "all-to-all")
+             if any(op + "(" in t for t in texts)]
+    assert found == []
 
 
 class _Kill(Exception):
