@@ -172,8 +172,8 @@ def _chunk(params, states, wf, keys, t0, phase, *, sampler: Sampler, length: int
     ``mesh`` (several devices) either runs inside a ``shard_map``, so every device vmaps
     or maps over its own chains and never waits for another device. (A plain vmap over
     sharded chains lets XLA partition it, and every vmapped ``while_loop`` -- a CG solve,
-    a NUTS tree -- then needs a cross-device reduction of its condition per iteration:
-    on a 2-core CPU with two host devices, GSM at 64x64 hung in those collectives.)"""
+    a NUTS tree -- then all-reduces its condition across the devices on every iteration,
+    as the compiled chunk shows; ``tests/test_chain_method.py``.)"""
     chains = _chains_together if chain_method == "vectorized" else _chains_in_turn
     run = partial(chains, sampler=sampler, length=length, thin=thin)
     if mesh is None:
