@@ -35,15 +35,18 @@ def best_ms(fn, args, calls, rounds=5):
         best = min(best, (time.perf_counter() - t) / calls * 1e3)
     return best
 
+
 def _old_lanczos_reorth(w, V, MV, mask):
     for _ in range(2):
         w = w - V.T @ ((MV @ w) * mask)
     return w
 
+
 def _new_lanczos_reorth(w, V, MV, mask):
     for _ in range(2):
         w = w - ((MV @ w) * mask) @ V
     return w
+
 
 def cases():
     key = jax.random.PRNGKey(0)
@@ -70,6 +73,7 @@ def cases():
          lambda M, v: M.T @ v, lambda M, v: v @ M, (W, w), 20),
     ]
 
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="write the markdown table here")
@@ -93,6 +97,7 @@ def main():
     print(table)
     if args.out:
         Path(args.out).write_text(table)
+
 
 if __name__ == "__main__":
     main()
