@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxpr_walk import equations
 
 import uqrecon
 from uqrecon.inference.samplers import gsm
@@ -96,18 +97,8 @@ def test_coarse_inverse_factorises_chains_one_at_a_time():
     K = jnp.asarray(B @ B.transpose(0, 2, 1) + 6 * np.eye(6), jnp.float32)
     K = K.at[2].set(-jnp.eye(6))                       # not positive definite
     jaxpr = jax.make_jaxpr(jax.vmap(gsm._coarse_inverse))(K)
-
-    def cholesky_ranks(jx):
-        for eqn in jx.eqns:
-            if eqn.primitive.name == "cholesky":
-                yield eqn.invars[0].aval.ndim
-            for v in eqn.params.values():
-                for sub in (v if isinstance(v, (tuple, list)) else (v,)):
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        yield from cholesky_ranks(inner)
-
-    assert sorted(set(cholesky_ranks(jaxpr.jaxpr))) == [2]
+    ranks = {e.invars[0].aval.ndim for e in equations(jaxpr) if e.primitive.name == "cholesky"}
+    assert ranks == {2}
     inv = np.asarray(jax.vmap(gsm._coarse_inverse)(K))
     np.testing.assert_allclose(inv[:2], np.linalg.inv(np.asarray(K[:2], np.float64)),
                                rtol=1e-4, atol=1e-6)

@@ -385,4 +385,3 @@ def test_ct_data_terms_differentiate_through_the_gather_adjoint(x64, geometry, n
     if geometry == "parallel":
         assert "scatter" not in str(jax.make_jaxpr(jax.grad(lik.potential))(x))
         assert "scatter" in str(jax.make_jaxpr(jax.grad(plain))(x))
-

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxpr_walk import equations
 
 from uqrecon.inference.samplers.hmc import (CirculantPreconditioner, DensePreconditioner,
                                             LowRankPreconditioner)
@@ -17,23 +18,11 @@ from uqrecon.linalg import lanczos_eigh
 from uqrecon.operators import MatrixOperator
 
 
-def _transposed_shapes(jaxpr):
-    """Input shapes of every ``transpose`` equation in ``jaxpr`` and its sub-jaxprs."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "transpose":
-            found.append(tuple(eqn.invars[0].aval.shape))
-        for value in eqn.params.values():
-            subs = value if isinstance(value, (tuple, list)) else (value,)
-            for sub in subs:
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    found += _transposed_shapes(inner)
-    return found
-
-
 def _transposes_matrix(fn, args, matrix_shape):
-    shapes = _transposed_shapes(jax.make_jaxpr(fn)(*args).jaxpr)
+    """Input shapes of the ``transpose`` equations of ``fn``'s jaxpr that transpose a
+    matrix of ``matrix_shape`` (either orientation)."""
+    shapes = [tuple(e.invars[0].aval.shape) for e in equations(jax.make_jaxpr(fn)(*args))
+              if e.primitive.name == "transpose"]
     return [s for s in shapes if sorted(s) == sorted(matrix_shape)]
 
 
