@@ -16,6 +16,9 @@ Tables (markdown on stdout and in ``--out``):
    and the two-level (block-aggregate) preconditioner, at 128 and 256 (``--parts gsm-cg``).
 5. **GSM's CG tolerance**: 1e-5 vs the default 1e-4 at size N (``--parts tol``, not in
    the default parts).
+6. **HMC moves beside GSM's sweeps** (option ``hmc_moves``): GSM alone against GSM with
+   ``k`` HMC moves per sweep at size N (``--parts hmc-moves --hmc-moves 0,5``, not in the
+   default parts).
 
 Run: ``JAX_PLATFORMS=cpu python benchmarks/gold_tv.py [--size 128] [--gsm-samples 300]``.
 Timings are wall-clock on this machine under whatever load it has; ratios come from the
@@ -184,6 +187,25 @@ def tol_comparison(size, views, samples, tols, seed=0):
     return rows
 
 
+def hmc_moves_comparison(size, views, samples, moves, seed=0):
+    """GSM with ``k`` HMC moves per sweep for each ``k`` in ``moves`` (0: GSM alone), 4
+    chains x (50 + ``samples``) sweeps, one after the other in this process. Wall time
+    counts set-up, compilation and warmup; gradient-equivalents count the HMC moves'
+    gradients (one ``A^T A`` each) beside the CG iterations."""
+    _, post = tv_posterior(size, views)
+    rows = []
+    for k in moves:
+        t = time.perf_counter()
+        res = uqrecon.sample(post, method="gsm", num_chains=4, num_warmup=50,
+                             num_samples=samples, seed=seed, progress=False, hmc_moves=k)
+        rows.append(summarize(f"gsm, {k} HMC moves per sweep", res, time.perf_counter() - t))
+        rows[-1]["cg_per_step"] = float(np.asarray(res.diagnostics["cg_iterations"]).mean())
+        if k:
+            rows[-1]["hmc_acceptance"] = float(np.mean(res.diagnostics["hmc_acceptance"]))
+        print(rows[-1], flush=True)
+    return rows
+
+
 def table(rows, cols):
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -202,6 +224,8 @@ def main():
     ap.add_argument("--bias-size", type=int, default=32)
     ap.add_argument("--parts", default="efficiency,bias,cg,gsm-cg")
     ap.add_argument("--sweeps", type=int, default=20, help="GSM sweeps per row of gsm-cg")
+    ap.add_argument("--hmc-moves", default="0,5",
+                    help="HMC moves per GSM sweep compared by --parts hmc-moves")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/gold_tv.json")
     a = ap.parse_args()
@@ -220,6 +244,15 @@ def main():
         print(table(results["tol"], ["method", "draws", "min_ess_bulk", "median_ess_bulk",
                                      "min_ess_tail", "max_rhat", "cg_per_step", "wall_s",
                                      "min_ess_per_s", "acceptance"]), flush=True)
+    if "hmc-moves" in parts:
+        moves = [int(k) for k in a.hmc_moves.split(",")]
+        results["hmc_moves"] = hmc_moves_comparison(a.size, a.views, a.gsm_samples, moves,
+                                                    a.seed)
+        print(table(results["hmc_moves"], ["method", "draws", "min_ess_bulk",
+                                           "median_ess_bulk", "min_ess_tail", "max_rhat",
+                                           "grads", "wall_s", "min_ess_per_s",
+                                           "min_ess_per_grad", "acceptance",
+                                           "hmc_acceptance"]), flush=True)
     if "bias" in parts:
         results["bias"] = bias(a.bias_size, 20, a.seed)
         print(table(results["bias"], ["method", "min_ess_bulk", "std_ratio",

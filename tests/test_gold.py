@@ -226,6 +226,32 @@ def test_later_rounds_keep_the_first_rounds_step_without_warmup(tmp_path):
     np.testing.assert_allclose(res.draws[:, 40:], second.draws, rtol=1e-5, atol=1e-6)
 
 
+def test_gsm_hmc_moves_keep_their_tuned_step_in_later_rounds(tmp_path):
+    """A GSM reference with HMC moves continues at the median of the first round's tuned
+    HMC step (option ``hmc_step_size``) with no new warmup; the second round's draws equal
+    a plain continuation at that step. Catches a continuation that treats GSM as untuned
+    (later rounds would restart the HMC moves at their untuned initial step)."""
+    from uqrecon import sample
+    from uqrecon.models import TV
+    from uqrecon.inference.samplers.gsm import default_hmc_step
+
+    lik = tiny_posterior().likelihood
+    post = Posterior(lik, TV(tuple(lik.operator.domain_shape), 2.0))
+    opts = dict(num_chains=2, num_samples=40, num_warmup=40, min_ess=5000, hmc_moves=2)
+    res = mcmc_reference(post, method="gsm", max_rounds=2, cache_dir=tmp_path, **opts)
+    assert res.provenance["rounds"] == 2
+    first = mcmc_reference(post, method="gsm", max_rounds=1, cache_dir=tmp_path, **opts)
+    step = first.provenance["tuned_step_size"]
+    n = int(np.prod(lik.operator.domain_shape))
+    assert step is not None and abs(step / default_hmc_step(n) - 1) > 0.01   # tuned
+    assert res.provenance["tuned_step_size"] == step
+    second = sample(post, method="gsm", num_chains=2, num_samples=40, num_warmup=0,
+                    seed=1, init=first.draws[:, -1], init_jitter=0.0, hmc_moves=2,
+                    hmc_step_size=step, progress=False)
+    np.testing.assert_allclose(second.diagnostics["step_size"], step, rtol=1e-6)
+    np.testing.assert_allclose(res.draws[:, 40:], second.draws, rtol=1e-5, atol=1e-6)
+
+
 def test_gold_bad_input():
     post = tiny_posterior()
     from uqrecon.models import TV

@@ -216,6 +216,18 @@ _NO_TUNING = ("gsm", "gibbs", "exact", "rto")   # later rounds need no new warmu
 _STEP_TUNED = ("hmc", "nuts", "mala")
 
 
+def _tuned_step_option(method: str, config: dict) -> str | None:
+    """The option that carries a first-round tuned step into later rounds: ``step_size``
+    for HMC, NUTS and MALA; ``hmc_step_size`` for GSM with HMC moves (their step is
+    tuned in warmup; the metric follows the frozen anchor, the round's start); None
+    where nothing is tuned."""
+    if method in _STEP_TUNED:
+        return "step_size"
+    if method == "gsm" and config.get("hmc_moves"):
+        return "hmc_step_size"
+    return None
+
+
 def _next_round(have: int, unit: int, max_rhat: float, min_ess_bulk: float,
                 min_ess_tail: float, rhat_max: float, min_ess: float) -> int:
     """Iterations per chain of the next round.
@@ -247,8 +259,9 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     chain from its last state, and appends the draws. A round's length is what the
     criteria's scaling says is missing plus 20 % (a multiple of the compiled chunk, at
     most all previous rounds together: :func:`_next_round`); later rounds need no warmup (for
-    ``gsm``/``gibbs``/``exact`` nothing is tuned; HMC, NUTS and MALA keep the median of
-    the first round's tuned step sizes; MCLMC/MAMS tune again). After
+    ``gsm``/``gibbs``/``exact`` nothing is tuned; HMC, NUTS and MALA, and GSM's HMC
+    moves (``hmc_moves``), keep the median of the first round's tuned step sizes;
+    MCLMC/MAMS tune again). After
     ``max_rounds`` rounds it stops with a warning (the result says ``converged: False``
     in its provenance, which also holds the cache key, the rounds, the criteria and the
     method's exactness class).
@@ -307,6 +320,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     with CallClock() as clock:
         draws, grads, rounds, init, divergences = None, 0, 0, None, 0
         per_round, tuned_step = num_samples, None
+        step_option = _tuned_step_option(method, config)
         while True:
             cfg = dict(config)
             # every round is a multiple of the first, and warmup shares the chunk length:
@@ -316,11 +330,11 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
             warmup = num_warmup
             if init is not None:        # continue each chain where it stopped, unperturbed
                 cfg.update(init=init, init_jitter=0.0)
-                if method in _NO_TUNING:
+                if step_option is not None and tuned_step is not None:
                     warmup = 0
-                elif method in _STEP_TUNED and tuned_step is not None:
+                    cfg.setdefault(step_option, tuned_step)
+                elif method in _NO_TUNING and step_option is None:
                     warmup = 0
-                    cfg.setdefault("step_size", tuned_step)
             # diagnose=False: R-hat/ESS of all rounds' draws are computed below, once
             run = sample(posterior, method=method, num_chains=num_chains,
                          num_samples=per_round, num_warmup=warmup, thin=thin,
@@ -334,7 +348,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
             grads += int(run.diagnostics.get("num_grad_evals", 0)) + int(
                 run.diagnostics.get("num_grad_evals_warmup", 0))
             rounds += 1
-            if rounds == 1 and method in _STEP_TUNED and "step_size" in run.diagnostics:
+            if rounds == 1 and step_option is not None and "step_size" in run.diagnostics:
                 tuned_step = float(np.median(np.asarray(run.diagnostics["step_size"])))
             diag = diagnose(draws)
             max_rhat = float(np.max(diag["rhat"]))
@@ -409,6 +423,16 @@ def gold_method(posterior) -> str:
     return "gsm"
 
 
+# GSM references of images this large add HMC moves after every sweep (option
+# ``hmc_moves``). Measured (benchmarks/results/gold_tv.md, section 7): sparse-view CT, TV
+# weight 10, 4 chains; at 64x64 (15 views, 300 sweeps from stationary starts) min bulk
+# ESS per second 0.89 alone, 1.97 with 10 moves; at 128x128 (30 views, 50 + 120 sweeps
+# from the sampler's default start) 0.092 alone, 0.148 with 5 moves. Below 64x64 a GSM
+# sweep (dense A^T A) costs less than one trajectory: not measured as a gain there.
+GSM_HMC_MIN_PIXELS = 4096
+GSM_HMC_MOVES = 5
+
+
 @full_precision
 def reference(posterior, *, seed: int = 0, num_chains: int = 4,
               num_samples: int | None = None, num_warmup: int | None = None,
@@ -426,7 +450,8 @@ def reference(posterior, *, seed: int = 0, num_chains: int = 4,
         rhat_max, min_ess, max_rounds: the criteria (posteriordb's: split R-hat < 1.01,
             bulk and tail ESS >= 400 on every pixel, no divergences) and the round cap.
         cache_dir, use_cache, progress: as :func:`mcmc_reference`.
-        **config: options of the chosen sampler (e.g. ``tol`` for gsm; for an exact
+        **config: options of the chosen sampler (e.g. ``tol`` for gsm, whose
+            ``hmc_moves`` defaults to ``GSM_HMC_MOVES`` from 64x64 up; for an exact
             Gaussian, :func:`exact_gaussian`'s ``dense_max``, ``tol``, ``maxiter`` and
             ``keep_draws``; HMC with the dense whitening defaults to
             ``path_length=3.0`` here, see the code).
@@ -455,6 +480,8 @@ def reference(posterior, *, seed: int = 0, num_chains: int = 4,
         # three rounds and 136 s. Whitening at the mode under-states the spread of a
         # non-Gaussian posterior, so the whitened target wants the longer path.
         config.setdefault("path_length", 3.0)
+    if method == "gsm" and int(np.prod(posterior.shape)) >= GSM_HMC_MIN_PIXELS:
+        config.setdefault("hmc_moves", GSM_HMC_MOVES)
     if num_samples is None:
         num_samples = 500 if method == "gsm" else 1000
     if num_warmup is None:

@@ -45,6 +45,16 @@ preconditioner leaves slow (2.5x fewer CG iterations at 128x128). For orthonorma
 wavelets the preconditioner is diagonal in the wavelet domain: ``tau c_j + lam_j`` with
 ``c_j`` the per-subband diagonal of ``W A^T A W^T``.
 
+**HMC moves (option ``hmc_moves``).** The Gibbs alternation moves edges slowly: where
+an edge's position is uncertain, one difference is large (small ``lam``) and its
+neighbour near zero (large ``lam``), and ``x | lam`` keeps the pixel with the side it is
+pinned to (``benchmarks/results/gold_tv.md``, section 6). After each sweep the sampler can
+add HMC trajectories on the image's *marginal* posterior (``lam`` is not part of the
+state, so this is a valid kernel on ``x``): whitened by the one-level model of ``P`` at
+the anchor's expected latent precisions, driven by the gradient of a Huber-smoothed
+penalty, and accepted on the exact (non-smooth) density, which keeps them exact (see
+:func:`_exact_potential`). Their step is tuned by dual averaging in warmup.
+
 Noise and Gaussian-prior precisions with Gamma hyperpriors are drawn from their conjugate
 conditionals given ``x`` (the augmentation does not change those).
 
@@ -58,9 +68,11 @@ import functools
 import math
 from typing import NamedTuple
 
+import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.adaptation.step_size import dual_averaging_adaptation
 
 from ...linalg import pcg
 from ...operators.base import operator_dataclass, static_field
@@ -301,8 +313,12 @@ class GSMParams:
     maxiter: jax.Array
     normal: jax.Array | None = None
     coarse_circulant: jax.Array | None = None
+    hmc_smoothing: jax.Array | None = None
+    hmc_step_size: jax.Array | None = None
     kind: str = static_field(default="tv")
     coarse_blocks: tuple | None = static_field(default=None)
+    hmc_moves: int = static_field(default=0)
+    hmc_steps: int = static_field(default=10)
 
 
 class GSMState(NamedTuple):
@@ -312,6 +328,9 @@ class GSMState(NamedTuple):
     adapting: jax.Array       # bool: warmup (anchor follows x) or sampling (anchor frozen)
     log_accept: jax.Array     # log acceptance ratio of the last image move
     cg_iterations: jax.Array  # CG iterations of the last image move
+    hmc_step: jax.Array       # step size of the HMC moves (whitened units)
+    hmc_da: object            # its dual-averaging state (warmup)
+    hmc_accept: jax.Array     # mean acceptance probability of the last sweep's HMC moves
 
 
 def _normal(lik, v):
@@ -375,16 +394,14 @@ def _draw_lam(key, post, x):
     return jnp.where(w > 0, jnp.minimum(lam, big), 0.0)
 
 
-def _preconditioner(params, post, lam, tau, dtype):
-    """``r -> M^{-1} r`` (see the module docstring)."""
+def _scaled_circulant(params, post, lam, tau, dtype):
+    """The one-level TV model ``M = S C S`` of ``P`` at latent precisions ``lam``:
+    ``C`` circulant with symbol ``tau * sym(A^T A) + lam_bar * sym(D^T D)`` (``lam_bar``
+    the geometric mean of ``lam``), ``S`` the diagonal scaling that gives ``M`` the exact
+    diagonal of ``P``. Returns ``(lam_c, symbol, scale)``, ``lam_c`` the per-component
+    weights ``(ndim, *shape)``."""
     term = _penalty(post)
     shape = post.shape
-    if params.kind == "wavelet":
-        W = term.analysis_operator
-        d = tau * params.lik_symbol.astype(dtype) + lam
-        for p in _gaussian_priors(post):   # diagonal of a Gaussian prior, roughly
-            d = d + p.precision(jnp.ones(shape, dtype)).mean()
-        return lambda r: W.adjoint(W(r) / d).astype(dtype)
     lam_c = jnp.broadcast_to(lam[None], (len(shape), *shape)) if term.grouped else lam
     # the mean over real differences only: a structurally zero last difference has
     # ||g|| = 0 and a huge (clipped) lam that would inflate the geometric mean
@@ -398,6 +415,20 @@ def _preconditioner(params, post, lam, tau, dtype):
         q = p.precision(jnp.ones(shape, dtype))
         symbol, diag_p = symbol + jnp.mean(q), diag_p + jnp.abs(q)
     scale = jnp.sqrt(diag_p / (lik_diag + 2.0 * len(shape) * lam_bar))
+    return lam_c, symbol, scale
+
+
+def _preconditioner(params, post, lam, tau, dtype):
+    """``r -> M^{-1} r`` (see the module docstring)."""
+    term = _penalty(post)
+    shape = post.shape
+    if params.kind == "wavelet":
+        W = term.analysis_operator
+        d = tau * params.lik_symbol.astype(dtype) + lam
+        for p in _gaussian_priors(post):   # diagonal of a Gaussian prior, roughly
+            d = d + p.precision(jnp.ones(shape, dtype)).mean()
+        return lambda r: W.adjoint(W(r) / d).astype(dtype)
+    lam_c, symbol, scale = _scaled_circulant(params, post, lam, tau, dtype)
 
     def apply(r):
         z = jnp.fft.irfftn(jnp.fft.rfftn(r / scale) / symbol[..., : r.shape[-1] // 2 + 1],
@@ -508,6 +539,129 @@ def mh_po_move(key, x, anchor, matvec, rhs, xi, precond, tol, maxiter):
 
 
 # --------------------------------------------------------------------------------------
+# HMC moves on the marginal posterior (the edges GSM moves slowly)
+# --------------------------------------------------------------------------------------
+# Dual averaging's target for the HMC moves' acceptance (Beskos et al. 2013's 0.651 for
+# high-dimensional HMC); measured at 64x64 sparse-view CT, step 0.2: acceptance 0.65.
+GSM_HMC_TARGET = 0.65
+
+# Leapfrog steps per HMC trajectory, and the Huber parameter of their driving gradient
+# relative to the Laplace factor's scale 1/w. Measured at 64x64
+# sparse-view CT (15 views, TV 10, 4 chains): 10 steps at step 0.2 give acceptance 0.65
+# with smoothing 1e-3 = 0.01 / w.
+GSM_HMC_STEPS = 10
+GSM_HMC_SMOOTHING = 0.01
+
+
+def default_hmc_step(n: int) -> float:
+    """Initial HMC step in whitened units for ``n`` pixels: 0.2 at 4096 (the measured
+    value above), scaled as ``n^(-1/4)`` (HMC's optimal step in high dimension)."""
+    return 0.2 * (4096.0 / n) ** 0.25
+
+
+@jax.custom_jvp
+def _exact_potential(x, post, smoothing):
+    """The exact potential of ``post`` whose *derivative* (in ``x`` only) is that of the
+    Huber-smoothed one (:func:`_surrogate_potential`).
+
+    Leapfrog is volume-preserving and reversible whatever vector field drives it, so HMC
+    whose Metropolis test uses the exact energy is exact for the non-smooth posterior
+    while its trajectories follow the smoothed gradient (a surrogate-trajectory HMC):
+    the smoothing changes only the acceptance rate. ``post`` and ``smoothing`` are
+    treated as constants (their tangents are ignored).
+    """
+    return post.potential(x)
+
+
+def _surrogate_potential(x, post, smoothing):
+    """Likelihood, Gaussian priors and the Huber-smoothed norm penalty."""
+    return post.smooth_potential(x) + _penalty(post).smoothed(smoothing).potential(x)
+
+
+@_exact_potential.defjvp
+def _exact_potential_jvp(primals, tangents):
+    x, post, smoothing = primals
+    grad = jax.grad(_surrogate_potential)(x, post, smoothing)
+    return post.potential(x), jnp.vdot(grad, tangents[0]).real.astype(x.dtype)
+
+
+def _metric_weights(post, anchor):
+    """Latent precisions for the HMC moves' metric: ``E[lam | anchor] = w / ||g||`` at the
+    anchor image, clipped at its 99th percentile (a single image's near-zero differences
+    would otherwise make a few weights arbitrarily large). A function of the anchor only,
+    which is frozen after warmup: the metric must not depend on the chain's state."""
+    term = _penalty(post)
+    dtype = anchor.dtype
+    mag = term.magnitude(term.analysis_operator(anchor)).astype(dtype)
+    w = jnp.broadcast_to(term.weights(dtype), mag.shape)
+    tiny = jnp.asarray(1e-30 if dtype == jnp.float64 else 1e-20, dtype)
+    lam = jnp.where(w > 0, w, 0.0) / jnp.maximum(mag, tiny)
+    return jnp.minimum(lam, jnp.quantile(lam, 0.99))
+
+
+def _whitening(params, post, anchor, tau):
+    """``z -> W z`` with ``W W^T = M^{-1}``, ``M`` the model of ``P`` at the anchor's latent
+    precisions that the PO move's preconditioner uses: for TV the scaled circulant
+    ``M = S C S``, ``W = S^{-1} C^{-1/2}`` (one FFT pair); for wavelets
+    ``M = W_a^T diag(d) W_a``, ``W = W_a^T diag(d)^{-1/2} W_a``."""
+    dtype = anchor.dtype
+    lam = _metric_weights(post, anchor)
+    if params.kind == "wavelet":    # M = W^T diag(d) W: its symmetric root in the basis
+        W = _penalty(post).analysis_operator
+        d = tau * params.lik_symbol.astype(dtype) + lam
+        for p in _gaussian_priors(post):
+            d = d + p.precision(jnp.ones(post.shape, dtype)).mean()
+        return lambda z: W.adjoint(W(z) / jnp.sqrt(d)).astype(dtype)
+    _, symbol, scale = _scaled_circulant(params, post, lam, tau, dtype)
+    root = jnp.sqrt(symbol[..., : anchor.shape[-1] // 2 + 1])
+
+    def apply(z):
+        v = jnp.fft.irfftn(jnp.fft.rfftn(z) / root, s=z.shape)
+        return (v / scale).astype(dtype)
+
+    return apply
+
+
+def _hmc_move(key, x, post, whiten, step_size, num_steps, smoothing):
+    """One HMC trajectory (blackjax) on whitened coordinates ``x + W z`` of the exact
+    marginal posterior, driven by the smoothed gradient. Returns ``(x', acceptance
+    probability, divergent)``."""
+    dtype = x.dtype
+    k_jit, k_move = jax.random.split(key)
+    # a step jittered by +-20 % (independent of the state) breaks periodic trajectories
+    eps = step_size * jax.random.uniform(k_jit, (), dtype, 0.8, 1.2)
+
+    def logdensity(z):
+        return -_exact_potential(x + whiten(z), post, smoothing)
+
+    kernel = blackjax.hmc(logdensity, eps, jnp.ones(x.size, dtype), num_steps)
+    state, info = kernel.step(k_move, kernel.init(jnp.zeros_like(x)))
+    acc = jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0)
+    return x + whiten(state.position), acc.astype(dtype), info.is_divergent
+
+
+def _hmc_moves(key, x, anchor, state, post, params, tau):
+    """``params.hmc_moves`` HMC trajectories from ``x`` with the metric of ``anchor``; in
+    warmup the step size follows dual averaging on their mean acceptance. Returns
+    ``(x, step, da, mean acceptance, any divergent)``."""
+    whiten = _whitening(params, post, anchor, tau)
+
+    def body(x, k):
+        x, acc, div = _hmc_move(k, x, post, whiten, state.hmc_step, params.hmc_steps,
+                                params.hmc_smoothing.astype(x.dtype))
+        return x, (acc, div)
+
+    x, (acc, div) = jax.lax.scan(body, x, jax.random.split(key, params.hmc_moves))
+    mean_acc = jnp.mean(acc)
+    _, da_update, _ = dual_averaging_adaptation(GSM_HMC_TARGET)
+    da = jax.tree_util.tree_map(lambda new, old: jnp.where(state.adapting, new, old),
+                                da_update(state.hmc_da, mean_acc), state.hmc_da)
+    step = jnp.where(state.adapting, jnp.exp(da.log_step_size).astype(x.dtype),
+                     state.hmc_step)
+    return x, step, da, mean_acc, jnp.any(div)
+
+
+# --------------------------------------------------------------------------------------
 # the kernel (module-level functions: compiled once per problem shape)
 # --------------------------------------------------------------------------------------
 def gsm_init(key, x, params):
@@ -515,20 +669,31 @@ def gsm_init(key, x, params):
     hypers = {k: jnp.asarray(v, x.dtype) for k, v in post.hyperparameters.items()
               if k in post.hyperpriors}
     zero = jnp.zeros((), x.dtype)
-    return GSMState(x, hypers, x, jnp.bool_(True), zero, jnp.int32(0))
+    step = jnp.asarray(params.hmc_step_size, x.dtype)
+    da_init, _, _ = dual_averaging_adaptation(GSM_HMC_TARGET)
+    return GSMState(x, hypers, x, jnp.bool_(True), zero, jnp.int32(0), step, da_init(step),
+                    jnp.ones((), x.dtype))
 
 
 def gsm_finish_warmup(state, params):
-    """Freeze the CG starting point at the last warmup image: from here on ``s`` depends
-    on ``r0`` only, as the exactness argument needs."""
-    return state._replace(anchor=state.x, adapting=jnp.bool_(False))
+    """Freeze the CG starting point (and the HMC moves' metric) at the last warmup image:
+    from here on ``s`` depends on ``r0`` only, as the exactness argument needs; freeze
+    the HMC step at its dual-averaged value (with no warmup step taken, keep the
+    initial one)."""
+    da_init, _, da_final = dual_averaging_adaptation(GSM_HMC_TARGET)
+    adapted = state.hmc_da.step > da_init(jnp.ones(())).step
+    step = jnp.where(adapted, da_final(state.hmc_da).astype(state.hmc_step.dtype),
+                     state.hmc_step)
+    return state._replace(anchor=state.x, adapting=jnp.bool_(False), hmc_step=step)
 
 
 def gsm_step(key, state, params):
-    """One sweep: hyperparameters | x, lam | x, then the MH-corrected PO move of x | lam."""
+    """One sweep: hyperparameters | x, lam | x, the MH-corrected PO move of x | lam, then
+    (``params.hmc_moves`` > 0) that many HMC moves on the marginal posterior of x."""
     x = state.x
     dtype = x.dtype
     k_h, k_lam, k_xi, k_u = jax.random.split(key, 4)
+    k_hmc = jax.random.fold_in(key, 4)
     post = params.posterior
     hypers = state.hypers
     if hypers:
@@ -544,12 +709,18 @@ def gsm_step(key, state, params):
                                      _perturbation(k_xi, post, lam, dtype), precond,
                                      params.tol, params.maxiter)
     acc_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+    grads = iters + 3
+    divergent = iters >= params.maxiter
+    step, da, hmc_acc = state.hmc_step, state.hmc_da, state.hmc_accept
+    if params.hmc_moves:
+        x, step, da, hmc_acc, hmc_div = _hmc_moves(k_hmc, x, anchor, state, post, params, tau)
+        grads = grads + params.hmc_moves * (params.hmc_steps + 1)
+        divergent = divergent | hmc_div
     info = StepInfo(acceptance=acc_prob.astype(dtype),
-                    num_grad_evals=(iters + 3).astype(jnp.int32),
-                    divergent=iters >= params.maxiter,
-                    step_size=jnp.asarray(params.tol, dtype))
+                    num_grad_evals=grads.astype(jnp.int32), divergent=divergent,
+                    step_size=(step if params.hmc_moves else jnp.asarray(params.tol, dtype)))
     return GSMState(x, hypers, state.anchor, state.adapting, log_ratio.astype(dtype),
-                    iters.astype(jnp.int32)), info
+                    iters.astype(jnp.int32), step, da, hmc_acc), info
 
 
 def gsm_position(state, params):
@@ -559,6 +730,8 @@ def gsm_position(state, params):
 def gsm_trace(state, params):
     out = {k: v for k, v in state.hypers.items()}
     out["cg_iterations"] = state.cg_iterations
+    if params.hmc_moves:
+        out["hmc_acceptance"] = state.hmc_accept
     return out
 
 
@@ -629,7 +802,9 @@ def _dense_normal(A):
 
 
 def gsm_params(post, tol: float, maxiter: int, dense_max: int = GSM_DENSE_MAX,
-               coarse="auto") -> tuple[GSMParams, int]:
+               coarse="auto", hmc_moves: int = 0, hmc_steps: int = GSM_HMC_STEPS,
+               hmc_step_size: float | None = None,
+               hmc_smoothing: float | None = None) -> tuple[GSMParams, int]:
     """Measure the preconditioner's data and, for images of at most ``dense_max`` pixels,
     form ``A^T A`` densely; ``coarse`` as in :func:`coarse_blocks` (TV only: the wavelet
     preconditioner is diagonal in the wavelet domain). Returns ``(params, operator
@@ -638,7 +813,13 @@ def gsm_params(post, tol: float, maxiter: int, dense_max: int = GSM_DENSE_MAX,
     faster at 128x128 (0.84 vs 1.61 s, 53 vs 131 CG iterations), about even at 64x64
     (0.17 vs 0.19 s; 36 vs 65 iterations), 3x slower at 32x32 with the dense ``A^T A``
     (0.023 vs 0.007 s, 44 vs 48 iterations), where the coarse work costs more than a
-    product."""
+    product.
+
+    ``hmc_moves`` HMC trajectories of ``hmc_steps`` leapfrog steps follow every sweep
+    (0: none); ``hmc_step_size`` is their initial step in whitened units (default
+    :func:`default_hmc_step`), ``hmc_smoothing`` the Huber parameter of the gradient
+    that drives them (default ``GSM_HMC_SMOOTHING / max weight``: a hundredth of the
+    Laplace factor's scale)."""
     from ...models.wavelets import WaveletL1
 
     check_gsm_posterior(post)
@@ -666,9 +847,16 @@ def gsm_params(post, tol: float, maxiter: int, dense_max: int = GSM_DENSE_MAX,
     if coarse == "auto" and normal is not None:
         blocks = None     # with the dense A^T A a product is cheaper than the coarse work
     coarse_c = None if blocks is None else _coarse_circulant(symbol, blocks)
+    if hmc_smoothing is None:
+        w_max = float(jnp.max(_penalty(post).weights(dtype)))
+        hmc_smoothing = GSM_HMC_SMOOTHING / w_max if w_max > 0 else 1.0
+    if hmc_step_size is None:
+        hmc_step_size = default_hmc_step(n)
     params = GSMParams(post, symbol, centre.astype(dtype), jnp.asarray(tol, dtype),
                        jnp.asarray(int(maxiter), jnp.int32), normal, coarse_c,
-                       kind=kind, coarse_blocks=blocks)
+                       jnp.asarray(hmc_smoothing, dtype), jnp.asarray(hmc_step_size, dtype),
+                       kind=kind, coarse_blocks=blocks, hmc_moves=int(hmc_moves),
+                       hmc_steps=int(hmc_steps))
     return params, spent + dense_spent
 
 
