@@ -313,6 +313,7 @@ def _moments(draws):
     ("tv-aniso", {}),
     ("l1-haar", {}),
     ("tv-iso-loose", {"tol": 0.05, "dense_max": 0}),
+    ("tv-iso-hmc", {"hmc_moves": 1}),
 ])
 def test_gsm_matches_an_independent_nuts_reference(kind, options):
     """GSM draws vs 32,000 numpyro NUTS draws (float64, independent log density).
@@ -326,9 +327,14 @@ def test_gsm_matches_an_independent_nuts_reference(kind, options):
     ``tv-iso-loose`` solves to a relative residual of 0.05, far from a PO draw: with the
     Metropolis test removed (always accept) the test fails. The other cases form
     ``A^T A`` densely (16 pixels <= ``dense_max``); ``tv-iso-loose`` applies the operator
-    pair in every CG step (``dense_max=0``), so both paths are checked.
+    pair in every CG step (``dense_max=0``), so both paths are checked. ``tv-iso-hmc``
+    adds one HMC move per sweep (option ``hmc_moves``) through the public entry point,
+    with its warmup tuning; it catches gross wiring faults (checked: keeping the HMC
+    proposal without its Metropolis test makes the chain diverge and the test fail) but
+    not subtle ones at the default smoothing (the moves alone are tested below, with a
+    smoothing large enough to see a wrong energy).
     """
-    base = "tv-iso" if kind == "tv-iso-loose" else kind
+    base = "tv-iso" if kind.startswith("tv-iso") else kind
     M, y, sigma = _problem()
     weight = 2.0
     ref = _cached_nuts_reference(base, weight)

@@ -425,10 +425,11 @@ def gold_method(posterior) -> str:
 
 # GSM references of images this large add HMC moves after every sweep (option
 # ``hmc_moves``). Measured (benchmarks/results/gold_tv.md, section 7): sparse-view CT, TV
-# weight 10, 4 chains; at 64x64 (15 views, 300 sweeps from stationary starts) min bulk
-# ESS per second 0.89 alone, 1.97 with 10 moves; at 128x128 (30 views, 50 + 120 sweeps
-# from the sampler's default start) 0.092 alone, 0.148 with 5 moves. Below 64x64 a GSM
-# sweep (dense A^T A) costs less than one trajectory: not measured as a gain there.
+# weight 10, 4 chains; min bulk ESS per second at 64x64 (15 views, 50 + 300 sweeps)
+# 1.02 alone, 1.22 with 10 moves (per draw 2.2x; an exploratory run from stationary
+# starts: 0.89 and 1.97); at 128x128 (30 views, 50 + 120 sweeps) 0.092 alone, 0.148 with
+# 5 moves. Below 64x64 a GSM sweep (dense A^T A) costs less than one trajectory: not
+# measured as a gain there.
 GSM_HMC_MIN_PIXELS = 4096
 GSM_HMC_MOVES = 5
 
