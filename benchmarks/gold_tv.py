@@ -171,36 +171,21 @@ def gsm_sweep_cost(size, views, sweeps, seed=0):
     return rows
 
 
-def tol_comparison(size, views, samples, tols, seed=0):
-    """GSM (default preconditioner) at each CG tolerance in ``tols``, 4 chains x
-    (50 + ``samples``) sweeps, one after the other in this process: what a tighter
-    tolerance buys in acceptance and ESS against its extra CG iterations."""
+def option_comparison(size, views, samples, option, values, seed=0):
+    """GSM (default preconditioner) at each value of one option, 4 chains x (50 +
+    ``samples``) sweeps, one after the other in this process. Wall time counts set-up,
+    compilation and warmup; gradient-equivalents count CG iterations and, with
+    ``hmc_moves``, the HMC moves' gradients (one ``A^T A`` each)."""
     _, post = tv_posterior(size, views)
     rows = []
-    for tol in tols:
+    for value in values:
         t = time.perf_counter()
         res = uqrecon.sample(post, method="gsm", num_chains=4, num_warmup=50,
-                             num_samples=samples, seed=seed, progress=False, tol=tol)
-        rows.append(summarize(f"gsm tol {tol:g}", res, time.perf_counter() - t))
+                             num_samples=samples, seed=seed, progress=False,
+                             **{option: value})
+        rows.append(summarize(f"gsm {option}={value:g}", res, time.perf_counter() - t))
         rows[-1]["cg_per_step"] = float(np.asarray(res.diagnostics["cg_iterations"]).mean())
-        print(rows[-1], flush=True)
-    return rows
-
-
-def hmc_moves_comparison(size, views, samples, moves, seed=0):
-    """GSM with ``k`` HMC moves per sweep for each ``k`` in ``moves`` (0: GSM alone), 4
-    chains x (50 + ``samples``) sweeps, one after the other in this process. Wall time
-    counts set-up, compilation and warmup; gradient-equivalents count the HMC moves'
-    gradients (one ``A^T A`` each) beside the CG iterations."""
-    _, post = tv_posterior(size, views)
-    rows = []
-    for k in moves:
-        t = time.perf_counter()
-        res = uqrecon.sample(post, method="gsm", num_chains=4, num_warmup=50,
-                             num_samples=samples, seed=seed, progress=False, hmc_moves=k)
-        rows.append(summarize(f"gsm, {k} HMC moves per sweep", res, time.perf_counter() - t))
-        rows[-1]["cg_per_step"] = float(np.asarray(res.diagnostics["cg_iterations"]).mean())
-        if k:
+        if "hmc_acceptance" in res.diagnostics:
             rows[-1]["hmc_acceptance"] = float(np.mean(res.diagnostics["hmc_acceptance"]))
         print(rows[-1], flush=True)
     return rows
@@ -240,14 +225,15 @@ def main():
         print(table(results["gsm_cg"], ["size", "preconditioner", "cg_per_sweep",
                                          "s_per_sweep"]), flush=True)
     if "tol" in parts:
-        results["tol"] = tol_comparison(a.size, a.views, a.gsm_samples, (1e-5, 1e-4), a.seed)
+        results["tol"] = option_comparison(a.size, a.views, a.gsm_samples, "tol",
+                                           (1e-5, 1e-4), a.seed)
         print(table(results["tol"], ["method", "draws", "min_ess_bulk", "median_ess_bulk",
                                      "min_ess_tail", "max_rhat", "cg_per_step", "wall_s",
                                      "min_ess_per_s", "acceptance"]), flush=True)
     if "hmc-moves" in parts:
         moves = [int(k) for k in a.hmc_moves.split(",")]
-        results["hmc_moves"] = hmc_moves_comparison(a.size, a.views, a.gsm_samples, moves,
-                                                    a.seed)
+        results["hmc_moves"] = option_comparison(a.size, a.views, a.gsm_samples,
+                                                 "hmc_moves", moves, a.seed)
         print(table(results["hmc_moves"], ["method", "draws", "min_ess_bulk",
                                            "median_ess_bulk", "min_ess_tail", "max_rhat",
                                            "grads", "wall_s", "min_ess_per_s",

@@ -379,16 +379,22 @@ def _perturbation(key, post, lam, dtype):
     return xi + K.adjoint(_lam_apply(term, jnp.sqrt(lam), e3)).astype(dtype)
 
 
-def _draw_lam(key, post, x):
-    """``lam | x``: independent inverse-Gaussian precisions, zero where the weight is."""
+def _lam_mean(post, x):
+    """``(E[lam | x] = w / ||g||, w)`` per group (``w`` replaced by 1 where it is 0)."""
     term = _penalty(post)
     dtype = x.dtype
     mag = term.magnitude(term.analysis_operator(x)).astype(dtype)
     w = jnp.broadcast_to(term.weights(dtype), mag.shape)
     # ||g|| = 0 happens only for structurally zero rows of K (TV's last differences),
-    # where lam multiplies zeros; the floor keeps the draw finite there.
+    # where lam multiplies zeros; the floor keeps the value finite there.
     tiny = jnp.asarray(1e-30 if dtype == jnp.float64 else 1e-20, dtype)
-    mean = jnp.where(w > 0, w, 1.0) / jnp.maximum(mag, tiny)
+    return jnp.where(w > 0, w, 1.0) / jnp.maximum(mag, tiny), w
+
+
+def _draw_lam(key, post, x):
+    """``lam | x``: independent inverse-Gaussian precisions, zero where the weight is."""
+    dtype = x.dtype
+    mean, w = _lam_mean(post, x)
     lam = inverse_gaussian(key, mean, jnp.where(w > 0, w * w, 1.0))
     big = jnp.asarray(jnp.finfo(dtype).max ** 0.5, dtype)
     return jnp.where(w > 0, jnp.minimum(lam, big), 0.0)
@@ -590,12 +596,8 @@ def _metric_weights(post, anchor):
     anchor image, clipped at its 99th percentile (a single image's near-zero differences
     would otherwise make a few weights arbitrarily large). A function of the anchor only,
     which is frozen after warmup: the metric must not depend on the chain's state."""
-    term = _penalty(post)
-    dtype = anchor.dtype
-    mag = term.magnitude(term.analysis_operator(anchor)).astype(dtype)
-    w = jnp.broadcast_to(term.weights(dtype), mag.shape)
-    tiny = jnp.asarray(1e-30 if dtype == jnp.float64 else 1e-20, dtype)
-    lam = jnp.where(w > 0, w, 0.0) / jnp.maximum(mag, tiny)
+    mean, w = _lam_mean(post, anchor)
+    lam = jnp.where(w > 0, mean, 0.0)
     return jnp.minimum(lam, jnp.quantile(lam, 0.99))
 
 
