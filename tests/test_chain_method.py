@@ -185,8 +185,8 @@ def test_sharded_chunks_need_no_communication_between_devices(tmp_path):
     every vmapped ``while_loop`` (here NUTS's tree) then all-reduces its condition over
     the devices on each iteration (checked: without the ``shard_map`` the compiled chunk
     holds all-reduces and this test fails). (The GSM hang on 2 host devices was another
-    fault, a batched Cholesky: ``test_gsm.py``.) Reads the compiled HLO that XLA dumps for the runner's chunks (both modes, one
-    subprocess)."""
+    fault, a batched Cholesky: ``test_gsm.py``.) Reads the compiled HLO that XLA dumps
+    for the runner's chunks (both modes, one subprocess)."""
     _on_two_devices("""
         import sys
         sys.path.insert(0, %r)
