@@ -22,7 +22,8 @@ import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 
 __all__ = ["StepInfo", "Sampler", "TunedState", "Whitened", "tuned_init", "tuned_step",
-           "tuned_finish_warmup", "keep_state", "no_trace", "image_init", "image_position",
+           "tuned_finish_warmup", "dual_averaging_update", "dual_averaging_final",
+           "keep_state", "no_trace", "image_init", "image_position",
            "as_float", "check_positive", "check_int", "check_unit_interval"]
 
 
@@ -158,21 +159,32 @@ def tuned_step(inner_step: Callable, key, state: TunedState, params, target_acce
     the step size updated towards ``target_acceptance`` while ``state.adapting``.
     Called from module-level step functions (``inner_step`` is module-level too)."""
     inner, info = inner_step(key, state.inner, state.step_size, params)
-    _, da_update, _ = dual_averaging_adaptation(target_acceptance)
-    acc = jnp.where(jnp.isfinite(info.acceptance), info.acceptance, 0.0)
-    da = jax.tree_util.tree_map(lambda new, old: jnp.where(state.adapting, new, old),
-                                da_update(state.da, acc), state.da)
-    dtype = state.step_size.dtype
-    step_size = jnp.where(state.adapting, jnp.exp(da.log_step_size).astype(dtype),
-                          state.step_size)
+    da, step_size = dual_averaging_update(state.da, state.step_size, info.acceptance,
+                                          state.adapting, target_acceptance)
     return TunedState(inner, step_size, da, state.adapting), info
 
 
-def tuned_finish_warmup(state: TunedState, params) -> TunedState:
-    """Freeze the step at its dual-averaged value. With no warmup step taken
-    (``num_warmup=0``) the average is meaningless: keep the initial step."""
+def dual_averaging_update(da, step_size, acceptance, adapting, target_acceptance):
+    """One dual-averaging update of ``(da, step_size)`` towards ``target_acceptance``
+    while ``adapting`` (a non-finite acceptance counts as 0); unchanged otherwise."""
+    _, da_update, _ = dual_averaging_adaptation(target_acceptance)
+    acc = jnp.where(jnp.isfinite(acceptance), acceptance, 0.0)
+    new_da = jax.tree_util.tree_map(lambda new, old: jnp.where(adapting, new, old),
+                                    da_update(da, acc), da)
+    new_step = jnp.where(adapting, jnp.exp(new_da.log_step_size).astype(step_size.dtype),
+                         step_size)
+    return new_da, new_step
+
+
+def dual_averaging_final(da, step_size):
+    """The frozen step: the dual-averaged value, or ``step_size`` itself if no update
+    was taken (``num_warmup=0``: the average is meaningless)."""
     da_init, _, da_final = dual_averaging_adaptation(0.5)   # final() ignores the target
-    adapted = state.da.step > da_init(1.0).step
-    dtype = state.step_size.dtype
-    final = jnp.where(adapted, da_final(state.da).astype(dtype), state.step_size)
-    return state._replace(step_size=final, adapting=jnp.bool_(False))
+    adapted = da.step > da_init(1.0).step
+    return jnp.where(adapted, da_final(da).astype(step_size.dtype), step_size)
+
+
+def tuned_finish_warmup(state: TunedState, params) -> TunedState:
+    """Freeze the step at its dual-averaged value (:func:`dual_averaging_final`)."""
+    return state._replace(step_size=dual_averaging_final(state.da, state.step_size),
+                          adapting=jnp.bool_(False))

@@ -76,7 +76,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 
 from ...linalg import pcg
 from ...operators.base import operator_dataclass, static_field
-from .base import Sampler, StepInfo
+from .base import Sampler, StepInfo, dual_averaging_final, dual_averaging_update
 from .gibbs import gamma_draws
 
 __all__ = ["GSMParams", "GSMState", "gsm_sampler", "gsm_params", "inverse_gaussian",
@@ -655,11 +655,8 @@ def _hmc_moves(key, x, anchor, state, post, params, tau):
 
     x, (acc, div) = jax.lax.scan(body, x, jax.random.split(key, params.hmc_moves))
     mean_acc = jnp.mean(acc)
-    _, da_update, _ = dual_averaging_adaptation(GSM_HMC_TARGET)
-    da = jax.tree_util.tree_map(lambda new, old: jnp.where(state.adapting, new, old),
-                                da_update(state.hmc_da, mean_acc), state.hmc_da)
-    step = jnp.where(state.adapting, jnp.exp(da.log_step_size).astype(x.dtype),
-                     state.hmc_step)
+    da, step = dual_averaging_update(state.hmc_da, state.hmc_step, mean_acc,
+                                     state.adapting, GSM_HMC_TARGET)
     return x, step, da, mean_acc, jnp.any(div)
 
 
@@ -682,11 +679,8 @@ def gsm_finish_warmup(state, params):
     from here on ``s`` depends on ``r0`` only, as the exactness argument needs; freeze
     the HMC step at its dual-averaged value (with no warmup step taken, keep the
     initial one)."""
-    da_init, _, da_final = dual_averaging_adaptation(GSM_HMC_TARGET)
-    adapted = state.hmc_da.step > da_init(jnp.ones(())).step
-    step = jnp.where(adapted, da_final(state.hmc_da).astype(state.hmc_step.dtype),
-                     state.hmc_step)
-    return state._replace(anchor=state.x, adapting=jnp.bool_(False), hmc_step=step)
+    return state._replace(anchor=state.x, adapting=jnp.bool_(False),
+                          hmc_step=dual_averaging_final(state.hmc_da, state.hmc_step))
 
 
 def gsm_step(key, state, params):
