@@ -22,7 +22,18 @@ from pathlib import Path
 import resource
 import tempfile
 
-import jax
+# One BLAS thread per test process, set before numpy loads OpenBLAS (``import jax`` below
+# loads it). ``make test`` runs two xdist workers on two cores; OpenBLAS's default two
+# threads per process then busy-wait against the other worker, and tests that make many
+# small BLAS calls crawl. Measured on the 2-core machine, Nov 30 2026: the float64 scipy
+# L-BFGS-B reference of test_variational's low-rank test (~20,000 iterations on 256 x 256
+# matrices) 6.6 s idle; beside two busy processes 28.2 s with the default, 8.9 s with one
+# thread; in the full suite it took 112 s. Inherited by what the tests spawn (notebook
+# kernels, CLI and distributed workers). An explicit setting in the environment wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import jax  # noqa: E402
 import pytest
 
 os.environ["UQRECON_CACHE"] = tempfile.mkdtemp(prefix="uqrecon-test-cache-")
