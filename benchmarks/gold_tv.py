@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import uqrecon
+from uqrecon import gold
 from uqrecon.linalg import pcg
 from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.problems import sparse_view_ct
@@ -70,19 +71,10 @@ def summarize(name, res, wall):
             "acceptance": float(np.mean(diag.get("acceptance_rate", np.nan)))}
 
 
-def gold_gsm_options(post):
-    """The options ``gold.reference`` gives GSM on this posterior (HMC moves from
-    ``gold.GSM_HMC_MIN_PIXELS`` up), so that the efficiency table times the gold method
-    as the library runs it, not GSM's ``sample`` default."""
-    from uqrecon import gold
-    n = int(np.prod(post.shape))
-    return {"hmc_moves": gold.GSM_HMC_MOVES} if n >= gold.GSM_HMC_MIN_PIXELS else {}
-
-
 def efficiency(size, views, gsm_samples, skrock_samples, seed):
     _, post = tv_posterior(size, views)
     rows = []
-    options = gold_gsm_options(post)
+    options = gold.gsm_reference_options(post)   # the gold method as the library runs it
     t = time.perf_counter()
     res = uqrecon.sample(post, method="gsm", num_chains=4, num_warmup=50,
                          num_samples=gsm_samples, seed=seed, progress=False, **options)

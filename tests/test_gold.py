@@ -363,3 +363,37 @@ def test_results_record_their_model_and_compare_flags_a_model_change(tmp_path):
         compare(changed, ref, require_same_model=True)
     unknown = Result.from_gaussian({"kind": "diag", "mean": ref.mean, "diag": ref.variance})
     assert compare(unknown, ref)["same_model"] is None
+
+
+@pytest.mark.parametrize("side,given,expected", [(64, None, 5), (63, None, None),
+                                                  (64, 0, 0), (64, 2, 2)])
+def test_reference_gives_gsm_hmc_moves_from_64x64_up(monkeypatch, side, given, expected):
+    """``gold.reference`` hands GSM ``hmc_moves=GSM_HMC_MOVES`` (5) from
+    ``GSM_HMC_MIN_PIXELS`` (64x64) pixels up, nothing below, and a user's own
+    ``hmc_moves`` (0 included) wins; the benchmarks read the same rule from
+    ``gsm_reference_options``. Catches the rule dropped, its threshold moved, or the
+    defaults overriding the user. (The run itself is stubbed: only the options are
+    checked.)"""
+    from uqrecon import gold
+    from uqrecon.models import TV
+    from uqrecon.operators.matrix import MatrixOperator
+
+    n = side * side
+    op = MatrixOperator(np.ones((1, n), np.float32), domain_shape=(side, side))
+    post = Posterior(Gaussian(op, jnp.zeros((1,)), sigma=1.0), TV((side, side), 1.0))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def stub(posterior, method, **kwargs):
+        seen.update(kwargs, method=method)
+        raise Stop
+
+    monkeypatch.setattr(gold, "mcmc_reference", stub)
+    extra = {} if given is None else {"hmc_moves": given}
+    with pytest.raises(Stop):
+        gold.reference(post, **extra)
+    assert seen["method"] == "gsm"
+    assert seen.get("hmc_moves") == expected
+    assert gold.gsm_reference_options(post).get("hmc_moves") == (5 if side == 64 else None)
