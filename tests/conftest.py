@@ -28,7 +28,7 @@ import tempfile
 # small BLAS calls crawl. Measured on the 2-core machine, Nov 30 2026: the float64 scipy
 # L-BFGS-B reference of test_variational's low-rank test (~20,000 iterations on 256 x 256
 # matrices) 6.6 s idle; beside two busy processes 28.2 s with the default, 8.9 s with one
-# thread; in the full suite it took 112 s. Inherited by what the tests spawn (notebook
+# thread; in the full suite 112 s before, 32 s after. Inherited by what the tests spawn (notebook
 # kernels, CLI and distributed workers). An explicit setting in the environment wins.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
