@@ -586,9 +586,15 @@ def _surrogate_potential(x, post, smoothing):
 
 @_exact_potential.defjvp
 def _exact_potential_jvp(primals, tangents):
+    # The smooth part's value and gradient come from one pass: evaluating post.potential
+    # beside jax.grad(_surrogate_potential) ran the projector's forward pass twice (XLA
+    # does not merge them), 1.57x the cost of a leapfrog gradient at 128x128.
     x, post, smoothing = primals
-    grad = jax.grad(_surrogate_potential)(x, post, smoothing)
-    return post.potential(x), jnp.vdot(grad, tangents[0]).real.astype(x.dtype)
+    term = _penalty(post)
+    smooth, grad = jax.value_and_grad(post.smooth_potential)(x)
+    grad = grad + jax.grad(term.smoothed(smoothing).potential)(x)
+    value = smooth + term.potential(x)   # = post.potential(x): GSM posteriors have no constraint
+    return value, jnp.vdot(grad, tangents[0]).real.astype(x.dtype)
 
 
 def _metric_weights(post, anchor):
