@@ -424,15 +424,20 @@ def _scaled_circulant(params, post, lam, tau, dtype):
     return lam_c, symbol, scale
 
 
+def _wavelet_diagonal(params, post, lam, tau, dtype):
+    """The wavelet model ``M = W^T diag(d) W`` of ``P``: ``d = tau c_j + lam_j`` (``c_j``
+    the per-subband diagonal of ``W A^T A W^T``) plus each Gaussian prior's mean
+    diagonal (roughly). Returns ``(W, d)``."""
+    d = tau * params.lik_symbol.astype(dtype) + lam
+    for p in _gaussian_priors(post):
+        d = d + p.precision(jnp.ones(post.shape, dtype)).mean()
+    return _penalty(post).analysis_operator, d
+
+
 def _preconditioner(params, post, lam, tau, dtype):
     """``r -> M^{-1} r`` (see the module docstring)."""
-    term = _penalty(post)
-    shape = post.shape
     if params.kind == "wavelet":
-        W = term.analysis_operator
-        d = tau * params.lik_symbol.astype(dtype) + lam
-        for p in _gaussian_priors(post):   # diagonal of a Gaussian prior, roughly
-            d = d + p.precision(jnp.ones(shape, dtype)).mean()
+        W, d = _wavelet_diagonal(params, post, lam, tau, dtype)
         return lambda r: W.adjoint(W(r) / d).astype(dtype)
     lam_c, symbol, scale = _scaled_circulant(params, post, lam, tau, dtype)
 
@@ -615,10 +620,7 @@ def _whitening(params, post, anchor, tau):
     dtype = anchor.dtype
     lam = _metric_weights(post, anchor)
     if params.kind == "wavelet":    # M = W^T diag(d) W: its symmetric root in the basis
-        W = _penalty(post).analysis_operator
-        d = tau * params.lik_symbol.astype(dtype) + lam
-        for p in _gaussian_priors(post):
-            d = d + p.precision(jnp.ones(post.shape, dtype)).mean()
+        W, d = _wavelet_diagonal(params, post, lam, tau, dtype)
         return lambda z: W.adjoint(W(z) / jnp.sqrt(d)).astype(dtype)
     _, symbol, scale = _scaled_circulant(params, post, lam, tau, dtype)
     root = jnp.sqrt(symbol[..., : anchor.shape[-1] // 2 + 1])
