@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators.base import LinearOperator, operator_dataclass, static_field, through_operator
-from .hyper import Gamma, check_positive, real_dtype, replace, resolve_precision
+from .hyper import FixedTerm, Gamma, check_positive, real_dtype, replace, resolve_precision
 
 __all__ = ["Gaussian", "ComplexGaussian", "PoissonTransmission", "PoissonEmission"]
 
@@ -57,8 +57,9 @@ def _image_dtype(operator, real):
     return real
 
 
-class _Likelihood:
-    """Shared behaviour: shapes, dtypes, and the domain-projection of adjoints."""
+class _Likelihood(FixedTerm):
+    """Shared behaviour: shapes, dtypes, and the domain-projection of adjoints; no
+    hyperparameters unless a subclass has them (:class:`Gaussian`'s noise precision)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -75,29 +76,6 @@ class _Likelihood:
     @property
     def is_gaussian(self) -> bool:
         return False
-
-    @property
-    def hyperparameters(self) -> dict:
-        return {}
-
-    @property
-    def hyperpriors(self) -> dict:
-        return {}
-
-    def with_hyperparameters(self, **values):
-        """A copy with some hyperparameters set; this likelihood has none.
-
-        Args:
-            **values: hyperparameter values; this term has none, so any name is a
-                ValueError.
-
-        Returns:
-            The term itself (unchanged).
-        """
-        if values:
-            raise ValueError(f"{type(self).__name__} has no hyperparameters "
-                             f"{sorted(values)}")
-        return self
 
     def _adjoint(self, r):
         """``A^H r`` in the image space (real part when the image is real)."""

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators.base import Identity, LinearOperator, operator_dataclass, static_field
-from .hyper import Gamma, check_positive, check_shape, like, replace, resolve_precision
+from .hyper import FixedTerm, Gamma, check_positive, check_shape, like, replace, resolve_precision
 
 __all__ = ["FiniteDifference", "GaussianPrior", "GMRF", "CauchyMRF"]
 
@@ -291,7 +291,7 @@ class GMRF(_GaussianPriorBase):
 
 
 @operator_dataclass
-class CauchyMRF:
+class CauchyMRF(FixedTerm):
     """Heavy-tailed differences: ``sum log(1 + (D x)^2 / scale^2)`` (edge preserving,
     non-convex, smooth). The Hessian is dominated by ``(2/scale^2) D^T D``; the
     Gauss-Newton curvature uses the IRLS weights ``2 / (scale^2 + d^2)``.
@@ -304,12 +304,6 @@ class CauchyMRF:
     is_smooth = True
     is_gaussian = False
     is_constraint = False
-
-    @property
-    def hyperparameters(self) -> dict:
-        return {}
-
-    hyperpriors = hyperparameters
 
     def __init__(self, shape, scale=0.1, boundary="zero"):
         owner = "CauchyMRF"
@@ -361,17 +355,3 @@ class CauchyMRF:
             The majorant applied to ``v``, of the image shape.
         """
         return (2.0 / like(self.scale, v) ** 2) * self._diff.normal(v)
-
-    def with_hyperparameters(self, **values):
-        """A copy with some hyperparameters set; CauchyMRF has none.
-
-        Args:
-            **values: hyperparameter values; this term has none, so any name is a
-                ValueError.
-
-        Returns:
-            The term itself (unchanged).
-        """
-        if values:
-            raise ValueError(f"CauchyMRF has no hyperparameters {sorted(values)}")
-        return self
