@@ -200,7 +200,8 @@ def test_abstention_evaluation_tells_noise_from_an_informative_score():
 def test_abstention_rules_on_a_small_example():
     """Exact values: AUROC with ties, precision/recall, the flag-rate quantile and the
     selective-risk threshold (largest threshold whose accepted mean error <= target).
-    Catches: ties ranked ordinally, precision over the bad count, numpy's linear quantile,
+    Catches: a flag-rate threshold that flags other than floor(rate n) images (the former
+    quantile rule flagged 0 of 2 at rate 0.5 and 0 of 4 at 0.3), ties ranked ordinally, precision over the bad count, numpy's linear quantile,
     tie groups split, a strict ``< max_error`` (target met with equality: 1.0), an error
     equal to the cutoff counted as bad ("exceeds"), and Pearson in place of Spearman
     (errors with ties: rho = 0.6375 vs Pearson 0.7071)."""
@@ -211,7 +212,12 @@ def test_abstention_rules_on_a_small_example():
     ev = evaluate_abstention(scores, errors, 0.35, 3.0)
     assert (ev["flag_rate"], ev["precision"], ev["recall"]) == (0.5, 2 / 3, 1.0)
     np.testing.assert_array_equal(abstain(scores, 0.35), scores > 0.35)
-    assert threshold_for_flag_rate(scores, 0.5) == 0.4
+    # flag rate: the floor(rate n) largest scores lie above the threshold (numpy's
+    # "higher" 1 - rate quantile, used before, gave 0.4 here and flagged 2 of 6)
+    assert threshold_for_flag_rate(scores, 0.5) == 0.3
+    for s_, rate, flagged in (([1.0, 2.0], 0.5, 1), ([1.0, 2.0, 3.0, 4.0], 0.3, 1),
+                              (np.arange(1, 11) / 10, 0.3, 3), ([5.0, 1.0, 3.0], 0.2, 0)):
+        assert int(np.sum(abstain(s_, threshold_for_flag_rate(s_, rate)))) == flagged
     assert threshold_for_error(scores, errors, 1.5) == 0.3      # mean(1, 1, 2) = 1.33
     assert threshold_for_error(scores, errors, 0.5) == -math.inf
     assert threshold_for_error(scores, errors, 1.0) == 0.2      # mean(1, 1) = 1.0 <= 1.0

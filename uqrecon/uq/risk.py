@@ -419,12 +419,18 @@ def _vector(x, name) -> np.ndarray:
 
 
 def threshold_for_flag_rate(calibration_scores, rate: float) -> float:
-    """Threshold flagging the fraction ``rate`` of images with the largest scores: the
-    ``1 - rate`` empirical quantile of the calibration scores (``score > threshold``).
+    """Threshold flagging the fraction ``rate`` of images with the largest scores.
+
+    With the ``n`` calibration scores sorted, ``s_(1) <= ... <= s_(n)``, it returns
+    ``s_(n - k)`` for ``k = floor(rate n)``, so that exactly the ``k`` largest have
+    ``score > threshold`` (fewer where scores tie at the threshold; none when
+    ``rate n < 1``: the maximum score). Never more than the fraction ``rate`` is flagged.
+    (A ``1 - rate`` quantile with numpy's ``higher`` rule, used before, flagged none of two
+    images at ``rate = 0.5``.)
 
     Args:
         calibration_scores: scores of the calibration images.
-        rate: fraction to flag, in [0, 1].
+        rate: fraction to flag, in (0, 1).
 
     Returns:
         The threshold, a float.
@@ -432,7 +438,9 @@ def threshold_for_flag_rate(calibration_scores, rate: float) -> float:
     s = _vector(calibration_scores, "calibration_scores")
     if not (isinstance(rate, (int, float, np.floating)) and 0 < rate < 1):
         raise ValueError(f"argument 'rate' must be in (0, 1), got {rate!r}")
-    return float(np.quantile(s, 1 - rate, method="higher"))
+    n = s.size
+    k = min(int(np.floor(rate * n + 1e-9)), n)   # + 1e-9: 0.3 * 10 = 2.9999999999999996
+    return float(np.sort(s)[n - k - 1]) if k < n else -math.inf
 
 
 def threshold_for_error(calibration_scores, calibration_errors, max_error: float) -> float:
