@@ -20,6 +20,8 @@ Tables (markdown on stdout and in ``--out``):
 6. **HMC moves beside GSM's sweeps** (option ``hmc_moves``): GSM alone against GSM with
    ``k`` HMC moves per sweep at size N (``--parts hmc-moves --hmc-moves 0,5``, not in the
    default parts).
+7. **Any GSM option** (``--parts option --option hmc_steps --values 10,20 --with
+   hmc_moves=5``): one row per value, the other options fixed by ``--with``.
 
 Run: ``JAX_PLATFORMS=cpu python benchmarks/gold_tv.py [--size 128] [--gsm-samples 300]``.
 Timings are wall-clock on this machine under whatever load it has; ratios come from the
@@ -178,19 +180,22 @@ def gsm_sweep_cost(size, views, sweeps, seed=0):
     return rows
 
 
-def option_comparison(size, views, samples, option, values, seed=0):
+def option_comparison(size, views, samples, option, values, seed=0, fixed=None):
     """GSM (default preconditioner) at each value of one option, 4 chains x (50 +
-    ``samples``) sweeps, one after the other in this process. Wall time counts set-up,
-    compilation and warmup; gradient-equivalents count CG iterations and, with
-    ``hmc_moves``, the HMC moves' gradients (one ``A^T A`` each)."""
+    ``samples``) sweeps, one after the other in this process; ``fixed`` holds other GSM
+    options common to every row. Wall time counts set-up, compilation and warmup;
+    gradient-equivalents count CG iterations and, with ``hmc_moves``, the HMC moves'
+    gradients (one ``A^T A`` each)."""
     _, post = tv_posterior(size, views)
+    fixed = dict(fixed or {})
+    label = "".join(f" {k}={v:g}" for k, v in fixed.items())
     rows = []
     for value in values:
         t = time.perf_counter()
         res = uqrecon.sample(post, method="gsm", num_chains=4, num_warmup=50,
                              num_samples=samples, seed=seed, progress=False,
-                             **{option: value})
-        rows.append(summarize(f"gsm {option}={value:g}", res, time.perf_counter() - t))
+                             **{**fixed, option: value})
+        rows.append(summarize(f"gsm {option}={value:g}{label}", res, time.perf_counter() - t))
         rows[-1]["cg_per_step"] = float(np.asarray(res.diagnostics["cg_iterations"]).mean())
         if "hmc_acceptance" in res.diagnostics:
             rows[-1]["hmc_acceptance"] = float(np.mean(res.diagnostics["hmc_acceptance"]))
@@ -218,6 +223,10 @@ def main():
     ap.add_argument("--sweeps", type=int, default=20, help="GSM sweeps per row of gsm-cg")
     ap.add_argument("--hmc-moves", default="0,5",
                     help="HMC moves per GSM sweep compared by --parts hmc-moves")
+    ap.add_argument("--option", default="hmc_steps", help="GSM option compared by --parts option")
+    ap.add_argument("--values", default="10,20", help="its values (numbers)")
+    ap.add_argument("--with", dest="fixed", default="hmc_moves=5",
+                    help="other GSM options of --parts option, e.g. 'hmc_moves=5,tol=1e-4'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/gold_tv.json")
     a = ap.parse_args()
@@ -246,6 +255,18 @@ def main():
                                            "grads", "wall_s", "min_ess_per_s",
                                            "min_ess_per_grad", "acceptance",
                                            "hmc_acceptance"]), flush=True)
+    if "option" in parts:
+        def number(text):
+            return int(text) if text.lstrip("-").isdigit() else float(text)
+        fixed = {k: number(v) for k, v in (kv.split("=") for kv in a.fixed.split(",") if kv)}
+        values = [number(v) for v in a.values.split(",")]
+        results["option"] = option_comparison(a.size, a.views, a.gsm_samples, a.option,
+                                              values, a.seed, fixed)
+        print(table(results["option"], ["method", "draws", "min_ess_bulk",
+                                         "median_ess_bulk", "min_ess_tail", "max_rhat",
+                                         "grads", "wall_s", "min_ess_per_s",
+                                         "min_ess_per_grad", "acceptance",
+                                         "hmc_acceptance"]), flush=True)
     if "bias" in parts:
         results["bias"] = bias(a.bias_size, 20, a.seed)
         print(table(results["bias"], ["method", "min_ess_bulk", "std_ratio",
