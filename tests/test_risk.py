@@ -216,7 +216,8 @@ def test_abstention_rules_on_a_small_example():
     # "higher" 1 - rate quantile, used before, gave 0.4 here and flagged 2 of 6)
     assert threshold_for_flag_rate(scores, 0.5) == 0.3
     for s_, rate, flagged in (([1.0, 2.0], 0.5, 1), ([1.0, 2.0, 3.0, 4.0], 0.3, 1),
-                              (np.arange(1, 11) / 10, 0.3, 3), ([5.0, 1.0, 3.0], 0.2, 0)):
+                              (np.arange(1, 11) / 10, 0.3, 3), ([5.0, 1.0, 3.0], 0.2, 0),
+                              (np.arange(100.0), 0.29, 29)):   # 0.29 * 100 < 29 in floats
         assert int(np.sum(abstain(s_, threshold_for_flag_rate(s_, rate)))) == flagged
     assert threshold_for_error(scores, errors, 1.5) == 0.3      # mean(1, 1, 2) = 1.33
     assert threshold_for_error(scores, errors, 0.5) == -math.inf

@@ -135,7 +135,8 @@ def real_gradient(f):
 
 
 class FixedTerm:
-    """Mixin for model terms with no hyperparameters (constraints, TV, wavelet-l1)."""
+    """Mixin for model terms with no hyperparameters (constraints, TV, wavelet-l1, the
+    non-Gaussian likelihoods, CauchyMRF)."""
 
     @property
     def hyperparameters(self) -> dict:
