@@ -15,6 +15,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from uqrecon.models import GMRF, TV, Gaussian, Posterior  # noqa: E402
 from uqrecon.operators.tomo import sparse_view  # noqa: E402
@@ -72,12 +73,28 @@ def test_misscaled_method_fails_the_check(model, scale):
     (under-confident) must fail both criteria: 90 % pixel coverage moves to ~86 % / ~93 %
     and the MSE-ball curve leaves its band (the ball radius concentrates in high
     dimension, so a 10 % scale error moves it almost to 0 or 1). Power over 20 seeds:
-    20/20 for both scales (all three assertions)."""
+    20/20 for both scales (all three assertions). The effects are so large that a
+    loosened allowance would not show, so ``check``'s allowances are also recomputed
+    from their definitions: catches a dropped Bonferroni correction, a ``z se`` term
+    inflated, a DKW term doubled (each passed before)."""
     r = replicated_calibration(model, "exact", num_replicates=200, seed=1, std_scale=scale)
     assert abs(r.coverage_at(0.9) - 0.9) > 0.02
     verdict = r.check()
     assert not verdict["pixel"] and not verdict["mse_ball"], verdict
     assert r.label.endswith(f"(std x{scale:g})")
+    # the allowances are exactly the documented ones (independent recomputation):
+    # pixel: |cov - a| <= tol + z se, z two-sided Bonferroni over the L levels at 99 %;
+    # MSE-ball: DKW eps with 2 exp(-2 R eps^2) = 1 %, plus z_0.995 sqrt(0.25 / draws)
+    rep, L = r.replicates, r.levels.size
+    se = rep.pixel_coverage.std(axis=0, ddof=1) / np.sqrt(rep.num_replicates)
+    z = stats.norm.ppf(1 - 0.01 / (2 * L))
+    t_star = float(np.max(np.abs(r.pixel_coverage - r.levels) - z * se))
+    assert t_star > 0
+    assert r.check(tolerance=t_star + 1e-9)["pixel"]
+    assert not r.check(tolerance=t_star - 1e-9)["pixel"]
+    dkw = np.sqrt(np.log(2 / 0.01) / (2 * rep.num_replicates))
+    ref = stats.norm.ppf(0.995) * np.sqrt(0.25 / rep.mse_reference_draws)
+    assert verdict["mse_allowance"] == pytest.approx(dkw + ref, rel=1e-12)
 
 
 def test_same_seed_same_replicates_whatever_the_batching(model):
@@ -101,7 +118,13 @@ def test_fast_path_agrees_with_running_a_method_per_replicate(model):
     give the same means and pixel coverages. A method returning draws (400 exact draws
     per replicate) goes through the draw-quantile path: its coverage differs only by the
     quantile error of 400 draws. Catches the fast path and the generic path drifting
-    apart (e.g. data or keys routed differently)."""
+    apart (e.g. data or keys routed differently). With ``std_scale=1.1`` both paths must
+    still agree, stds and MSE-ball PITs included: catches the scale not applied on the
+    generic path and the fast path's reference radii scaled by ``s`` instead of ``s^2``
+    (both passed before this case). A method with skewed draws: the stored ``lower`` and
+    ``upper`` offsets equal ``mean - q05`` and ``q95 - mean`` of its draws; catches them
+    swapped (invisible with symmetric Gaussians, and conformal RCPS rescales exactly
+    these)."""
     fast = run_replicates(model, "exact", num_replicates=4, seed=7)
     slow = run_replicates(model, exact_gaussian_method, num_replicates=4, seed=7)
     np.testing.assert_allclose(slow.means, fast.means, atol=2e-5)
@@ -116,12 +139,45 @@ def test_fast_path_agrees_with_running_a_method_per_replicate(model):
     assert np.max(np.abs(drawn.pixel_coverage - fast.pixel_coverage).mean(axis=0)) < 0.05
     assert drawn.info["mse_reference"] == "per replicate" and drawn.mse_reference_draws == 400
 
+    # std_scale goes through both paths alike: stds, pixel coverage and the MSE-ball PIT
+    # (1.1: under-confident, PIT spread over (0, 1); at 0.9 it piles up at 1). The PITs
+    # are two empirical CDFs of 2000 independent radii each at the same point: sd of the
+    # difference <= sqrt(2 * 0.25 / 2000) = 0.016, so 0.06 is 3.8 sd (measured <= 0.022; size over 12 other seeds: 0/12 failed, largest
+    # difference 0.017).
+    fast = run_replicates(model, "exact", num_replicates=4, seed=7, std_scale=1.1)
+    slow = run_replicates(model, exact_gaussian_method, num_replicates=4, seed=7,
+                          std_scale=1.1)
+    np.testing.assert_allclose(slow.stds, fast.stds, rtol=2e-4)
+    np.testing.assert_allclose(slow.pixel_coverage, fast.pixel_coverage, atol=2 / N ** 2)
+    np.testing.assert_allclose(slow.mse_pit, fast.mse_pit, atol=0.06)
+
+    # skewed draws: the stored interval offsets are the method's own, lower != upper
+    kept = []
+
+    def skewed(post, key):
+        g = exact_gaussian_method(post)
+        e = np.asarray(jax.random.exponential(key, (1, 400, N, N)), np.float64)
+        res = Result.from_draws(g.mean + g.std * (e - 1.0))
+        kept.append(res)
+        return res
+
+    sk = run_replicates(model, skewed, num_replicates=2, seed=7)
+    for i, res in enumerate(kept):
+        d = np.asarray(res.draws, np.float64)
+        q05, q95 = np.quantile(d, [0.05, 0.95], axis=(0, 1))
+        mean = d.mean(axis=(0, 1))
+        np.testing.assert_allclose(sk.lower[i], mean - q05, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(sk.upper[i], q95 - mean, rtol=1e-4, atol=1e-6)
+        assert np.all(sk.upper[i] > 1.5 * sk.lower[i])
+
 
 def test_replicates_say_when_the_method_stopped_short(model):
     """A method whose Result says it did not converge (here: VI-style
     ``diagnostics['converged'] = False`` on odd replicates) is reported per replicate
-    and warned about, never pooled silently. Catches a calibration that ignores the
-    method's own convergence flags."""
+    and warned about, never pooled silently; so is an R-hat above 1.01 in the
+    diagnostics and ``provenance['converged'] = False``. Catches a calibration that
+    ignores any of the three flags (the R-hat check removed passed before the R-hat
+    case was added)."""
     def flaky(post, key):
         g = exact_gaussian_method(post)
         flag = bool(jax.random.bernoulli(key))
@@ -133,6 +189,19 @@ def test_replicates_say_when_the_method_stopped_short(model):
     assert 0 < len(stopped) < 6 and all(0 <= i < 6 for i in stopped)
     fine = run_replicates(model, exact_gaussian_method, num_replicates=3, seed=3)
     assert fine.info["unconverged_replicates"] == []
+
+    def high_rhat(post, key):          # a sampler's R-hat above 1.01
+        g = exact_gaussian_method(post)
+        return g.replace(diagnostics={**g.diagnostics, "rhat": np.full(g.shape, 1.05)})
+
+    def stopped_reference(post, key):  # a reference's provenance says it stopped
+        g = exact_gaussian_method(post)
+        return g.replace(provenance={**g.provenance, "converged": False})
+
+    for fn in (high_rhat, stopped_reference):
+        with pytest.warns(RuntimeWarning, match="did not converge"):
+            rep = run_replicates(model, fn, num_replicates=2, seed=3)
+        assert rep.info["unconverged_replicates"] == [0, 1], fn.__name__
 
 
 def test_second_call_on_same_shapes_compiles_nothing():
@@ -175,6 +244,9 @@ def test_misspecified_truths_table_and_figure(model, exact_report, tmp_path):
 
 
 def test_replicates_subset_and_scale_result(exact_report):
+    """``subset`` keeps the selected replicates; ``scale_result`` scales a Gaussian's std
+    and a draw set's spread about its mean. Catches a variance scaled by ``s`` instead of
+    ``s^2`` and draws scaled about zero (``s * draws``: the std is right, the mean moves)."""
     rep = exact_report.replicates
     sub = rep.subset(np.arange(5))
     assert isinstance(sub, Replicates) and sub.num_replicates == 5
@@ -183,9 +255,14 @@ def test_replicates_subset_and_scale_result(exact_report):
     np.testing.assert_allclose(scale_result(g, 0.5).std, 0.5)
     d = Result.from_draws(np.arange(8.0).reshape(1, 2, 2, 2))
     np.testing.assert_allclose(scale_result(d, 2.0).std, 2 * d.std)
+    # the spread about the mean is scaled, the mean is not (catches draws scaled about 0)
+    np.testing.assert_allclose(scale_result(d, 2.0).mean, d.mean)
+    np.testing.assert_allclose(scale_result(d, 2.0).draws, d.mean + 2.0 * (d.draws - d.mean))
 
 
 def test_bad_input_is_refused_with_the_argument_named(model):
+    """Each invalid argument raises with its name in the message. Catches a dropped or
+    misnamed validation (each ``match`` names the argument)."""
     with pytest.raises(ValueError, match="'levels'"):
         run_replicates(model, "exact", num_replicates=4, levels=[0.5, 1.0])
     with pytest.raises(ValueError, match="'interval_level'"):

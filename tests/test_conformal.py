@@ -43,13 +43,17 @@ def _invert(log_pvalue, r, delta):
 
 
 @pytest.mark.parametrize("r,n,delta", [(0.0, 100, 0.1), (0.0, 30, 0.05), (0.02, 200, 0.1),
-                                       (0.1, 100, 0.1), (0.3, 50, 0.01), (0.45, 1000, 0.2)])
+                                       (0.1, 100, 0.1), (0.3, 50, 0.01), (0.45, 1000, 0.2),
+                                       (0.0137, 300, 0.1), (0.105, 100, 0.1)])
 def test_hb_bound_is_the_smaller_of_hoeffding_and_bentkus(r, n, delta):
     """Against independent inversions of each term (Bates et al. 2021): Hoeffding's
     ``exp(-n KL(r || mu))`` and Bentkus' ``e P(Binom(n, mu) <= ceil(n r))``; the HB bound
     is their minimum. At ``r = 0`` it is ``1 - delta^(1/n)`` in closed form. Catches a
     dropped Hoeffding term (Bentkus alone gives ``1 - (delta/e)^(1/n)`` at ``r = 0``),
-    a dropped Bentkus term (larger at r = 0.1, n = 100), a wrong ``delta`` side."""
+    a dropped Bentkus term (larger at r = 0.1, n = 100), a wrong ``delta`` side. The last
+    two cases have a non-integer ``n r`` (as the pooled pixel fractions RCPS feeds in
+    always do): they catch ``floor(n r)`` in place of ``ceil(n r)`` in the Bentkus term
+    (anti-conservative), which every integer ``n r`` case lets through."""
     kl = lambda p, q: (p * math.log(p / q) if p > 0 else 0.0) + (  # noqa: E731
         (1 - p) * math.log((1 - p) / (1 - q)) if p < 1 else 0.0)
     hoeffding = _invert(lambda mu: -n * kl(min(r, mu), mu), r, delta)
@@ -133,6 +137,61 @@ def test_error_bound_is_tight_with_independent_pixels_and_per_pixel_mode():
     assert abs(hits.mean() - 10 / 11) < 4 * se + 1e-3
 
 
+def _brute_force_scores(x, m, lo, up):
+    """Scores by their definition: the smallest lambda with x in [m - lambda lo, m + lambda up]."""
+    return np.where(x >= m, (x - m) / up, (m - x) / lo)
+
+
+@pytest.mark.parametrize("seed,n,alpha,delta", [(3, 40, 0.1, 0.1), (4, 60, 0.2, 0.05),
+                                                (5, 25, 0.15, 0.2)])
+def test_lambdas_equal_their_definitions_by_brute_force_scan(seed, n, alpha, delta):
+    """Both fitted factors against a literal scan over every candidate (each pooled
+    calibration score), on asymmetric intervals (``lower != upper``, skewed errors):
+
+    * error bound: the smallest candidate with ``(n R_n(lambda) + 1)/(n + 1) <= alpha``,
+      ``R_n`` the mean over images of the per-image uncovered fraction;
+    * per-pixel bound: the ``ceil((n+1)(1-alpha))``-th smallest score at each pixel;
+    * RCPS: scanning from the largest candidate down, the last one before the first
+      whose Hoeffding-Bentkus bound (tested above against independent inversions) is
+      ``>= alpha``.
+
+    Exact equality, so it catches what the statistical tests cannot resolve: a pooled
+    index off by one pixel (in ``fit_error_bound`` or ``_select_lambda``), the score
+    direction swapped (``lower`` used above the mean), a wrong ``delta`` in the RCPS
+    threshold. Deterministic: no size or power to state."""
+    rng = np.random.default_rng(seed)
+    p = 30
+    m = rng.normal(size=(n, 5, 6))
+    lo = rng.uniform(0.2, 1.0, size=m.shape)
+    up = rng.uniform(1.0, 3.0, size=m.shape)
+    x = m + rng.gamma(2.0, 1.0, size=m.shape) - 1.5          # skewed errors
+    scores = _brute_force_scores(x, m, lo, up)
+    np.testing.assert_allclose(conformity_scores(x, m, lo, up), scores, rtol=1e-15)
+    risk = lambda lam: np.mean((scores > lam).reshape(n, p).mean(axis=1))  # noqa: E731
+    cands = np.sort(np.unique(scores))
+
+    eb = fit_error_bound(x, m, lo, alpha)        # symmetric: std = lo
+    s_sym = np.abs(x - m) / lo
+    risk_sym = lambda lam: np.mean((s_sym > lam).reshape(n, p).mean(axis=1))  # noqa: E731
+    ok = [c for c in np.sort(s_sym.ravel()) if (n * risk_sym(c) + 1) / (n + 1) <= alpha + 1e-12]
+    assert eb.scale == ok[0]
+
+    k = math.ceil((n + 1) * (1 - alpha) - 1e-12)
+    pp = fit_error_bound(x, m, lo, alpha, per_pixel=True)
+    np.testing.assert_array_equal(pp.scale, np.sort(s_sym, axis=0)[k - 1])
+
+    rc = fit_rcps(x, m, lo, up, alpha=alpha, delta=delta)
+    lam = None
+    for c in cands[::-1]:
+        if hoeffding_bentkus_bound(float(risk(c)), n, delta) >= alpha:
+            break
+        lam = c
+    assert lam is not None and rc.lam == lam
+    assert rc.empirical_risk == pytest.approx(risk(lam), abs=1e-12)
+    assert rc.upper_bound < alpha
+    np.testing.assert_allclose(rc.risk(x, m, lo, up), (scores > lam).reshape(n, p).mean(1))
+
+
 # --------------------------------------------------------------------------------------
 # Guarantees on CT replicates
 # --------------------------------------------------------------------------------------
@@ -157,7 +216,10 @@ def test_rcps_and_error_bound_hold_on_fresh_replicates(pools, std_scale):
     plus its allowance. Catches the bound replaced by the empirical risk (violations
     ~50 %), a scan in the wrong direction, a lambda not applied to the method's own
     interval. Over 10 other seeds and both scales: size 0/10 failed; power against
-    "no bound" 10/10."""
+    "no bound" 10/10. The exact recomputation of three repetitions catches what the
+    statistical part lets through (it passed with them): RCPS fitted on the std instead
+    of the interval it is applied to, the error bound's risk measured on the interval
+    instead of the std."""
     pool = pools[std_scale]
     cal = [pool.subset(np.arange(50 * k, 50 * (k + 1))) for k in range(30)]
     test = pool.subset(np.arange(1500, 1750))
@@ -171,6 +233,19 @@ def test_rcps_and_error_bound_hold_on_fresh_replicates(pools, std_scale):
     else:
         assert chk.raw_risk.mean() == pytest.approx(0.1, abs=0.01)
     assert "| x" in chk.table_row() and chk.table_header().count("|") > 10
+    # each repetition's figures equal an independent recomputation: the error bound is
+    # fitted on and applied to the std, RCPS on and to the method's own interval
+    s_std = np.abs(test.truths - test.means) / test.stds
+    s_int = _brute_force_scores(test.truths, test.means, test.lower, test.upper)
+    for k in (0, 17, 29):
+        c = cal[k]
+        eb = fit_error_bound(c.truths, c.means, c.stds, 0.1)
+        rc = fit_rcps(c.truths, c.means, c.lower, c.upper, alpha=0.1, delta=0.1)
+        assert chk.bound_scale[k] == eb.scale and chk.rcps_lam[k] == rc.lam
+        assert chk.bound_risk[k] == pytest.approx(np.mean(s_std > eb.scale), abs=1e-12)
+        assert chk.rcps_risk[k] == pytest.approx(np.mean(s_int > rc.lam), abs=1e-12)
+        assert chk.bound_width[k] == pytest.approx(2 * eb.scale * test.stds.mean(), rel=1e-12)
+    np.testing.assert_allclose(chk.raw_risk, (s_int > 1).reshape(250, -1).mean(axis=1))
 
 
 def test_conformal_repairs_meanfield_vi(model):
@@ -196,6 +271,10 @@ def test_conformal_repairs_meanfield_vi(model):
 
 
 def test_bad_input_is_refused_with_the_argument_named():
+    """Each invalid argument raises with its name in the message, and the minimum
+    calibration sizes are the derived ones (``ceil(1/alpha) - 1``; the smallest ``n``
+    with ``1 - delta^(1/n) < alpha``: 22 at alpha = delta = 0.1). Catches a dropped or
+    misnamed validation and an off-by-one minimum size."""
     x = np.zeros((30, 4, 4))
     with pytest.raises(ValueError, match="'alpha'"):
         fit_error_bound(x, x, x + 1, alpha=1.0)
