@@ -142,8 +142,8 @@ def test_fast_path_agrees_with_running_a_method_per_replicate(model):
     # std_scale goes through both paths alike: stds, pixel coverage and the MSE-ball PIT
     # (1.1: under-confident, PIT spread over (0, 1); at 0.9 it piles up at 1). The PITs
     # are two empirical CDFs of 2000 independent radii each at the same point: sd of the
-    # difference <= sqrt(2 * 0.25 / 2000) = 0.016, so 0.06 is 3.8 sd (measured <= 0.022; size over 12 other seeds: 0/12 failed, largest
-    # difference 0.017).
+    # difference <= sqrt(2 * 0.25 / 2000) = 0.016, so 0.06 is 3.8 sd (measured <= 0.022;
+    # size over 12 other seeds: 0/12 failed, largest difference 0.017).
     fast = run_replicates(model, "exact", num_replicates=4, seed=7, std_scale=1.1)
     slow = run_replicates(model, exact_gaussian_method, num_replicates=4, seed=7,
                           std_scale=1.1)

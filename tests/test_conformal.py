@@ -72,7 +72,8 @@ def test_hb_bound_covers_the_true_risk_in_simulation():
     """1000 samples of 50 Bernoulli(0.2) losses: the bound falls below the true mean in
     at most delta = 10 % of them (measured ~3 %; the 99.9 % binomial allowance for a
     valid bound is 13 %). With the bound replaced by the empirical risk itself ("no
-    Hoeffding, no Bentkus") the rate is ~45 %: this test fails (size 0/20 seeds failed; power 20/20)."""
+    Hoeffding, no Bentkus") the rate is ~45 %: this test fails (size 0/20 seeds failed;
+    power 20/20)."""
     rng = np.random.default_rng(0)
     S, n, mu, delta = 1000, 50, 0.2, 0.1
     risks = (rng.random((S, n)) < mu).mean(axis=1)

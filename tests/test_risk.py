@@ -201,8 +201,8 @@ def test_abstention_rules_on_a_small_example():
     """Exact values: AUROC with ties, precision/recall, the flag-rate quantile and the
     selective-risk threshold (largest threshold whose accepted mean error <= target).
     Catches: a flag-rate threshold that flags other than floor(rate n) images (the former
-    quantile rule flagged 0 of 2 at rate 0.5 and 0 of 4 at 0.3), ties ranked ordinally, precision over the bad count, numpy's linear quantile,
-    tie groups split, a strict ``< max_error`` (target met with equality: 1.0), an error
+    quantile rule flagged 0 of 2 at rate 0.5 and 0 of 4 at 0.3), ties ranked ordinally,
+    precision over the bad count, numpy's linear quantile, tie groups split, a strict ``< max_error`` (target met with equality: 1.0), an error
     equal to the cutoff counted as bad ("exceeds"), and Pearson in place of Spearman
     (errors with ties: rho = 0.6375 vs Pearson 0.7071)."""
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
