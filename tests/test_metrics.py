@@ -152,8 +152,8 @@ def test_error_uncertainty_and_sparsification():
     """Correlations against scipy, on continuous data and on data with ties (zero errors
     of exact pixels: catches ordinal instead of average ranks); sparsification by hand
     (catches removing the least uncertain pixels, dividing by n instead of the remaining
-    count), its AUSE as the trapezoid area (hand value 0.2: catches a plain mean, 0.4),
-    and the removed counts at the default fractions for n = 100 against a loop (catches a
+    count, rounding the removed count up when f n is not whole), its AUSE as the
+    trapezoid area (hand value 0.2: catches a plain mean, 0.4), and the removed counts at the default fractions for n = 100 against a loop (catches a
     floor without the rounding guard: 0.29 * 100 = 28.999...)."""
     rng = np.random.default_rng(4)
     err = rng.random(1000)
@@ -174,6 +174,10 @@ def test_error_uncertainty_and_sparsification():
     np.testing.assert_allclose(s["oracle"], [1.0, 1.5 / 2.5])
     # AUSE = trapezoid area: 0.5 * (0 + (3.5 - 1.5) / 2.5) * 0.5 = 0.2
     assert s["ause"] == pytest.approx(0.2, rel=1e-12)
+    # f n not whole: floor(0.5 * 3) = 1 pixel removed (the largest u), as documented;
+    # remaining errors (2, 3) over the mean 2 -> 1.25 (rounding up would give 1.5)
+    s3 = M.sparsification([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], fractions=[0.0, 0.5])
+    np.testing.assert_allclose(s3["curve"], [1.0, 1.25])
     # ties: exactly recovered pixels have error 0 (average ranks, as scipy)
     tied_e, tied_u = np.r_[np.zeros(50), err[:50]], np.r_[unc[:25], np.ones(25), unc[50:100]]
     c = M.error_uncertainty_correlation(tied_e, tied_u)

@@ -259,7 +259,8 @@ def error_uncertainty_correlation(error, uncertainty) -> dict:
 def sparsification(error, uncertainty, fractions=None) -> dict:
     """Sparsification curve and AUSE (Ilg et al. 2018).
 
-    Removing the fraction ``f`` of pixels with the largest ``uncertainty``, the curve is
+    Removing the fraction ``f`` of pixels with the largest ``uncertainty`` (``floor(f n)``
+    of the ``n`` pixels; ties in ``uncertainty`` keep their pixel order), the curve is
     the mean ``error`` of the remaining pixels; the oracle removes the largest errors
     instead. Both are normalised by the mean error of all pixels. AUSE is the trapezoid
     area between curve and oracle over ``fractions`` (default 0, 0.01, ..., 0.99).
