@@ -110,20 +110,35 @@ def _roundtrips(group, elements, x):
 @pytest.mark.parametrize("name", ["rot90", "dihedral", "flips", "shift", "rot90+shift"])
 def test_exact_groups_are_inverted_exactly(name):
     """``T_g^{-1} T_g x == x`` for 64 random elements of each exact group, and the group
-    really acts (more than 16 of 64 ``T_g x != x``; flips alone move half): catches a
-    wrong inverse order or sign, or a group that does nothing."""
+    really acts (more than 16 of 64 ``T_g x != x``; flips alone move half); the sampled
+    elements cover exactly their support (rotations {0..3}, flips {0, 1}, shifts
+    {-3..3} per axis; unused parts 0). Catches: a wrong inverse order or sign, a group
+    that does nothing, a rotation or shift range off by one (checked: ``3 * u`` for
+    ``4 * u``, width ``2 s`` for ``2 s + 1``; the missing value never appears). With 64
+    draws a uniform value is missed with probability <= 7 (6/7)^64 < 4e-4 per axis (the
+    key is fixed, so the outcome is deterministic)."""
     grp = image_group(name, max_shift=3)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 8)), jnp.float32)
     tx, back = _roundtrips(grp, grp.sample(jax.random.PRNGKey(0), 64, jnp.float32), x)
     np.testing.assert_array_equal(np.asarray(back), np.broadcast_to(np.asarray(x), back.shape))
     moved = np.sum(np.any(np.asarray(tx) != np.asarray(x), axis=(1, 2)))
     assert moved > 16, moved
+    g = grp.sample(jax.random.PRNGKey(0), 64, jnp.float32)
+    assert set(np.asarray(g.rot90).tolist()) == ({0, 1, 2, 3} if grp.rot90 else {0})
+    assert set(np.asarray(g.flip).tolist()) == ({False, True} if grp.flips else {False})
+    shifts = set(range(-3, 4)) if grp.max_shift else {0}
+    for axis in (0, 1):
+        assert set(np.asarray(g.shift)[:, axis].tolist()) == shifts
 
 
 def test_continuous_rotation_is_inverted_up_to_interpolation():
     """Rotating a smooth image by +-6 and +-10 degrees and back loses only interpolation error
     (< 4 % relative in the inner disc, 32x32 bump of width ~5 pixels) and at most a third
-    of what the rotation itself moved: catches a missing inverse or a sign error."""
+    of what the rotation itself moved: catches a missing inverse or a sign error. The
+    group's sampled angles lie in [-10, 10] degrees with both ends reached (of 256
+    draws, some below -9 and some above 9 degrees): catches one-sided angles (checked:
+    ``u`` for ``2 u - 1``) or a wrong range; a uniform draw misses an end's
+    last degree with probability 2 (0.95)^256 < 4e-6."""
     grp = image_group("rotate", max_angle=10.0)
     n = 32
     g_ = np.linspace(-1, 1, n)
@@ -133,6 +148,8 @@ def test_continuous_rotation_is_inverted_up_to_interpolation():
     angles = np.radians([-10.0, -6.0, 6.0, 10.0]).astype(np.float32)
     elements = GroupElement(jnp.zeros(4, jnp.int32), jnp.zeros(4, bool),
                             jnp.zeros((4, 2), jnp.int32), jnp.asarray(angles))
+    sampled = np.degrees(np.asarray(grp.sample(jax.random.PRNGKey(3), 256, jnp.float32).angle))
+    assert sampled.min() < -9 and sampled.max() > 9 and np.all(np.abs(sampled) <= 10 + 1e-4)
     tx, back = _roundtrips(grp, elements, x)
     x = np.asarray(x)
     for t, b in zip(np.asarray(tx), np.asarray(back)):
@@ -219,15 +236,50 @@ def test_second_same_shaped_call_compiles_nothing():
 def test_untraceable_reconstruction_gives_the_same_draws():
     """A plain (numpy) callable run per resample (``traceable=False``) reproduces the
     compiled path's draws for the same key: same resampled data, same inverse transforms
-    (dense 16x16 CT and FBP matrices)."""
+    (dense 16x16 CT and FBP matrices), with the compiled path batched 4 at a time so
+    that its padding (6 resamples -> 8) is exercised. The callable records the data it
+    is given; from those and the reported group elements every draw is recomputed in
+    numpy, ``2 x_hat - rot90^{-k_i}(B y_i)``, and each ``y_i - A rot90^{k_i} x_hat`` is
+    noise of std sigma (within 25 %, 6 x 25 values) and differs between resamples.
+    Catches: padded resamples out of order (checked), a resample replaced by another
+    (checked), a missing inverse on either path (checked), a wrong reflection, and
+    unresimulated or shared noise. Same seed -> same draws; another seed -> other group
+    elements and draws: catches an ignored seed (checked)."""
     op, dense_op, dense_fbp = _dense_ct()
     _, y, sigma = _ct_data(op, 2)
     B = np.asarray(dense_fbp.matrix)
-    a = equivariant_bootstrap(dense_fbp, dense_op, y, sigma, 7, group="rot90", num_resamples=6)
-    b = equivariant_bootstrap(lambda d: (B @ np.asarray(d).ravel()).reshape(16, 16), dense_op,
-                              y, sigma, 7, group="rot90", num_resamples=6, traceable=False)
+    A = np.asarray(dense_op.matrix, np.float64)
+    seen = []
+
+    def numpy_fbp(d):
+        seen.append(np.asarray(d, np.float64).ravel())
+        return (B @ np.asarray(d).ravel()).reshape(16, 16)
+
+    a = equivariant_bootstrap(dense_fbp, dense_op, y, sigma, 7, group="rot90", num_resamples=6,
+                              batch_size=4)
+    b = equivariant_bootstrap(numpy_fbp, dense_op, y, sigma, 7, group="rot90", num_resamples=6,
+                              traceable=False)
     np.testing.assert_allclose(a.draws, b.draws, rtol=1e-4, atol=1e-4)
     assert b.provenance["config"]["traceable"] is False
+    x_hat = (B.astype(np.float64) @ np.asarray(y, np.float64).ravel()).reshape(16, 16)
+    ks = np.asarray(b.diagnostics["group_elements"]["rot90"])
+    assert len(seen) == 7 and set(ks.tolist()) != {0}          # x_hat, then 6 resamples
+    noises = []
+    for i, (k, d) in enumerate(zip(ks, seen[1:])):
+        x_i = np.rot90((B.astype(np.float64) @ d).reshape(16, 16), -k)
+        np.testing.assert_allclose(b.draws[0, i], 2 * x_hat - x_i, atol=1e-3)
+        noises.append(d - A @ np.rot90(x_hat, k).ravel())
+    noises = np.array(noises)
+    assert abs(noises.std() / sigma - 1) < 0.25
+    assert np.min(np.abs(np.diff(noises, axis=0)).max(1)) > sigma
+    # the seed is used
+    again = equivariant_bootstrap(dense_fbp, dense_op, y, sigma, 7, group="rot90",
+                                  num_resamples=6)
+    np.testing.assert_array_equal(again.draws, equivariant_bootstrap(
+        dense_fbp, dense_op, y, sigma, 7, group="rot90", num_resamples=6).draws)
+    other = equivariant_bootstrap(dense_fbp, dense_op, y, sigma, 8, group="rot90",
+                                  num_resamples=6)
+    assert np.max(np.abs(other.draws - again.draws)) > sigma
 
 
 def test_gaussian_mean_reconstruction_is_the_map():
@@ -255,7 +307,9 @@ def test_gaussian_mean_reconstruction_is_the_map():
 # --------------------------------------------------------------------------------------
 def test_result_provenance_center_and_dtype():
     """Provenance states method, group, resamples and dtype; 'debiased' centres on the
-    mean of the draws (``x_hat - bias``); float32 by default."""
+    mean of the draws (``x_hat - bias``); float32 by default; a per-datum sigma is
+    honoured. Catches a debiased centre of the wrong sign (checked), draws not
+    reflected (checked), a sigma array replaced by its mean (checked)."""
     n = 4
     eye = jnp.eye(n * n, dtype=jnp.float32)
     op = MatrixOperator(eye, domain_shape=(n, n), range_shape=(n * n,))
@@ -269,6 +323,14 @@ def test_result_provenance_center_and_dtype():
     assert res.draws.shape == (1, 20, n, n) and res.mean.dtype == np.float32
     np.testing.assert_allclose(res.mean, res.draws[0].mean(0), atol=1e-6)
     np.testing.assert_allclose(res.variance, res.draws[0].var(0), rtol=1e-4, atol=1e-8)
+    # a per-datum sigma array is used datum by datum (identity map: draw variance = sigma^2;
+    # 400 resamples, ratio within 1 +- 4.5 sqrt(2/400) = 1 +- 0.32; catches sigma
+    # replaced by its mean, checked: ratios 0.3 and 30)
+    sig = np.linspace(0.05, 0.5, n * n).astype(np.float32)
+    het = naive_bootstrap(LinearReconstruction(eye, jnp.zeros((n, n), jnp.float32)), op, y,
+                          sig, 1, num_resamples=400, center="debiased")
+    ratio = np.asarray(het.variance).ravel() / sig.astype(np.float64) ** 2
+    assert np.all(np.abs(ratio - 1) < 4.5 * math.sqrt(2 / 400)), ratio
     naive = naive_bootstrap(rec, op, y, 0.1, 0, num_resamples=20)
     assert naive.provenance["method"] == "naive_bootstrap"
     assert naive.provenance["group"] == "identity"

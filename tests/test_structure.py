@@ -218,14 +218,17 @@ def test_tv_minimiser_is_feasible_and_locally_optimal():
 
 def test_projection_onto_half_space_and_box_matches_a_generic_solver():
     """The projection onto ``{<c, x> <= t} ∩ [lo, hi]`` equals SLSQP's answer on random
-    8x8 inputs (float64), with and without an upper bound. Catches a bisection in the
-    wrong direction or a projection that drops the box."""
+    8x8 inputs (float64), with and without an upper bound, for an input already inside
+    the half-space and for one brightened on the disc so that the half-space is active
+    (asserted: ``<c, x> = t`` while ``<c, clip(z)> > t + 0.2``). Catches a projection that
+    drops the box, a bisection in the wrong direction (checked: only the active case
+    fails) or one stopped after 12 halvings (checked: error ~1e-4 > 1e-6)."""
     with jax.enable_x64(True):
         s = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5, threshold=0.1)
         c = s.weights
         rng = np.random.default_rng(1)
-        for has_upper in (False, True):
-            z = rng.normal(0.5, 0.5, size=(8, 8))
+        for has_upper, bright in ((False, 0.0), (True, 0.0), (False, 0.8), (True, 0.8)):
+            z = rng.normal(0.5, 0.5, size=(8, 8)) + bright * s.region
             lo, hi = np.zeros((8, 8)), np.ones((8, 8))
             x = np.asarray(st._project_absent(
                 jnp.asarray(z), jnp.asarray(c), jnp.asarray(0.1), jnp.asarray(lo),
@@ -238,6 +241,9 @@ def test_projection_onto_half_space_and_box_matches_a_generic_solver():
                               "jac": lambda u: -c.ravel()}],
                 options={"ftol": 1e-14, "maxiter": 500})
             np.testing.assert_allclose(x.ravel(), ref.x, atol=1e-6)
+            if bright:
+                assert np.sum(c * np.clip(z, 0, 1 if has_upper else None)) > 0.3
+                assert np.sum(c * x) == pytest.approx(0.1, abs=1e-9)
 
 
 # --------------------------------------------------------------------------------------
@@ -248,8 +254,12 @@ def test_sampling_test_matches_the_gaussian_closed_form():
     16x16 random-matrix GMRF posterior in a Result: the estimated P(contrast <= t | y) agrees with
     ``Phi((t - <c,mu>) / sd)`` within 4 Monte Carlo standard errors (t set so that the
     answer is 0.3, far from 0.5); with Gaussian factors ('dense', 'lowrank', 'diag') the
-    probability is exact. Catches: a flipped inequality (0.7), a wrong contrast
-    functional or variance, a standard error off by the ESS."""
+    probability is exact, and its decision is ``P < alpha`` on both sides (P = 0.3 and
+    0.01). Catches: a flipped inequality (0.7), a wrong contrast functional or variance
+    (checked: 0.81 x variance fails), a flipped Gaussian decision (checked). The
+    standard error is compared with ``sqrt(p (1 - p) / ess)``; with independent draws
+    ess ~ n, so a standard error computed from n instead of the ESS is caught by the
+    autocorrelated case of the next test, not here."""
     with jax.enable_x64(True):
         lesion = planted_lesion(2, "faint", (16, 16), radius=2.0, faint_contrast=0.2)
         _, mu, cov = _matrix_gaussian_posterior(lesion.truth)
@@ -282,14 +292,29 @@ def test_sampling_test_matches_the_gaussian_closed_form():
         gt = st.sampling_test(Result.from_gaussian(g), s, alpha=0.05)
         expected = special.ndtr((t - m) / math.sqrt(c @ covs[kind] @ c))
         assert gt.source == "gaussian" and gt.prob_absent == pytest.approx(expected, rel=1e-9)
+        assert gt.rejected is False and gt.mc_se == 0.0
+    # the exact decision on the other side of alpha: P(H0) = 0.01 < 0.05 rejects
+    low = s.with_threshold(m + sd * special.ndtri(0.01))
+    gt = st.sampling_test(Result.from_gaussian(kinds["dense"]), low, alpha=0.05)
+    assert gt.prob_absent == pytest.approx(0.01, rel=1e-9) and gt.rejected is True
 
 
 def test_sampling_test_decides_only_when_the_monte_carlo_error_allows():
     """Synthetic iid draws with a known contrast law N(m, 1): P(H0) far below alpha ->
     rejected; far above -> not rejected; within two standard errors of alpha ->
     undecided; every draw on one side with too few draws for the rule of three ->
-    undecided. Catches a decision that ignores the Monte Carlo error, or a flipped
-    comparison with alpha."""
+    undecided. Exact-count cases (a shuffled indicator with a fixed seed) put P(H0) at
+    about 1.4 and 2.3 standard errors above alpha and 1.6 and 2.7 below (measured
+    ``(p - alpha) / mc_se``, asserted): undecided inside 2 s.e., decided outside.
+    Autocorrelated draws (400 values, each repeated 10 times; ESS ~ 410) with P(H0) =
+    0.07: undecided, and ``mc_se = sqrt(p (1 - p) / ess)``, 3x the naive one. The rule of
+    three sits exactly at its edge with ess = n (alternating draws: the ESS clips at n):
+    59 draws undecided (3/59 > 0.05), 61 rejected; all draws in H0: 200 -> not
+    rejected, 3 -> undecided. A dark structure (polarity -1) reverses the contrast.
+    Catches (each checked to fail): a decision that ignores the Monte Carlo error, a
+    margin of 1 s.e. instead of 2, a standard error from n instead of the ESS, a rule
+    of two instead of three, a P(H0) = 1 branch that never decides, a flipped
+    comparison with alpha, an ignored polarity."""
     s = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5)
     rng = np.random.default_rng(0)
 
@@ -307,6 +332,38 @@ def test_sampling_test_decides_only_when_the_monte_carlo_error_allows():
     few = run(10.0, 20, 0.05)                             # no draw in H0, but 3/20 > alpha
     assert few.prob_absent == 0.0 and few.rejected is None
     assert run(10.0, 200, 0.05).rejected is True          # 3/200 < alpha
+    # exact counts, shuffled: the 2-standard-error margin on both sides of alpha
+    for count, z_range, expected in ((221, (1.2, 1.8), None), (234, (2.1, 3.0), False),
+                                     (179, (-1.8, -1.2), None), (166, (-3.0, -2.1), True)):
+        vals = np.where(np.arange(4000) < count, -1.0, 1.0)
+        rng.shuffle(vals)
+        res = st.sampling_test((vals[:, None, None] * s.region)[None], s, 0.05)
+        assert res.prob_absent == count / 4000
+        assert res.mc_se == pytest.approx(math.sqrt(res.prob_absent * (1 - res.prob_absent)
+                                                    / res.ess), rel=1e-12)
+        assert z_range[0] < (res.prob_absent - 0.05) / res.mc_se < z_range[1]
+        assert res.rejected is expected, (count, res.ess)
+    # autocorrelated draws: the standard error must use the ESS, not the draw count
+    vals = np.where(np.arange(400) < 28, -1.0, 1.0)
+    rng.shuffle(vals)
+    z = np.repeat(vals, 10) + 1e-3 * rng.normal(size=4000)
+    res = st.sampling_test((z[:, None, None] * s.region).reshape(4, 1000, 8, 8), s, 0.05)
+    assert res.prob_absent == pytest.approx(0.07) and 250 < res.ess < 600
+    assert res.mc_se == pytest.approx(math.sqrt(0.07 * 0.93 / res.ess), rel=1e-9)
+    assert res.mc_se > 2.5 * math.sqrt(0.07 * 0.93 / 4000) and res.rejected is None
+    # the rule of three at its edge (alternating draws: ESS clipped at n)
+    alternating = lambda n, mean: (mean + 0.5 * (-1.0) ** np.arange(n))[:, None, None] \
+        * s.region
+    for n, expected in ((59, None), (61, True)):
+        res = st.sampling_test(alternating(n, 10.0), s, 0.05)
+        assert res.ess == n and res.prob_absent == 0.0 and res.rejected is expected, n
+    for n, expected in ((200, False), (3, None)):                 # every draw in H0
+        res = st.sampling_test(alternating(n, -10.0), s, 0.05)
+        assert res.ess == n and res.prob_absent == 1.0 and res.rejected is expected, n
+    # a dark structure: contrast = -(mean_R - mean_B)
+    dark = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5, polarity=-1)
+    np.testing.assert_array_equal(dark.weights, -s.weights)
+    assert st.sampling_test(draws_with(4.0, 400), dark, 0.05).rejected is False
 
 
 # --------------------------------------------------------------------------------------
@@ -347,8 +404,11 @@ def test_planted_lesion_set_cases_share_background_and_are_keyed_by_seed():
 # --------------------------------------------------------------------------------------
 def test_bad_input_gets_an_error_naming_the_argument():
     """Region outside the image, empty region / ring, alpha outside (0, 1), an unknown
-    case, a non-convex prior, a threshold no image in the box reaches, and mismatched
-    shapes each raise with the argument's name."""
+    case, a non-convex prior, a threshold no image in the box reaches (and only such a
+    threshold: -1.001 raises, -0.999 and 0 do not, with box [0, 1]), and mismatched
+    shapes each raise with the argument's name. Catches a missing check or a wrong
+    name in the message, and a feasibility check against the wrong corner of the box
+    (checked)."""
     with pytest.raises(ValueError, match="'center'"):
         st.disc_structure((16, 16), (20.0, 3.0), 2.0)
     with pytest.raises(ValueError, match="'region' is empty"):
@@ -378,8 +438,16 @@ def test_bad_input_gets_an_error_naming_the_argument():
     with pytest.raises(ValueError, match="not convex"):
         st.buqo_test(Posterior(lik, CauchyMRF((8, 8))), s)
     high = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5, threshold=-2.0)
+    boxed = Posterior(lik, [GMRF((8, 8), 1.0), Box((8, 8), 0.0, 1.0)])
     with pytest.raises(ValueError, match="'structure'.*empty"):
-        st.buqo_test(Posterior(lik, [GMRF((8, 8), 1.0), Box((8, 8), 0.0, 1.0)]), high)
+        st.buqo_test(boxed, high)
+    # the least contrast in [0, 1] is -1 (region 0, ring 1): -1.001 is empty, -0.999 and
+    # 0 are not (catches a check against the wrong corner of the box)
+    with pytest.raises(ValueError, match="'structure'.*empty"):
+        st.minimize_potential_over_absent_set(boxed, high.with_threshold(-1.001), max_iter=1)
+    for t in (-0.999, 0.0):
+        x, _ = st.minimize_potential_over_absent_set(boxed, high.with_threshold(t), max_iter=1)
+        assert st.contrast(high, x) <= t + 1e-6 and float(jnp.min(x)) >= 0.0
     with pytest.raises(ValueError, match="'structure'"):
         st.buqo_test(Posterior(lik, GMRF((8, 8), 1.0)),
                      st.disc_structure((16, 16), (5.0, 5.0), 2.0))
