@@ -338,6 +338,10 @@ def test_result_provenance_center_and_dtype():
 
 
 def test_bad_input_names_the_argument():
+    """Each bad argument (sigma <= 0 or of the wrong shape, one resample, unknown group or
+    centre, batch 0, NaN data, integer or unavailable float64 dtype, a non-callable map,
+    a string key, a rectangular image for rot90, a negative shift) raises and names
+    the argument. Catches a missing check or a message naming the wrong argument."""
     n = 4
     eye = jnp.eye(n * n, dtype=jnp.float32)
     op = MatrixOperator(eye, domain_shape=(n, n), range_shape=(n * n,))
