@@ -439,7 +439,7 @@ def threshold_for_flag_rate(calibration_scores, rate: float) -> float:
     if not (isinstance(rate, (int, float, np.floating)) and 0 < rate < 1):
         raise ValueError(f"argument 'rate' must be in (0, 1), got {rate!r}")
     n = s.size
-    k = min(int(np.floor(rate * n + 1e-9)), n)   # + 1e-9: 0.29 * 100 = 28.999999999999996
+    k = int(np.floor(rate * n + 1e-9))   # + 1e-9: 0.29 * 100 = 28.999999999999996
     return float(np.sort(s)[n - k - 1]) if k < n else -math.inf
 
 
