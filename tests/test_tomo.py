@@ -14,6 +14,7 @@ from hypothesis import assume, given, settings, strategies as st
 from odl.applications import tomo
 
 from uqrecon.operators.base import adjoint_mismatch
+from uqrecon.operators import tomo as tomo_module
 from uqrecon.operators.tomo import RayTransform, fan_beam, limited_angle, sparse_view
 
 
@@ -37,36 +38,43 @@ def phantom(op):
     return np.array(odl.core.phantom.shepp_logan(op.space, modified=True).data)
 
 
-def _nonuniform():
+def _nonuniform(kernel="auto"):
     space = odl.uniform_discr([-1, -1], [1, 1], (48, 48), dtype="float32")
     rng = np.random.default_rng(0)
     angles = np.sort(rng.uniform(0, math.pi, 25))
     apart = odl.nonuniform_partition(angles)
-    return RayTransform(space, tomo.Parallel2dGeometry(apart, odl.uniform_partition(-1.5, 1.5, 69)))
+    return RayTransform(space, tomo.Parallel2dGeometry(apart, odl.uniform_partition(-1.5, 1.5, 69)),
+                        kernel=kernel)
 
 
-def _odl_default():
+def _odl_default(kernel="auto"):
     # ODL's own geometry helper: detector cells smaller than a pixel (3 candidates/view)
     space = odl.uniform_discr([-1, -1], [1, 1], (64, 64), dtype="float32")
-    return RayTransform(space, tomo.parallel_beam_geometry(space, num_angles=40))
+    return RayTransform(space, tomo.parallel_beam_geometry(space, num_angles=40), kernel=kernel)
 
 
 CASES = {
-    "full_angle": lambda: sparse_view((64, 64), 90),
-    "sparse_view_30": lambda: sparse_view((64, 64), 30),
-    "limited_90deg": lambda: limited_angle((64, 64), (0.0, math.pi / 2), 45),
-    "limited_60deg": lambda: limited_angle((64, 64), (0.0, math.pi / 3), 30),
-    "non_square_odd_det": lambda: sparse_view((48, 64), 40, num_det=71),
+    "full_angle": lambda **k: sparse_view((64, 64), 90, **k),
+    "sparse_view_30": lambda **k: sparse_view((64, 64), 30, **k),
+    "limited_90deg": lambda **k: limited_angle((64, 64), (0.0, math.pi / 2), 45, **k),
+    "limited_60deg": lambda **k: limited_angle((64, 64), (0.0, math.pi / 3), 30, **k),
+    "non_square_odd_det": lambda **k: sparse_view((48, 64), 40, num_det=71, **k),
     "non_uniform_angles": _nonuniform,
     "odl_parallel_beam_geometry": _odl_default,
-    "fan_beam": lambda: fan_beam((64, 64), 60, 4.0, 2.0),
-    "fan_beam_short_source_odd_det": lambda: fan_beam((48, 64), 45, 2.0, 1.0, num_det=101),
+    "fan_beam": lambda **k: fan_beam((64, 64), 60, 4.0, 2.0, **k),
+    "fan_beam_short_source_odd_det": lambda **k: fan_beam((48, 64), 45, 2.0, 1.0, num_det=101,
+                                                          **k),
 }
+KERNELS = ("sparse", "on_the_fly")
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_matches_astra_cpu(name):
-    op = CASES[name]()
+def test_matches_astra_cpu(name, kernel):
+    """Both ways of applying the matrix against ASTRA (catches a wrong node, weight or
+    scaling in either the on-the-fly kernels or the stored matrix)."""
+    op = CASES[name](kernel=kernel)
+    assert op.kernel == kernel
     x = phantom(op)
     ref = astra_sino(op, x)
     out = _forward(op, jnp.asarray(x))
@@ -86,16 +94,18 @@ def test_line_integral_scaling_closed_form():
     np.testing.assert_allclose(y[a0, 15], 2.0 / math.cos(math.pi / 8), rtol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("name", ["full_angle", "non_square_odd_det", "fan_beam"])
-def test_adjoint_identity_float32(name):
-    op = CASES[name]()
+def test_adjoint_identity_float32(name, kernel):
+    op = CASES[name](kernel=kernel)
     for seed in range(3):
         assert float(_mismatch(op, jax.random.PRNGKey(seed), None)) < 1e-5
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("name", ["non_uniform_angles", "fan_beam"])
-def test_adjoint_identity_float64(name):
-    op = CASES[name]()
+def test_adjoint_identity_float64(name, kernel):
+    op = CASES[name](kernel=kernel)
     with jax.enable_x64(True):
         shapes = jax.eval_shape(lambda o: (o(jnp.zeros(o.domain_shape, jnp.float64)),
                                            o.adjoint(jnp.zeros(o.range_shape, jnp.float64))),
@@ -105,13 +115,15 @@ def test_adjoint_identity_float64(name):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: sparse_view((24, 20), 17, num_det=33),
+    lambda: sparse_view((24, 20), 17, num_det=33, kernel="on_the_fly"),
     # cells of ~0.3 pixel: 7 candidate cells per pixel and view
-    lambda: sparse_view((24, 20), 17, num_det=33, det_width=0.8),
+    lambda: sparse_view((24, 20), 17, num_det=33, det_width=0.8, kernel="on_the_fly"),
     # fan: adjoint transposes the two-gather form of the forward, which uses run gathers
-    lambda: fan_beam((24, 20), 13, 2.0, 1.0, num_det=29)])
+    lambda: fan_beam((24, 20), 13, 2.0, 1.0, num_det=29, kernel="on_the_fly")])
 def test_adjoint_equals_linear_transpose(make):
-    # the operator's adjoint against JAX's own transpose of the forward pass
+    """The on-the-fly kernels' hand-written adjoint against JAX's own transpose of the
+    forward pass. (The stored matrix's transpose is its own second table by construction;
+    ``test_sparse_matches_on_the_fly`` checks both tables against these kernels.)"""
     op = make()
     with jax.enable_x64(True):
         y = jax.random.normal(jax.random.PRNGKey(3), op.range_shape, jnp.float64)
@@ -130,18 +142,97 @@ def test_adjoint_property(rows, cols, num_angles, num_det, start, span, width):
                               dtype="float32")
     geom = tomo.Parallel2dGeometry(odl.uniform_partition(start, start + span, num_angles),
                                    odl.uniform_partition(-width / 2, width / 2, num_det))
-    op = RayTransform(space, geom)
+    op = RayTransform(space, geom, kernel="on_the_fly")
     # a wide detector with few cells can miss the image entirely (A = 0): need one ray
     # within the image's inscribed circle
     assume(np.min(np.abs(geom.det_partition.meshgrid[0])) < min(rows, cols) / 20)
     with jax.enable_x64(True):
         assert float(_mismatch(op, jax.random.PRNGKey(0), jnp.float64)) < 1e-10
+    # the stored matrix of the same random geometry is the kernel's matrix
+    _assert_same_matrix(RayTransform(space, geom, kernel="sparse"), op)
 
 
-@pytest.mark.parametrize("make", [lambda: sparse_view((16, 16), 7),
-                                  lambda: fan_beam((16, 16), 8, 3.0, 1.0)])
-def test_jit_vmap_grad(make):
-    op = make()
+def _assert_same_matrix(sparse, fly, dtype=jnp.float32, tol=1e-5):
+    """``sparse`` and ``fly`` apply the same matrix: forward and adjoint agree on random
+    inputs to float rounding, relative to the largest output entry."""
+    kx, ky = jax.random.split(jax.random.PRNGKey(7))
+    x = jax.random.uniform(kx, fly.domain_shape, dtype)
+    y = jax.random.uniform(ky, fly.range_shape, dtype)
+    for a, b in ((_forward(sparse, x), _forward(fly, x)),
+                 (_backward(sparse, y), _backward(fly, y))):
+        assert a.dtype == b.dtype == dtype
+        scale = float(jnp.max(jnp.abs(b)))
+        assert scale > 0
+        assert float(jnp.max(jnp.abs(a - b))) <= tol * scale, float(jnp.max(jnp.abs(a - b))) / scale
+
+
+_backward = jax.jit(lambda op, y: op.adjoint(y))
+
+
+@pytest.mark.parametrize("make", [
+    lambda **k: sparse_view((64, 64), 30, **k),
+    lambda **k: sparse_view((48, 40), 17, num_det=33, det_width=0.8, **k),
+    lambda **k: limited_angle((32, 32), (0.3, 1.4), 20, **k),
+    lambda **k: fan_beam((64, 64), 30, 3.0, 2.0, **k),      # a ray along a pixel boundary
+    lambda **k: fan_beam((40, 48), 23, 3.0, 1.0, num_det=61, **k)])
+def test_sparse_matches_on_the_fly(make):
+    """The stored matrix (``kernel="sparse"``) is the on-the-fly kernels' matrix.
+
+    Catches a node or weight rule in ``_joseph.coo`` / ``_fan.coo`` that differs from the
+    kernels (checked: weights built in float64 instead of the kernels' float32 put the
+    64x64 fan geometry's boundary ray half on each side, a 0.8 % error; swapping the
+    two Joseph weights, 0.3-1 %), a transposed pixel numbering for axis-1 rays, or a
+    ray order that ignores the fan tables' permutation."""
+    sparse, fly = make(kernel="sparse"), make(kernel="on_the_fly")
+    assert (sparse.kernel, fly.kernel) == ("sparse", "on_the_fly")
+    _assert_same_matrix(sparse, fly)
+
+
+def test_sparse_matrix_follows_the_default_float():
+    """Under ``jax_enable_x64`` the stored weights are computed in float64, as the kernels
+    compute them for float64 images (the fan geometry's boundary ray then splits in
+    halves; float32 weights would put it on one side: a 0.8 % difference)."""
+    with jax.enable_x64(True):
+        sparse = fan_beam((64, 64), 30, 3.0, 2.0, kernel="sparse")
+        fly = fan_beam((64, 64), 30, 3.0, 2.0, kernel="on_the_fly")
+        assert sparse.ell.val.dtype == jnp.float64
+        _assert_same_matrix(sparse, fly, jnp.float64, 1e-12)
+
+
+def test_kernel_option(monkeypatch):
+    """``kernel``: validated by name; ``"auto"`` stores the matrix on CPU below the size
+    bound only, and never on an accelerator; a forward table above
+    ``SPARSE_FORWARD_MAX_ENTRIES`` is not read (checked in the jaxpr: catches the
+    threshold ignored or applied to the adjoint too)."""
+    with pytest.raises(ValueError, match="'kernel'"):
+        sparse_view((16, 16), 4, kernel="dense")
+    assert sparse_view((16, 16), 4).kernel == "sparse"            # the tests run on CPU
+    bound = tomo_module._sparse_entries_bound(sparse_view((16, 16), 4).plan)
+    monkeypatch.setattr(tomo_module, "SPARSE_MAX_ENTRIES", bound - 1)
+    assert sparse_view((16, 16), 4).kernel == "on_the_fly"
+    assert sparse_view((16, 16), 4, kernel="sparse").kernel == "sparse"
+    monkeypatch.setattr(tomo_module, "SPARSE_MAX_ENTRIES", bound)
+    assert sparse_view((16, 16), 4).kernel == "sparse"
+    # a large forward table is not read: the forward pass stays on the fly, the adjoint
+    # reads its table, and the result is the same matrix
+    op, fly = sparse_view((16, 16), 4, kernel="sparse"), sparse_view((16, 16), 4,
+                                                                    kernel="on_the_fly")
+    x = jnp.ones((16, 16))
+    reads = lambda f, v: "uqrecon_ell_matvec" in str(jax.make_jaxpr(f)(v))
+    assert reads(op._apply, x) and reads(op._adjoint, op(x))
+    monkeypatch.setattr(tomo_module, "SPARSE_FORWARD_MAX_ENTRIES", op.ell.idx.size - 1)
+    assert not reads(op._apply, x) and reads(op._adjoint, op(x))
+    _assert_same_matrix(op, fly)
+    monkeypatch.setattr(tomo_module.jax, "default_backend", lambda: "gpu")
+    assert sparse_view((16, 16), 4).kernel == "on_the_fly"
+    assert fan_beam((16, 16), 4, 3.0, 1.0).kernel == "on_the_fly"
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("make", [lambda **k: sparse_view((16, 16), 7, **k),
+                                  lambda **k: fan_beam((16, 16), 8, 3.0, 1.0, **k)])
+def test_jit_vmap_grad(make, kernel):
+    op = make(kernel=kernel)
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16))
     data = jax.random.normal(jax.random.PRNGKey(1), op.range_shape)
 
@@ -208,3 +299,28 @@ def test_bad_inputs():
         op(jnp.zeros((15, 16)))
     with pytest.raises(ValueError, match="'y'"):
         op.adjoint(jnp.zeros((16, 16)))
+
+
+def test_posterior_identity_ignores_the_stored_matrix():
+    """A posterior's content hash and catalogue fingerprint are those of its canonical
+    form: the same model hashes the same whether its ray transform stores the sparse
+    matrix (CPU) or computes on the fly (accelerators), while another geometry still
+    hashes differently. Catches hashing the raw pytree (the stored tables then make the
+    two kernels' hashes and fingerprints differ)."""
+    from uqrecon import catalogue
+    from uqrecon.models import GMRF, Gaussian, Posterior
+    from uqrecon.models.identity import posterior_hash
+
+    y = jnp.ones(sparse_view((16, 16), 6).range_shape)
+
+    def post(kernel, views=6):
+        return Posterior(Gaussian(sparse_view((16, 16), views, kernel=kernel), y, 0.1),
+                         GMRF((16, 16), 1.0))
+
+    sparse, fly = post("sparse"), post("on_the_fly")
+    assert sparse.likelihood.operator.kernel == "sparse"
+    assert posterior_hash(sparse) == posterior_hash(fly)
+    assert catalogue.fingerprint(sparse) == catalogue.fingerprint(fly)
+    other = Posterior(Gaussian(sparse_view((16, 16), 6, angle_range=(0.0, 3.0)), y, 0.1),
+                      GMRF((16, 16), 1.0))
+    assert posterior_hash(other) != posterior_hash(sparse)

@@ -567,7 +567,9 @@ def fingerprint(post) -> dict:
     """
     import jax
 
-    leaves, _ = jax.tree_util.tree_flatten_with_path(post)
+    from .operators.base import canonical_form
+
+    leaves, _ = jax.tree_util.tree_flatten_with_path(canonical_form(post))
     out = {}
     for path, leaf in leaves:
         a = np.asarray(leaf)

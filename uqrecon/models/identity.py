@@ -7,8 +7,10 @@ Huber-TV approximation graded against an exact-TV reference differs from it part
 because the model differs, and the comparison must say so.
 
 The hash covers the pytree structure, static fields (by value, recursively) and every
-array leaf (data, operator tables, hyperparameters, dtype): two posteriors hash equal only
-if they define the same density in the same precision.
+array leaf (data, operator tables, hyperparameters, dtype) of the posterior's canonical
+form (:func:`uqrecon.operators.base.canonical_form`: without data an operator derives
+only to run faster, such as a ray transform's stored sparse matrix): two posteriors hash
+equal only if they define the same density in the same precision.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import re
 
 import jax
 import numpy as np
+
+from ..operators.base import canonical_form
 
 __all__ = ["posterior_hash", "describe", "model_identity"]
 
@@ -89,7 +93,7 @@ def posterior_hash(posterior) -> str:
         The hex digest, a string.
     """
     h = hashlib.sha256()
-    leaves, treedef = jax.tree_util.tree_flatten(posterior)
+    leaves, treedef = jax.tree_util.tree_flatten(canonical_form(posterior))
     h.update(_ADDRESS.sub("", str(treedef)).encode())
     _walk_treedef(h, treedef)
     for leaf in leaves:

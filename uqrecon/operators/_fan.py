@@ -85,3 +85,34 @@ def forward(g, c0, dc, length, c0_fix, dc_fix, chunk: int = 2048, runs: bool = T
     if rem:
         parts.append(one_chunk(tuple(t[nfull * chunk:] for t in tables)))
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+
+def coo(c0, dc, length, c0_fix, dc_fix, shape, dtype=np.float32):
+    """The matrix of :func:`forward` on an image ``g`` of ``shape`` as coordinate
+    triplets ``(rays, pixels, weights)`` (numpy; rays numbered in table order, pixels
+    ``i * N + j`` of ``g``). The centre cell comes from the kernel's fixed-point
+    arithmetic and the shares from its floating-point formula in ``dtype`` (the images'
+    dtype): a ray along a pixel boundary (``dc`` ~ 0, ``|offset|`` = 1/2) puts its whole
+    length on one side in float32 and half on each in float64, so the dtype matters there.
+    """
+    M, N = shape
+    c0, dc, length = (np.asarray(a, dtype) for a in (c0, dc, length))
+    k = np.arange(M)
+    c = c0[:, None] + k[None, :].astype(dtype) * dc[:, None]                   # (R, M)
+    half = 1 << (FIX_BITS - 1)
+    n0 = np.clip((c0_fix.astype(np.int64)[:, None]
+                  + k[None, :] * dc_fix.astype(np.int64)[:, None] + half) >> FIX_BITS, -1, N)
+    offset = c - n0.astype(dtype)
+    side = np.where(offset < 0, -1, 1)
+    w = np.abs(dc)[:, None]
+    w_side = np.clip((np.abs(offset) + dtype(0.5) * w - dtype(0.5))
+                     / np.maximum(w, np.finfo(dtype).tiny), 0.0, 1.0).astype(dtype)
+    ray = np.broadcast_to(np.arange(c0.size)[:, None], c.shape)
+    row = np.broadcast_to(k[None, :], c.shape)
+    out = ([], [], [])
+    for col, wt in ((n0, dtype(1.0) - w_side), (n0 + side, w_side)):
+        ok = (col >= 0) & (col < N) & (wt != 0)
+        out[0].append(ray[ok])
+        out[1].append(row[ok] * N + col[ok])
+        out[2].append((wt * length[:, None])[ok])
+    return tuple(np.concatenate(o) for o in out)

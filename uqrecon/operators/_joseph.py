@@ -144,3 +144,37 @@ def transpose(sino, group, rows, dcs, inv_dcs, length, size: int, num_cand: int,
     if rest is not None:
         x = x + one_chunk(rest)
     return x
+
+
+def coo(group, rows, steps, length, shape, dtype=np.float32):
+    """The matrix of :func:`forward` as coordinate triplets (numpy).
+
+    Same nodes and weights as the kernel run on images of ``dtype``: ``c = rows +
+    steps`` (one addition in ``dtype``) clipped to ``[-1, S]``, weights ``(1 - frac,
+    frac) * length`` on ``floor(c)`` and ``floor(c) + 1``. Rays are numbered ``a * D +
+    s``, pixels ``i * N + j`` of the ``(M, N)`` image; nodes outside the image (the
+    kernel's zero padding) are dropped.
+
+    Returns:
+        ``(rays, pixels, weights)``, 1D arrays (weights in ``dtype``).
+    """
+    M, N = shape
+    rows, steps, length = (np.asarray(a, dtype) for a in (rows, steps, length))
+    S = rows.shape[1]
+    D = steps.shape[1]
+    k = np.arange(S)
+    out = ([], [], [])
+    for a in range(rows.shape[0]):
+        c = np.clip(rows[a][None, :] + steps[a][:, None], -1.0, float(S)).astype(dtype)
+        n0 = np.floor(c)
+        frac = c - n0
+        ray = np.broadcast_to(a * D + np.arange(D)[:, None], c.shape)
+        for col, w in ((n0, dtype(1.0) - frac), (n0 + 1.0, frac)):
+            col = col.astype(np.int64)
+            i, j = (np.broadcast_to(k, c.shape), col) if group[a] == 0 else \
+                (col, np.broadcast_to(k, c.shape))
+            ok = (i >= 0) & (i < M) & (j >= 0) & (j < N) & (w != 0)
+            out[0].append(ray[ok])
+            out[1].append(i[ok] * N + j[ok])
+            out[2].append(w[ok] * length[a])
+    return tuple(np.concatenate(o) for o in out)

@@ -25,6 +25,7 @@ import numpy as np
 from ..linalg import dense_from_matvec, largest_eigenvalue
 
 __all__ = [
+    "canonical_form",
     "LinearOperator",
     "operator_dataclass",
     "static_field",
@@ -576,6 +577,27 @@ class FunctionOperator(LinearOperator):
 
     def _apply(self, x):
         return self.fn(x)
+
+
+def canonical_form(tree):
+    """``tree`` with every operator's derived data dropped: what identifies a model.
+
+    An operator may hold arrays computed from its other fields only to apply it faster
+    (a :class:`~uqrecon.operators.tomo.RayTransform`'s stored sparse matrix, present
+    on CPU and absent on accelerators); content hashes and fingerprints of a posterior
+    are taken of this form, so the same model identifies the same way whichever way its
+    operators are applied. Operators opt in with a ``canonical()`` method.
+
+    Args:
+        tree: any pytree (a posterior, an operator).
+
+    Returns:
+        The same pytree with each such operator replaced by its ``canonical()`` form.
+    """
+    def has(x):
+        return callable(getattr(x, "canonical", None))
+
+    return jax.tree_util.tree_map(lambda x: x.canonical() if has(x) else x, tree, is_leaf=has)
 
 
 def adjoint_mismatch(op: LinearOperator, key: jax.Array, dtype=None) -> jax.Array:

@@ -12,6 +12,20 @@ y_j)``, line integrals in the space's units, sinogram ``(num_angles, num_det)``)
 Geometry tables are computed once in numpy at construction and stored as array leaves;
 the ODL space and geometry ride along as static metadata for cross-checks
 (:meth:`RayTransform.odl_operator`).
+
+Two ways to apply the same matrix (``kernel=``): ``"on_the_fly"`` evaluates the
+interpolation weights inside every call (memory O(rays)); ``"sparse"`` stores the matrix
+and its transpose once as ELL tables (:mod:`._ell`: one gather and one reduction per
+call) at O(non-zeros) memory (64x64 / 30 views: 5 MB; 256x256 / 60 views: ~140 MB).
+On a 2-core CPU (``benchmarks/results/ray_kernels.md``) the stored form takes a data
+term's gradient 2.1-2.7x faster at 64x64 and 128x128; the forward table stops paying
+once it outgrows the caches, so above :data:`SPARSE_FORWARD_MAX_ENTRIES` the forward
+pass stays on the fly and only the adjoint reads its table. ``"auto"`` stores it on
+CPU while the forward table (rays x twice the image side, padded) stays within
+:data:`SPARSE_MAX_ENTRIES` entries, and computes on the fly on accelerators (the kernels
+measured there; the stored form has not been). The stored weights are computed in JAX's
+default float at construction: build the operator after enabling ``jax_enable_x64`` to
+get float64 weights.
 """
 
 from __future__ import annotations
@@ -23,10 +37,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _fan, _joseph
+from . import _ell, _fan, _joseph
 from .base import LinearOperator, operator_dataclass, static_field
 
-__all__ = ["RayTransform", "sparse_view", "limited_angle", "fan_beam"]
+__all__ = ["RayTransform", "sparse_view", "limited_angle", "fan_beam", "KERNELS",
+           "SPARSE_MAX_ENTRIES", "SPARSE_FORWARD_MAX_ENTRIES"]
+
+#: ways to apply a ray transform (see the module docstring)
+KERNELS = ("auto", "sparse", "on_the_fly")
+#: ``kernel="auto"`` stores the matrix on CPU while the forward ELL table (padded entries)
+#: stays within this (2^24: 128 MB in float32 + int32; 256x256 / 60 views needs ~11M)
+SPARSE_MAX_ENTRIES = 2 ** 24
+#: a stored matrix applies its forward table only up to this many entries, beyond which
+#: the on-the-fly forward kernel (which reads only the image) is faster; the adjoint
+#: always reads its stored table. Measured on a 2-core CPU (``benchmarks/ray_kernels.py``):
+#: forward 1.8-2.8x faster through a table of 1.4M entries (128x128 / 30 views), 1.4-2.2x
+#: slower through one of 11M (256x256 / 60 views), where the transposed table still wins
+#: 1.9-7.7x.
+SPARSE_FORWARD_MAX_ENTRIES = 2 ** 22
 
 
 # --------------------------------------------------------------------------------------
@@ -200,13 +228,22 @@ class RayTransform(LinearOperator):
     of ``space.shape`` to sinograms ``(num_angles, num_det)``; matches ODL's
     ``RayTransform(space, geometry, impl='astra_cpu')`` (see :meth:`odl_operator`).
     The adjoint is the Euclidean transpose (no ODL cell-volume weights).
+
+    ``kernel`` picks how the matrix is applied (module docstring): ``"sparse"`` (stored
+    ELL tables), ``"on_the_fly"`` (interpolation inside each call) or ``"auto"``
+    (sparse on CPU up to :data:`SPARSE_MAX_ENTRIES`). Both are the same matrix to
+    float rounding; :attr:`kernel` says which one an operator uses.
     """
 
     setup: Any = static_field()
     tables: Any = None
     plan: Any = static_field(default=None)
+    ell: Any = None                   # an _ell.EllPair when kernel == "sparse"
 
-    def __init__(self, space=None, geometry=None, *, setup=None, tables=None, plan=None):
+    def __init__(self, space=None, geometry=None, *, kernel: str = "auto", setup=None,
+                 tables=None, plan=None):
+        if kernel not in KERNELS:
+            raise ValueError(f"RayTransform: 'kernel' must be one of {KERNELS}, got {kernel!r}")
         if setup is None:                        # public construction from ODL objects
             _check_space(space)
             kind = _check_geometry(geometry)
@@ -218,6 +255,25 @@ class RayTransform(LinearOperator):
         object.__setattr__(self, "setup", setup)
         object.__setattr__(self, "tables", tables)
         object.__setattr__(self, "plan", plan)
+        use_sparse = kernel == "sparse" or (
+            kernel == "auto" and jax.default_backend() == "cpu"
+            and _sparse_entries_bound(plan) <= SPARSE_MAX_ENTRIES)
+        object.__setattr__(self, "ell", _sparse_matrix(tables, plan) if use_sparse else None)
+
+    @property
+    def kernel(self) -> str:
+        """``"sparse"`` or ``"on_the_fly"``: how this operator applies its matrix."""
+        return "sparse" if self.ell is not None else "on_the_fly"
+
+    def canonical(self) -> "RayTransform":
+        """This operator without its stored sparse matrix (derived from the tables), as
+        :func:`~uqrecon.operators.base.canonical_form` hashes it.
+
+        Returns:
+            The same ray transform with ``kernel="on_the_fly"``.
+        """
+        return RayTransform(kernel="on_the_fly", setup=self.setup, tables=self.tables,
+                            plan=self.plan)
 
     # -- metadata ---------------------------------------------------------------------
     @property
@@ -289,6 +345,8 @@ class RayTransform(LinearOperator):
     # -- kernels ----------------------------------------------------------------------
     def _apply(self, x):
         x = _as_float(x)
+        if self.ell is not None and self.ell.idx.size <= SPARSE_FORWARD_MAX_ENTRIES:
+            return self.ell.matvec(x.reshape(-1)).reshape(self.range_shape)
         p, t = self.plan, self.tables
         if p.kind == "parallel":
             M, N = p.shape
@@ -312,6 +370,8 @@ class RayTransform(LinearOperator):
 
     def _adjoint(self, y):
         y = _as_float(y)
+        if self.ell is not None:
+            return self.ell.rmatvec(y.reshape(-1)).reshape(self.domain_shape)
         if self.plan.kind != "parallel":
             # transpose of the two-gather form: its scatters beat those of the run gather
             x0 = jnp.zeros(self.domain_shape, y.dtype)
@@ -322,6 +382,42 @@ class RayTransform(LinearOperator):
         parts = _joseph.transpose(y, t.group, t.rows, t.dcs, t.inv_dcs, t.length,
                                   max(M, N), p.num_cand)
         return (parts[0] + parts[1].T)[:M, :N]
+
+
+def _sparse_entries_bound(plan) -> int:
+    """Entries of the forward ELL table, bounded before building it: a ray holds at most
+    two weights per row of its major axis. (The transposed table holds the same
+    non-zeros, padded to the most-hit pixel's count: about as many.)"""
+    return plan.num_angles * plan.num_det * 2 * max(plan.shape)
+
+
+def _sparse_matrix(tables, plan) -> _ell.EllPair:
+    """The ray transform's matrix as an :class:`_ell.EllPair` (numpy, once), with the same
+    node and weight rules as the on-the-fly kernels, evaluated in JAX's default float
+    (float32, or float64 with ``jax_enable_x64``): the weights are those the kernels
+    compute for images of that dtype."""
+    M, N = plan.shape
+    shape = (plan.num_angles * plan.num_det, M * N)
+    t = tables
+    dtype = np.dtype(jnp.result_type(float)).type   # what the kernels compute in by default
+    if plan.kind == "parallel":
+        rays, pixels, weights = _joseph.coo(t.group, t.rows, t.steps, t.length, (M, N),
+                                            dtype)
+        return _ell.ell_pair_from_coo(rays, pixels, weights, shape)
+    m = plan.num_major0
+    order = np.argsort(np.asarray(t.inverse))   # table position -> original ray number
+    parts = []
+    for lo, hi, transposed in ((0, m, False), (m, t.c0.shape[0], True)):
+        if hi <= lo:
+            continue
+        r, pix, w = _fan.coo(*(np.asarray(a)[lo:hi] for a in t[:5]),
+                             (N, M) if transposed else (M, N), dtype)
+        if transposed:                         # pixel (k, j) of x.T is x[j, k]
+            k, j = np.divmod(pix, M)
+            pix = j * N + k
+        parts.append((order[lo + r], pix, w))
+    rays, pixels, weights = (np.concatenate(a) for a in zip(*parts))
+    return _ell.ell_pair_from_coo(rays, pixels, weights, shape)
 
 
 def _as_float(x):
@@ -389,7 +485,7 @@ def _det_partition(space, num_det, det_width):
 
 
 def sparse_view(shape, num_angles, *, num_det=None, det_width=None, extent=1.0,
-                angle_range=(0.0, math.pi)):
+                angle_range=(0.0, math.pi), kernel: str = "auto"):
     """Parallel-beam ray transform with ``num_angles`` uniform views over ``angle_range``.
 
     The image covers ``[-extent, extent]^2`` (the longer axis, for non-square shapes);
@@ -404,6 +500,7 @@ def sparse_view(shape, num_angles, *, num_det=None, det_width=None, extent=1.0,
         extent: half-width of the (longer side of the) image, which covers ``[-extent,
             extent]``.
         angle_range: ``(start, stop)`` of the view angles in radians.
+        kernel: ``"auto"``, ``"sparse"`` or ``"on_the_fly"`` (:class:`RayTransform`).
 
     Returns:
         A parallel-beam :class:`RayTransform`.
@@ -413,11 +510,12 @@ def sparse_view(shape, num_angles, *, num_det=None, det_width=None, extent=1.0,
     space = _space(shape, extent)
     apart = _angle_partition(angle_range, num_angles)
     return RayTransform(space, Parallel2dGeometry(apart, _det_partition(space, num_det,
-                                                                        det_width)))
+                                                                        det_width)),
+                        kernel=kernel)
 
 
 def limited_angle(shape, angle_range=(0.0, math.pi / 2), num_angles=None, *, num_det=None,
-                  det_width=None, extent=1.0):
+                  det_width=None, extent=1.0, kernel: str = "auto"):
     """Parallel-beam ray transform over ``angle_range`` (default ``[0, pi/2)``).
 
     ``num_angles`` defaults to one view per degree of the range.
@@ -431,6 +529,7 @@ def limited_angle(shape, angle_range=(0.0, math.pi / 2), num_angles=None, *, num
             image).
         extent: half-width of the (longer side of the) image, which covers ``[-extent,
             extent]``.
+        kernel: ``"auto"``, ``"sparse"`` or ``"on_the_fly"`` (:class:`RayTransform`).
 
     Returns:
         A parallel-beam :class:`RayTransform`.
@@ -439,11 +538,11 @@ def limited_angle(shape, angle_range=(0.0, math.pi / 2), num_angles=None, *, num
     if num_angles is None:
         num_angles = max(1, int(round(math.degrees(hi - lo))))
     return sparse_view(shape, num_angles, num_det=num_det, det_width=det_width,
-                       extent=extent, angle_range=(lo, hi))
+                       extent=extent, angle_range=(lo, hi), kernel=kernel)
 
 
 def fan_beam(shape, num_angles, src_radius, det_radius, *, num_det=None, det_width=None,
-             extent=1.0, angle_range=(0.0, 2 * math.pi)):
+             extent=1.0, angle_range=(0.0, 2 * math.pi), kernel: str = "auto"):
     """Flat-detector fan-beam ray transform with ``num_angles`` views over ``angle_range``.
 
     The detector (default) is wide enough to see the whole image (magnified by
@@ -460,6 +559,7 @@ def fan_beam(shape, num_angles, src_radius, det_radius, *, num_det=None, det_wid
         extent: half-width of the (longer side of the) image, which covers ``[-extent,
             extent]``.
         angle_range: ``(start, stop)`` of the source angles in radians.
+        kernel: ``"auto"``, ``"sparse"`` or ``"on_the_fly"`` (:class:`RayTransform`).
 
     Returns:
         A fan-beam :class:`RayTransform`.
@@ -486,4 +586,4 @@ def fan_beam(shape, num_angles, src_radius, det_radius, *, num_det=None, det_wid
     apart = _angle_partition(angle_range, num_angles)
     dpart = _det_partition(space, num_det, det_width)
     return RayTransform(space, FanBeamGeometry(apart, dpart, src_radius=src_radius,
-                                               det_radius=det_radius))
+                                               det_radius=det_radius), kernel=kernel)

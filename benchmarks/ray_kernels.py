@@ -1,0 +1,140 @@
+"""The two ways of applying a ray transform: stored sparse matrix vs on-the-fly kernels.
+
+``RayTransform(kernel="sparse")`` stores the matrix and its transpose as ELL tables
+(one gather and one reduction per call); ``kernel="on_the_fly"`` evaluates the Joseph
+(parallel) or line-length (fan) weights inside every call. For each geometry and size
+this measures, in one process and in interleaved rounds (median, jitted,
+``block_until_ready``):
+
+- set-up: constructing the operator (the sparse one builds its tables in numpy);
+- the tables' memory;
+- forward, adjoint, and the gradient of the Gaussian data term
+  ``Gaussian(A, y, sigma).potential`` (forward + adjoint, as every sampler takes it),
+  for one image and for 4 images under ``vmap`` (vectorised chains);
+
+and the largest relative difference between the two kernels' outputs (same matrix to
+float rounding). Ratios on-the-fly / sparse within a row are the figures to compare.
+Above ``tomo.SPARSE_FORWARD_MAX_ENTRIES`` the "sparse" operator's forward pass is the
+on-the-fly kernel itself (only its adjoint reads a table): its forward columns then time
+one kernel twice, a check of the timing's noise.
+
+    python benchmarks/ray_kernels.py [--cases 64/30 128/30 256/60] [--reps 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uqrecon.models.likelihoods import Gaussian
+from uqrecon.operators.tomo import fan_beam, sparse_view
+
+CASES = ["64/30", "128/30", "256/60"]
+KERNELS = ("sparse", "on_the_fly")
+
+
+def make(kind: str, n: int, views: int, kernel: str):
+    if kind == "parallel":
+        return sparse_view((n, n), views, kernel=kernel)
+    return fan_beam((n, n), views, src_radius=4.0, det_radius=2.0, kernel=kernel)
+
+
+# module-level jits: the operator and the likelihood are arguments
+_fwd = jax.jit(lambda op, x: op(x))
+_adj = jax.jit(lambda op, y: op.adjoint(y))
+_grad = jax.jit(jax.grad(lambda x, lik: lik.potential(x)))
+_fwd4 = jax.jit(lambda op, x: jax.vmap(op)(x))
+_adj4 = jax.jit(lambda op, y: jax.vmap(op.adjoint)(y))
+_grad4 = jax.jit(jax.vmap(jax.grad(lambda x, lik: lik.potential(x)), in_axes=(0, None)))
+
+
+def _time(fn, *args):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t
+
+
+def bench_case(kind, n, views, reps):
+    ops, setup = {}, {}
+    for k in KERNELS:
+        t = time.perf_counter()
+        ops[k] = make(kind, n, views, k)
+        setup[k] = time.perf_counter() - t
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((n, n)), jnp.float32)
+    y = ops["sparse"](x) + 0.01 * jnp.asarray(rng.standard_normal(ops["sparse"].range_shape),
+                                              jnp.float32)
+    x4 = x[None] * jnp.asarray(rng.uniform(0.5, 1.5, (4, 1, 1)), jnp.float32)
+    y4 = jnp.stack([y] * 4)
+    liks = {k: Gaussian(ops[k], y, 0.01) for k in KERNELS}
+    calls = {
+        "forward": lambda k: (_fwd, ops[k], x), "adjoint": lambda k: (_adj, ops[k], y),
+        "gradient": lambda k: (_grad, x, liks[k]),
+        "forward x4": lambda k: (_fwd4, ops[k], x4), "adjoint x4": lambda k: (_adj4, ops[k], y4),
+        "gradient x4": lambda k: (_grad4, x4, liks[k]),
+    }
+    diffs = []
+    for name, c in calls.items():
+        outs = [np.asarray(c(k)[0](*c(k)[1:])) for k in KERNELS]      # also compiles
+        diffs.append(float(np.max(np.abs(outs[0] - outs[1])) / np.max(np.abs(outs[1]))))
+    times = {(name, k): [] for name in calls for k in KERNELS}
+    for rep in range(reps):
+        for name, c in calls.items():
+            # alternate which kernel goes first: the second of two calls finds warmer caches
+            for k in (KERNELS if rep % 2 == 0 else KERNELS[::-1]):
+                fn, *args = c(k)
+                times[(name, k)].append(_time(fn, *args))
+    ell = ops["sparse"].ell
+    mem = sum(a.size * a.dtype.itemsize for a in ell) / 2 ** 20
+    row = {"geometry": kind, "size": n, "views": views,
+           "set-up s (sparse / on the fly)": f"{setup['sparse']:.2f} / {setup['on_the_fly']:.2f}",
+           "tables MB": f"{mem:.0f}"}
+    for name in calls:
+        s, f = (1e3 * statistics.median(times[(name, k)]) for k in KERNELS)
+        row[f"{name} ms (sparse / on the fly)"] = f"{s:.2f} / {f:.2f} = **{f / s:.2f}x**"
+    row["max rel. diff"] = f"{max(diffs):.1e}"
+    return row
+
+
+def table(rows, reps) -> str:
+    cols = list(rows[0])
+    load = os.getloadavg()[0]
+    lines = [f"Ray transform kernels (median of {reps} interleaved rounds, float32, jax "
+             f"{jax.__version__}, {jax.default_backend()}, {os.cpu_count()} CPUs, load at the "
+             f"end {load:.1f}); ratio = on the fly / sparse", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=CASES, help="size/views, e.g. 128/30")
+    parser.add_argument("--geometries", nargs="+", default=["parallel", "fan"])
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--out", default="out/ray_kernels.md")
+    args = parser.parse_args(argv)
+    rows = []
+    for case in args.cases:
+        n, views = (int(v) for v in case.split("/"))
+        for kind in args.geometries:
+            rows.append(bench_case(kind, n, views, args.reps))
+            print(rows[-1], flush=True)
+    text = table(rows, args.reps)
+    print(text)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
