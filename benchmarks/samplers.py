@@ -37,8 +37,9 @@ from uqrecon.phantoms import shepp_logan
 from uqrecon.uq.diagnostics import ess_bulk
 
 
-def reference_problem(size=64, num_angles=30, noise=0.01, delta=10.0, seed=0):
-    op = sparse_view((size, size), num_angles)
+def reference_problem(size=64, num_angles=30, noise=0.01, delta=10.0, seed=0,
+                      kernel="auto"):
+    op = sparse_view((size, size), num_angles, kernel=kernel)
     truth = shepp_logan((size, size))
     clean = np.asarray(op(truth))
     sigma = noise * float(np.abs(clean).max())
@@ -211,7 +212,7 @@ def table(rows, title):
 
 def main_section(args, methods):
     """The GMRF reference problem against its exact posterior."""
-    op, _, lik, sigma, data = reference_problem(args.size)
+    op, _, lik, sigma, data = reference_problem(args.size, kernel=args.kernel)
     post = Posterior(lik, GMRF(op.domain_shape, delta=10.0))
     t = time.perf_counter()
     cache = Path(args.ref_cache.format(size=args.size)) if args.ref_cache else None
@@ -270,6 +271,8 @@ def tv_section(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--kernel", default="auto", choices=("auto", "sparse", "on_the_fly"),
+                    help="how the ray transform is applied (RayTransform's kernel)")
     ap.add_argument("--num-samples", type=int, default=1000)
     ap.add_argument("--num-warmup", type=int, default=500)
     ap.add_argument("--chains", type=int, default=1)
