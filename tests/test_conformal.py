@@ -299,3 +299,23 @@ def test_bad_input_is_refused_with_the_argument_named():
     # 22 replicates suffice exactly when the error is zero everywhere
     rc = fit_rcps(x[:22], x[:22], x[:22] + 1, alpha=0.1, delta=0.1)
     assert rc.empirical_risk == 0.0 and rc.upper_bound < 0.1
+
+
+def test_counts_survive_float_round_off():
+    """Counts written as float products are floored with a round-off guard
+    (``uq._counts.whole_count``): at n = 24 replicates of 4 pixels and alpha = 0.29 the
+    pooled bound may leave 4 (0.29 * 25 - 1) = 25 pixels uncovered, computed as
+    24.999999999999996; RCPS's selection at risk 0.29 of 100 scores allows 29
+    (28.999999999999996). Catches a plain ``floor`` at either site (one more score
+    kept above lambda: lambda moves one order statistic up)."""
+    from uqrecon.uq._counts import whole_count
+    from uqrecon.uq.conformal import _select_lambda
+
+    assert whole_count(0.29 * 100) == 29 and isinstance(whole_count(2.5), int)
+    assert whole_count(np.array([0.29 * 100, 2.5])).tolist() == [29, 2]
+    rng = np.random.default_rng(0)
+    truths = rng.normal(size=(24, 2, 2))
+    bound = fit_error_bound(truths, np.zeros_like(truths), np.ones_like(truths),
+                            alpha=0.29)
+    assert bound.scale == np.sort(np.abs(truths).ravel())[96 - 1 - 25]
+    assert _select_lambda(np.arange(100.0), 10, 0.29) == 70.0

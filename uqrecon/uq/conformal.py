@@ -54,6 +54,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from uqrecon.result import check_probability
+from uqrecon.uq._counts import whole_count
 
 __all__ = [
     "ErrorBound",
@@ -238,7 +239,7 @@ def fit_error_bound(truths, means, stds, alpha: float = 0.1, *,
     flat = np.sort(scores.reshape(-1))
     p = flat.size // n
     # (n R + 1)/(n + 1) <= alpha  <=>  #uncovered pooled pixels <= p (alpha (n + 1) - 1)
-    allowed = math.floor(p * (alpha * (n + 1) - 1) + 1e-9)
+    allowed = whole_count(p * (alpha * (n + 1) - 1))
     lam = float(flat[flat.size - 1 - allowed])
     text = (f"E[fraction of pixels of a fresh replicate with |x - mean| > lambda std] <= "
             f"{alpha:g}, i.e. a uniformly random pixel is covered with probability >= "
@@ -390,7 +391,7 @@ def _select_lambda(sorted_scores, n, max_risk):
     """Smallest pooled score ``lam`` with pooled fraction of scores ``> lam`` at most
     ``max_risk`` (``sorted_scores`` ascending, ``n`` images)."""
     total = sorted_scores.size
-    allowed = math.floor(total * max_risk + 1e-9)
+    allowed = whole_count(total * max_risk)
     lam = float(sorted_scores[total - 1 - allowed])
     if not math.isfinite(lam):
         raise ValueError("the calibration scores needed for this alpha are infinite (zero "

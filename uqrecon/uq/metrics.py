@@ -17,6 +17,7 @@ from scipy import linalg, ndimage, special, stats
 from uqrecon.linalg import psd_factor
 from uqrecon.gaussians import DenseGaussian, LowRankGaussian
 from uqrecon.result import equal_tailed_interval, gaussian_interval, validate_gaussian
+from uqrecon.uq._counts import whole_count
 
 __all__ = [
     "relative_error",
@@ -281,7 +282,7 @@ def sparsification(error, uncertainty, fractions=None) -> dict:
     if fr.ndim != 1 or not np.all((fr >= 0) & (fr < 1)):
         raise ValueError("'fractions' must be a 1-D sequence in [0, 1)")
     n = e.size
-    removed = np.floor(fr * n + 1e-9).astype(int)
+    removed = whole_count(fr * n)
     total = e.sum()
     if total == 0:
         raise ValueError("sparsification: 'error' is zero everywhere")

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage, special, stats
 
 from uqrecon.result import Result, equal_tailed_interval
+from uqrecon.uq._counts import whole_count
 
 __all__ = [
     "Quantity",
@@ -439,7 +440,7 @@ def threshold_for_flag_rate(calibration_scores, rate: float) -> float:
     if not (isinstance(rate, (int, float, np.floating)) and 0 < rate < 1):
         raise ValueError(f"argument 'rate' must be in (0, 1), got {rate!r}")
     n = s.size
-    k = int(np.floor(rate * n + 1e-9))   # + 1e-9: 0.29 * 100 = 28.999999999999996
+    k = whole_count(rate * n)   # 0.29 * 100 = 28.999999999999996 counts as 29
     return float(np.sort(s)[n - k - 1]) if k < n else -math.inf
 
 
