@@ -88,3 +88,19 @@ def test_bad_input(pair):
         ell_pair_from_coo([0, 3], [1, 2], [1.0, 1.0], (3, 3))
     with pytest.raises(ValueError, match="length 50"):
         E.matvec(jnp.zeros(49))
+
+
+def test_gradient_inside_shard_map(pair):
+    """Inside ``shard_map`` (``check_vma=True``, the default) the product keeps the mesh
+    axes its input varies over, so a gradient through it works and equals the dense one.
+    Catches an abstract value built afresh (it drops them: the cotangent's type then
+    mismatches and ``grad`` raises)."""
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    E, D = pair
+    x, _ = _xy()
+    X = jnp.stack([x, -x])
+    mesh = Mesh(np.array(jax.devices()[:1]), ("d",))
+    per_device = jax.vmap(jax.grad(lambda v: jnp.sum(E.matvec(v) ** 2)))
+    sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P("d"), out_specs=P("d")))
+    np.testing.assert_allclose(sharded(X), 2 * (X @ D.T) @ D, rtol=1e-4, atol=1e-4)

@@ -324,3 +324,21 @@ def test_posterior_identity_ignores_the_stored_matrix():
     other = Posterior(Gaussian(sparse_view((16, 16), 6, angle_range=(0.0, 3.0)), y, 0.1),
                       GMRF((16, 16), 1.0))
     assert posterior_hash(other) != posterior_hash(sparse)
+
+
+def test_auto_bounds_the_transposed_table_and_replace_rebuilds(monkeypatch):
+    """``"auto"`` also bounds the transposed table, which narrow detector cells make
+    several times larger than the forward one (here 5x): with the bound between the two
+    sizes it computes on the fly. ``dataclasses.replace`` keeps the stored form and
+    rebuilds it from the copy's own tables. Catches a bound on the forward table alone
+    and a replaced copy that keeps stale tables (or raises on the ``ell`` field)."""
+    import dataclasses
+
+    op = sparse_view((16, 16), 8, num_det=80, det_width=0.3, kernel="sparse")
+    assert op.ell.idx_t.size > 4 * op.ell.idx.size
+    monkeypatch.setattr(tomo_module, "SPARSE_MAX_ENTRIES", op.ell.idx.size)
+    assert sparse_view((16, 16), 8, num_det=80, det_width=0.3).kernel == "on_the_fly"
+    other = sparse_view((16, 16), 8, num_det=80, det_width=0.4, kernel="on_the_fly")
+    copy = dataclasses.replace(op, tables=other.tables)
+    assert copy.kernel == "sparse"
+    _assert_same_matrix(copy, other)

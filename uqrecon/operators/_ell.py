@@ -119,15 +119,18 @@ def _impl(x, idx, val, idx_t, val_t):
 
 
 def _abstract(x, idx, val, idx_t, val_t):
+    """``x``'s abstract value with the row count of ``idx``: it keeps what ``x`` carries
+    besides shape and dtype, e.g. the mesh axes it varies over inside ``shard_map``
+    (a fresh ``ShapedArray`` would drop them and break gradients under ``check_vma``)."""
     del val, idx_t, val_t
-    return jax.core.ShapedArray((idx.shape[0],), x.dtype)
+    return x.update(shape=(idx.shape[0],), weak_type=False)
 
 
 def _transpose(ct, x, idx, val, idx_t, val_t):
-    assert ad.is_undefined_primal(x)
     for t in (idx, val, idx_t, val_t):
         if ad.is_undefined_primal(t):
-            raise NotImplementedError("ell_matvec: no derivative with respect to the tables")
+            raise NotImplementedError("ell_matvec: transposing with respect to the stored "
+                                      "weights is not supported (only with respect to x)")
     if type(ct) is ad.Zero:
         return (ad.Zero(x.aval), None, None, None, None)
     return (ell_matvec_p.bind(ct, idx_t, val_t, idx, val), None, None, None, None)
@@ -151,11 +154,18 @@ def _jvp(primals, tangents):
     return out, terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
+def _sharded_axis(x, axis) -> bool:
+    """Whether axis ``axis`` of ``x`` is split over the devices of an explicit mesh."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    return spec is not None and len(spec) > axis and spec[axis] is not None
+
+
 def _batch(args, dims):
     x, *tables = args
     bx, *btables = dims
-    if any(b is not None for b in btables):     # None: not batched
-        # batched tables (several matrices at once): the plain gather, vmapped
+    if any(b is not None for b in btables) or _sharded_axis(x, bx):   # None: not batched
+        # batched tables (several matrices at once), or a batch split over the devices of
+        # an explicit mesh (lax.map cannot slice it): the plain gather, vmapped
         return jax.vmap(_impl, in_axes=tuple(dims))(*args), 0
     x = jnp.moveaxis(x, bx, 0)
     return jax.lax.map(lambda v: ell_matvec_p.bind(v, *tables), x), 0

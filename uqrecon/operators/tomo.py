@@ -21,8 +21,8 @@ On a 2-core CPU (``benchmarks/results/ray_kernels.md``) the stored form takes a 
 term's gradient 2.1-2.7x faster at 64x64 and 128x128; the forward table stops paying
 once it outgrows the caches, so above :data:`SPARSE_FORWARD_MAX_ENTRIES` the forward
 pass stays on the fly and only the adjoint reads its table. ``"auto"`` stores it on
-CPU while the forward table (rays x twice the image side, padded) stays within
-:data:`SPARSE_MAX_ENTRIES` entries, and computes on the fly on accelerators (the kernels
+CPU while both tables (padded) stay within :data:`SPARSE_MAX_ENTRIES` entries, and
+computes on the fly on accelerators (the kernels
 measured there; the stored form has not been). The stored weights are computed in JAX's
 default float at construction: build the operator after enabling ``jax_enable_x64`` to
 get float64 weights.
@@ -45,8 +45,8 @@ __all__ = ["RayTransform", "sparse_view", "limited_angle", "fan_beam", "KERNELS"
 
 #: ways to apply a ray transform (see the module docstring)
 KERNELS = ("auto", "sparse", "on_the_fly")
-#: ``kernel="auto"`` stores the matrix on CPU while the forward ELL table (padded entries)
-#: stays within this (2^24: 128 MB in float32 + int32; 256x256 / 60 views needs ~11M)
+#: ``kernel="auto"`` stores the matrix on CPU while each ELL table (padded entries) stays
+#: within this (2^24: 128 MB per table in float32 + int32; 256x256 / 60 views: ~11M)
 SPARSE_MAX_ENTRIES = 2 ** 24
 #: a stored matrix applies its forward table only up to this many entries, beyond which
 #: the on-the-fly forward kernel (which reads only the image) is faster; the adjoint
@@ -231,8 +231,12 @@ class RayTransform(LinearOperator):
 
     ``kernel`` picks how the matrix is applied (module docstring): ``"sparse"`` (stored
     ELL tables), ``"on_the_fly"`` (interpolation inside each call) or ``"auto"``
-    (sparse on CPU up to :data:`SPARSE_MAX_ENTRIES`). Both are the same matrix to
-    float rounding; :attr:`kernel` says which one an operator uses.
+    (sparse on CPU while both tables stay within :data:`SPARSE_MAX_ENTRIES`). Both are
+    the same matrix to float rounding; :attr:`kernel` says which one an operator uses.
+    The stored tables are computed from the geometry ``tables`` at construction: a
+    derivative with respect to the geometry tables needs ``kernel="on_the_fly"`` (with
+    the stored matrix it is one with respect to the stored weights, ``ell.val``), and a
+    copy made by ``dataclasses.replace`` rebuilds them from its own ``tables``.
     """
 
     setup: Any = static_field()
@@ -241,7 +245,9 @@ class RayTransform(LinearOperator):
     ell: Any = None                   # an _ell.EllPair when kernel == "sparse"
 
     def __init__(self, space=None, geometry=None, *, kernel: str = "auto", setup=None,
-                 tables=None, plan=None):
+                 tables=None, plan=None, ell=None):
+        if ell is not None and kernel == "auto":      # dataclasses.replace of a sparse one
+            kernel = "sparse"
         if kernel not in KERNELS:
             raise ValueError(f"RayTransform: 'kernel' must be one of {KERNELS}, got {kernel!r}")
         if setup is None:                        # public construction from ODL objects
@@ -258,7 +264,11 @@ class RayTransform(LinearOperator):
         use_sparse = kernel == "sparse" or (
             kernel == "auto" and jax.default_backend() == "cpu"
             and _sparse_entries_bound(plan) <= SPARSE_MAX_ENTRIES)
-        object.__setattr__(self, "ell", _sparse_matrix(tables, plan) if use_sparse else None)
+        stored = _sparse_matrix(tables, plan) if use_sparse else None
+        if (kernel == "auto" and stored is not None
+                and max(stored.idx.size, stored.idx_t.size) > SPARSE_MAX_ENTRIES):
+            stored = None          # the transposed table outgrew the bound (narrow cells)
+        object.__setattr__(self, "ell", stored)
 
     @property
     def kernel(self) -> str:
@@ -385,10 +395,15 @@ class RayTransform(LinearOperator):
 
 
 def _sparse_entries_bound(plan) -> int:
-    """Entries of the forward ELL table, bounded before building it: a ray holds at most
-    two weights per row of its major axis. (The transposed table holds the same
-    non-zeros, padded to the most-hit pixel's count: about as many.)"""
-    return plan.num_angles * plan.num_det * 2 * max(plan.shape)
+    """Entries of the larger ELL table, bounded before building it: a ray holds at most
+    two weights per row of its major axis; with parallel beams a pixel is seen by at most
+    ``num_cand`` cells per view. (For fan beams the transposed table's size is known only
+    once built, and checked then.)"""
+    M, N = plan.shape
+    forward = plan.num_angles * plan.num_det * 2 * max(M, N)
+    if plan.kind != "parallel":
+        return forward
+    return max(forward, M * N * plan.num_angles * plan.num_cand)
 
 
 def _sparse_matrix(tables, plan) -> _ell.EllPair:
