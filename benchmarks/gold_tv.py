@@ -228,7 +228,7 @@ def main():
     ap.add_argument("--with", dest="fixed", default="hmc_moves=5",
                     help="other GSM options of --parts option, e.g. 'hmc_moves=5,tol=1e-4'")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/results/gold_tv.json")
+    ap.add_argument("--out", default="out/gold_tv.json")
     a = ap.parse_args()
     parts = a.parts.split(",")
     results = {"load_before": os.getloadavg()}

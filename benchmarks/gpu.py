@@ -190,7 +190,7 @@ def main(argv=None):
     ap.add_argument("--sweeps", type=int, default=10)
     ap.add_argument("--budget", type=float, default=420.0,
                     help="seconds after which the remaining parts are skipped")
-    ap.add_argument("--out", default="gpu.json")
+    ap.add_argument("--out", default="out/gpu.json")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     sizes = [int(s) for s in a.sizes.split(",") if s]
@@ -217,6 +217,7 @@ def main(argv=None):
             out["parts"][part] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
         out["parts"][part]["part_s"] = time.perf_counter() - t
         print(f"== {part}: {out['parts'][part]['part_s']:.1f} s", flush=True)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(out, indent=1, default=float))
     return 0
 

@@ -15,8 +15,10 @@ preconditioner is built before it, only the step size is tuned in it.
 on Huber-smoothed TV (no exact reference; ESS per gradient evaluation is the figure);
 ``--methods ""`` skips the reference problem.
 
-    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/samplers.py --num-samples 1000 \
-        --out benchmarks/results/samplers.md
+    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/samplers.py --num-samples 1000
+
+writes ``out/samplers.md`` (``--out``); ``benchmarks/results/samplers.md`` keeps the runs
+worth keeping, each with its date and command, so a new run must not overwrite it.
 """
 
 from __future__ import annotations
@@ -284,7 +286,8 @@ def main():
     ap.add_argument("--tv", action="store_true", help="also run the 128x128 TV comparison")
     ap.add_argument("--tv-size", type=int, default=128)
     ap.add_argument("--tv-methods", default="myula,skrock,hmc,nuts")
-    ap.add_argument("--out", default="benchmarks/results/samplers.md")
+    ap.add_argument("--out", default="out/samplers.md",
+                    help="markdown output (copy what you keep into benchmarks/results/)")
     ap.add_argument("--ref-cache", default="",
                     help="npz path for the exact reference, e.g. /tmp/ref{size}.npz")
     args = ap.parse_args()
