@@ -366,3 +366,24 @@ def test_bad_input_names_the_argument():
                               jnp.ones(12), 0.1, 0, group="rot90")
     with pytest.raises(ValueError, match="max_shift"):
         ImageGroup(max_shift=-1)
+
+
+def test_group_elements_and_noise_come_from_independent_streams():
+    """Each resample's group element and its noise are drawn from the two halves of a
+    split key, so they are independent; drawing both from one key would tie them to the
+    same random bits. Catches ``_draw_all`` using the run's key for both (or swapping
+    the halves, which changes which stream each draw reads)."""
+    from uqrecon.uq import bootstrap as bs
+
+    op = sparse_view((16, 16), 6)
+    x = jnp.asarray(phantoms.shepp_logan((16, 16)), jnp.float32)
+    group = image_group("dihedral+shift+rotate", max_shift=3)
+    key = jax.random.PRNGKey(5)
+    elements, noise = bs._draw_all(op, x, jnp.asarray(0.1, jnp.float32), key, group, 7)
+    k_group, k_noise = jax.random.split(key)
+    want = group.sample(k_group, 7, x.dtype)
+    for got, ref in zip(elements, want):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+    np.testing.assert_array_equal(
+        np.asarray(noise),
+        np.asarray(0.1 * jax.random.normal(k_noise, (7, *op.range_shape), jnp.float32)))
