@@ -18,9 +18,7 @@ autodiff / likelihood is the figure (both measured in the same rounds).
 
 from __future__ import annotations
 
-import argparse
 import os
-import pathlib
 import statistics
 import time
 
@@ -30,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _ct import ct_operator, run_cases
 from uqrecon.models.likelihoods import Gaussian
-from uqrecon.operators.tomo import fan_beam, sparse_view
 
 CASES = ["64/30", "128/30", "256/60"]
 
@@ -63,9 +61,10 @@ FNS = {**_ONE, **{k + "_vmap": jax.jit(jax.vmap(f, in_axes=(0, None)))
                   for k, f in _ONE.items()}}
 
 
-def bench(kind, n, views, reps, batch=4):
-    op = sparse_view((n, n), views) if kind == "parallel" else fan_beam(
-        (n, n), views, src_radius=4.0, det_radius=2.0)
+def bench(kind, n, views, reps, args=None, batch=4):
+    # the on-the-fly kernels: autodiff transposes their forward pass (a scatter-add); the
+    # stored matrix's transpose is a gather either way (``ray_kernels.py`` times that)
+    op = ct_operator(kind, n, views, kernel="on_the_fly")
     rng = np.random.default_rng(0)
     y = op(jnp.asarray(rng.random((n, n)), jnp.float32))
     lik = Gaussian(op, y, sigma=0.01)
@@ -102,23 +101,8 @@ def table(rows, reps):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=CASES)
-    parser.add_argument("--geometries", nargs="+", default=["parallel", "fan"])
-    parser.add_argument("--reps", type=int, default=15)
-    parser.add_argument("--out", default="out/likelihood_gradient.md")
-    args = parser.parse_args(argv)
-    rows = []
-    for case in args.cases:
-        n, views = (int(v) for v in case.split("/"))
-        for kind in args.geometries:
-            rows.append(bench(kind, n, views, args.reps))
-            print(rows[-1], flush=True)
-    text = table(rows, args.reps)
-    print(text)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    run_cases(__doc__.splitlines()[0], bench, table, cases=CASES, reps=15,
+              out="out/likelihood_gradient.md", argv=argv)
 
 
 if __name__ == "__main__":

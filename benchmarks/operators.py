@@ -8,16 +8,15 @@ separately), a batch of 8 images through the vmapped forward, and ODL's
 timed in interleaved rounds, so load from other processes hits them alike; ratios to
 astra_cpu are the figures to compare across machines. Also prints the JAX adjoint's
 mismatch (adjoint identity, float32). Writes a markdown table to ``--out``
-(default ``out/operators.md``).
+(default ``out/operators.md``). ``--kernel`` picks how the JAX operator applies its
+matrix (``RayTransform``'s ``kernel``; default ``auto``: the stored sparse matrix on CPU).
 
-    python benchmarks/operators.py [--cases 64/30 256/180] [--reps 7] [--out PATH]
+    python benchmarks/operators.py [--cases 64/30 256/180] [--reps 7] [--kernel K] [--out PATH]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import pathlib
 import statistics
 import time
 
@@ -28,17 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 import odl
 
+from _ct import ct_operator, run_cases
 from uqrecon.operators.base import adjoint_mismatch
-from uqrecon.operators.tomo import fan_beam, sparse_view
 
 CASES = ["64/30", "256/60", "256/180", "512/360"]
 BATCH = 8
-
-
-def make(kind: str, n: int, views: int):
-    if kind == "parallel":
-        return sparse_view((n, n), views)
-    return fan_beam((n, n), views, src_radius=4.0, det_radius=2.0)
 
 
 def _timed(fn):
@@ -47,8 +40,8 @@ def _timed(fn):
     return time.perf_counter() - t
 
 
-def bench_case(kind, n, views, reps):
-    op = make(kind, n, views)
+def bench_case(kind, n, views, reps, args=None):
+    op = ct_operator(kind, n, views, kernel=getattr(args, "kernel", "auto"))
     rng = np.random.default_rng(0)
     x_np = np.array(odl.core.phantom.shepp_logan(op.space, modified=True).data, np.float32)
     x = jnp.asarray(x_np)
@@ -136,24 +129,10 @@ def table(rows, reps) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=CASES, help="size/views, e.g. 256/180")
-    parser.add_argument("--geometries", nargs="+", default=["parallel", "fan"])
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--out", default="out/operators.md")
-    args = parser.parse_args(argv)
-    rows = []
-    for case in args.cases:
-        n, views = (int(v) for v in case.split("/"))
-        for kind in args.geometries:
-            for row in bench_case(kind, n, views, args.reps):
-                rows.append(row)
-                print(_fmt_row(row), flush=True)
-    text = table(rows, args.reps)
-    print(text)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    run_cases(__doc__.splitlines()[0], bench_case, table, cases=CASES, reps=7,
+              out="out/operators.md", argv=argv,
+              extra=lambda p: p.add_argument("--kernel", default="auto",
+                                             choices=("auto", "sparse", "on_the_fly")))
 
 
 if __name__ == "__main__":

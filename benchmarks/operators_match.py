@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -23,6 +22,7 @@ import numpy as np
 import odl
 from odl.applications import tomo
 
+from _ct import write_report
 from uqrecon.operators.fbp import fbp
 from uqrecon.operators.tomo import RayTransform, fan_beam, limited_angle, sparse_view
 
@@ -101,11 +101,7 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--out", default="out/operators_match.md")
     args = parser.parse_args(argv)
-    text = table(run(args.sizes))
-    print(text)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_report(table(run(args.sizes)), args.out)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ one kernel twice, a check of the timing's noise.
 
 from __future__ import annotations
 
-import argparse
 import os
-import pathlib
 import statistics
 import time
 
@@ -35,17 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _ct import ct_operator, run_cases
 from uqrecon.models.likelihoods import Gaussian
-from uqrecon.operators.tomo import fan_beam, sparse_view
 
 CASES = ["64/30", "128/30", "256/60"]
 KERNELS = ("sparse", "on_the_fly")
-
-
-def make(kind: str, n: int, views: int, kernel: str):
-    if kind == "parallel":
-        return sparse_view((n, n), views, kernel=kernel)
-    return fan_beam((n, n), views, src_radius=4.0, det_radius=2.0, kernel=kernel)
 
 
 # module-level jits: the operator and the likelihood are arguments
@@ -63,11 +55,11 @@ def _time(fn, *args):
     return time.perf_counter() - t
 
 
-def bench_case(kind, n, views, reps):
+def bench_case(kind, n, views, reps, args=None):
     ops, setup = {}, {}
     for k in KERNELS:
         t = time.perf_counter()
-        ops[k] = make(kind, n, views, k)
+        ops[k] = ct_operator(kind, n, views, k)
         setup[k] = time.perf_counter() - t
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((n, n)), jnp.float32)
@@ -117,23 +109,8 @@ def table(rows, reps) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=CASES, help="size/views, e.g. 128/30")
-    parser.add_argument("--geometries", nargs="+", default=["parallel", "fan"])
-    parser.add_argument("--reps", type=int, default=15)
-    parser.add_argument("--out", default="out/ray_kernels.md")
-    args = parser.parse_args(argv)
-    rows = []
-    for case in args.cases:
-        n, views = (int(v) for v in case.split("/"))
-        for kind in args.geometries:
-            rows.append(bench_case(kind, n, views, args.reps))
-            print(rows[-1], flush=True)
-    text = table(rows, args.reps)
-    print(text)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    run_cases(__doc__.splitlines()[0], bench_case, table, cases=CASES, reps=15,
+              out="out/ray_kernels.md", argv=argv)
 
 
 if __name__ == "__main__":
