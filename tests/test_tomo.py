@@ -222,7 +222,8 @@ def test_kernel_option(monkeypatch):
     assert reads(op._apply, x) and reads(op._adjoint, op(x))
     monkeypatch.setattr(tomo_module, "SPARSE_FORWARD_MAX_ENTRIES", op.ell.idx.size - 1)
     assert not reads(op._apply, x) and reads(op._adjoint, op(x))
-    _assert_same_matrix(op, fly)
+    # eager calls (a module-level jit could reuse a trace made before the patch)
+    np.testing.assert_allclose(op(x), fly(x), rtol=1e-5, atol=1e-5)
     monkeypatch.setattr(tomo_module.jax, "default_backend", lambda: "gpu")
     assert sparse_view((16, 16), 4).kernel == "on_the_fly"
     assert fan_beam((16, 16), 4, 3.0, 1.0).kernel == "on_the_fly"

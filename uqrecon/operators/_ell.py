@@ -42,10 +42,6 @@ class EllPair(NamedTuple):
     idx_t: jax.Array     # (n, k_t) row of each stored entry of A's columns
     val_t: jax.Array     # (n, k_t)
 
-    @property
-    def shape(self) -> tuple:
-        return (self.idx.shape[0], self.idx_t.shape[0])
-
     def matvec(self, x: jax.Array) -> jax.Array:
         """``A x`` for a vector ``x`` (n,)."""
         return ell_matvec(x, self.idx, self.val, self.idx_t, self.val_t)
