@@ -250,16 +250,27 @@ def test_projection_onto_half_space_and_box_matches_a_generic_solver():
 # the sampling test
 # --------------------------------------------------------------------------------------
 def test_sampling_test_matches_the_gaussian_closed_form():
-    """Exact independent draws (4 x 1000, numpy Cholesky of the dense covariance) of a
+    """Exact independent draws (4 x 10000, numpy Cholesky of the dense covariance) of a
     16x16 random-matrix GMRF posterior in a Result: the estimated P(contrast <= t | y) agrees with
     ``Phi((t - <c,mu>) / sd)`` within 4 Monte Carlo standard errors (t set so that the
     answer is 0.3, far from 0.5); with Gaussian factors ('dense', 'lowrank', 'diag') the
-    probability is exact, and its decision is ``P < alpha`` on both sides (P = 0.3 and
-    0.01). Catches: a flipped inequality (0.7), a wrong contrast functional or variance
-    (checked: 0.81 x variance fails), a flipped Gaussian decision (checked). The
-    standard error is compared with ``sqrt(p (1 - p) / ess)``; with independent draws
-    ess ~ n, so a standard error computed from n instead of the ESS is caught by the
-    autocorrelated case of the next test, not here."""
+    probability is exact (rel. 1e-9: a 0.81 x contrast variance there fails with
+    certainty), and its decision is ``P < alpha`` on both sides (P = 0.3 and 0.01).
+    Catches: a flipped inequality (0.7), a wrong contrast functional, a flipped Gaussian
+    decision (checked). The standard error is compared with ``sqrt(p (1 - p) / ess)``;
+    with independent draws ess ~ n, so a standard error computed from n instead of the
+    ESS is caught by the autocorrelated case of the next test, not here.
+
+    Size and power of the Monte Carlo bounds (measured in a scratch script, not kept: the
+    same statistic over other seeds of the draw generator; the draws scaled about mu for
+    a spread error, ``structure.contrast`` swapped for a mutant). False failure: |z| =
+    |P_hat - 0.3| / mc_se < 4 has a chance ~6e-5; measured 0/60 seeds (|z| <= 2.0), this
+    seed z = -0.17; the contrast mean (4 s.e.), mc_se (10 %) and ESS checks failed 0/60.
+    Power: a P(H0) computed from draws whose contrast spread is off by 10 % (sd x0.9 /
+    x1.1, variance x0.81 / x1.21) fails 60/60 seeds (mean |z| 8.7 / 7.3; this seed
+    z = -9.3 at x0.9); sd x0.95: 28/60 (47 %). A region-mean functional (ring
+    subtraction dropped): 60/60 (P = 0). With the former 4 x 1000 draws the power
+    against sd x0.9 was only 13 % (200 seeds; this seed z = -3.2 passed), hence 40000."""
     with jax.enable_x64(True):
         lesion = planted_lesion(2, "faint", (16, 16), radius=2.0, faint_contrast=0.2)
         _, mu, cov = _matrix_gaussian_posterior(lesion.truth)
@@ -267,15 +278,16 @@ def test_sampling_test_matches_the_gaussian_closed_form():
     m, sd = c @ mu, math.sqrt(c @ cov @ c)
     t = m + sd * special.ndtri(0.3)
     s = lesion.structure.with_threshold(t)
-    z = np.random.default_rng(3).normal(size=(4000, 256))
-    draws = (mu + z @ np.linalg.cholesky(cov).T).reshape(4, 1000, 16, 16)
+    n = 40000
+    z = np.random.default_rng(3).normal(size=(n, 256))
+    draws = (mu + z @ np.linalg.cholesky(cov).T).reshape(4, n // 4, 16, 16)
     result = Result.from_draws(draws)
     test = st.sampling_test(result, s, alpha=0.05)
-    assert test.source == "draws" and test.num_draws == 4000
+    assert test.source == "draws" and test.num_draws == n
     assert test.mc_se == pytest.approx(math.sqrt(0.3 * 0.7 / test.ess), rel=0.1)
-    assert 2000 < test.ess <= 4000              # exact draws are independent
+    assert n / 2 < test.ess <= n                # exact draws are independent
     assert abs(test.prob_absent - 0.3) < 4 * test.mc_se
-    assert test.contrast_mean == pytest.approx(m, abs=4 * sd / 60)
+    assert test.contrast_mean == pytest.approx(m, abs=4 * sd / math.sqrt(n))
     assert test.rejected is False
     # Gaussian factors: exact, for each kind
     w, V = np.linalg.eigh(cov)
@@ -314,7 +326,17 @@ def test_sampling_test_decides_only_when_the_monte_carlo_error_allows():
     Catches (each checked to fail): a decision that ignores the Monte Carlo error, a
     margin of 1 s.e. instead of 2, a standard error from n instead of the ESS, a rule
     of two instead of three, a P(H0) = 1 branch that never decides, a flipped
-    comparison with alpha, an ignored polarity."""
+    comparison with alpha, an ignored polarity.
+
+    The random cases, measured (scratch script, not kept; fresh seeds for the draws): 'near'
+    (P(H0) = alpha exactly, 4000 iid draws) gives z = (p - alpha) / mc_se = -0.58 on this
+    stream; over 2000 other seeds 4.1 % have |z| > 2, are decided and would fail (the
+    rule's own 2-s.e. margin: a chance ~4.6 %); |p - alpha| >= 0.015 never happened.
+    Its power: a decision that ignores the Monte Carlo error fails it in 100 % of seeds,
+    a 1-s.e. margin in 31 % (the exact-count cases catch that one deterministically).
+    Autocorrelated case: over 500 shuffles ESS in [292, 431] (asserted (250, 600)),
+    never decided; a standard error from n puts p 5.0 such s.e. above alpha, so it is
+    decided (fails) in every shuffle."""
     s = st.disc_structure((8, 8), (3.5, 3.5), 1.5, 1.5)
     rng = np.random.default_rng(0)
 
