@@ -69,6 +69,29 @@ def test_thinning_keeps_every_thin_th_iteration_and_welford_sees_all():
     assert thinned.draws.shape[1] == 30
 
 
+def test_chains_run_with_one_blas_thread_and_the_limit_is_restored():
+    """While chains run on the CPU, scipy's OpenBLAS (which XLA calls for Cholesky and
+    triangular solves) is limited to one thread, so its spinning idle threads do not take
+    cores from XLA's (``runner.one_blas_thread_on_cpu``); afterwards the caller's setting
+    is back. Catches: the limit dropped (2 threads seen in the callback), or not undone
+    (1 thread after the run)."""
+    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {d["filepath"]: d["num_threads"] for d in threadpool_info()
+                if d["user_api"] == "blas"}
+
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(n == 2 for n in before.values()), before
+        _run(callback=lambda info: seen.append(blas_threads()))
+        after = blas_threads()
+    assert seen and all(n == 1 for s in seen for n in s.values()), seen
+    assert after == before
+
+
 def test_chunking_does_not_change_the_chain():
     a, b = _run(chunk_size=40), _run(chunk_size=120)
     np.testing.assert_array_equal(a.draws, b.draws)
