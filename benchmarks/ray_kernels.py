@@ -14,9 +14,6 @@ this measures, in one process and in interleaved rounds (median, jitted,
 
 and the largest relative difference between the two kernels' outputs (same matrix to
 float rounding). Ratios on-the-fly / sparse within a row are the figures to compare.
-Above ``tomo.SPARSE_FORWARD_MAX_ENTRIES`` the "sparse" operator's forward pass is the
-on-the-fly kernel itself (only its adjoint reads a table): its forward columns then time
-one kernel twice, a check of the timing's noise.
 
     python benchmarks/ray_kernels.py [--cases 64/30 128/30 256/60] [--reps 15]
 """
@@ -86,7 +83,7 @@ def bench_case(kind, n, views, reps, args=None):
                 fn, *args = c(k)
                 times[(name, k)].append(_time(fn, *args))
     ell = ops["sparse"].ell
-    mem = sum(a.size * a.dtype.itemsize for a in ell) / 2 ** 20
+    mem = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(ell)) / 2 ** 20
     row = {"geometry": kind, "size": n, "views": views,
            "set-up s (sparse / on the fly)": f"{setup['sparse']:.2f} / {setup['on_the_fly']:.2f}",
            "tables MB": f"{mem:.0f}"}

@@ -48,10 +48,39 @@ def test_values_and_derivatives_match_the_dense_matrix(pair):
     np.testing.assert_allclose(hvp, H @ (2 * np.asarray(x)), rtol=1e-4, atol=1e-4)
     (lt,) = jax.linear_transpose(E.matvec, x)(y)
     np.testing.assert_allclose(lt, D.T @ y, rtol=1e-5, atol=1e-5)
-    # in the weights: d/dval[r, j] sum sin(A x) = cos((A x)_r) x[idx[r, j]] (zero if dropped)
-    g_val = jax.grad(lambda v: jnp.sum(jnp.sin(E._replace(val=v).matvec(x))))(E.val)
-    want = np.cos(D @ np.asarray(x))[:, None] * np.asarray(x)[np.asarray(E.idx)]
-    np.testing.assert_allclose(g_val, want, rtol=1e-5, atol=1e-5)
+    # in the weights: d/dval_s[k, j] sum sin(A x) = cos((A x)_r) x[idx_s[k, j]], r the row
+    # stored at slice s, place k (zero where padded)
+    with_val = lambda v: E._replace(fwd=E.fwd._replace(val=v))
+    g_val = jax.grad(lambda v: jnp.sum(jnp.sin(with_val(v).matvec(x))))(E.fwd.val)
+    row_at = np.asarray(E.fwd.rows)                          # sorted place -> row
+    c = np.cos(D @ np.asarray(x))[row_at]
+    lo = 0
+    for g, i in zip(g_val, E.fwd.idx):
+        want = c[lo:lo + i.shape[0], None] * np.asarray(x)[np.asarray(i)]
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+        lo += i.shape[0]
+
+
+def test_tables_are_sliced_by_row_length(pair):
+    """Both tables are sliced ELL: rows sorted by their entry count, each slice padded
+    to its own width, every stored entry a matrix entry and every matrix entry stored
+    once. Catches rows put in the wrong slice or place (``rows`` not the sort's order), a width that cuts a row short, and an unsorted slicing (wider slices
+    first)."""
+    E, D = pair
+    for table, M in ((E.fwd, D), (E.adj, D.T)):
+        assert len(table.idx) > 1
+        widths = [i.shape[1] for i in table.idx]
+        assert widths == sorted(widths) and widths[0] < widths[-1]
+        rebuilt = np.zeros_like(M)
+        row_at = np.asarray(table.rows)
+        lo = 0
+        for i, v in zip(table.idx, table.val):
+            for k in range(i.shape[0]):
+                np.add.at(rebuilt[row_at[lo + k]], np.asarray(i[k]), np.asarray(v[k]))
+            lo += i.shape[0]
+        assert lo == M.shape[0]
+        np.testing.assert_allclose(rebuilt, M, rtol=1e-6, atol=0)
+        assert table.size >= np.count_nonzero(M)
 
 
 def test_float64(pair):

@@ -1,11 +1,19 @@
-"""Sparse matrices in ELL form (padded rows) as a JAX primitive with its exact transpose.
+"""Sparse matrices in sliced ELL form as a JAX primitive with its exact transpose.
 
 A CT system matrix has a few per cent non-zeros, and every row (a ray) and every column
-(a pixel) holds about the same number of them, so both ``A`` and ``A^T`` are stored as
-ELL tables: ``idx`` (rows, width) int32 column indices and ``val`` (rows, width) weights,
-short rows padded with weight 0 at index 0. ``A x`` is then one gather and one reduction
-per table, which XLA's CPU backend runs 2-4x faster than the Joseph kernels' on-the-fly
-interpolation (``benchmarks/ray_kernels.py``).
+(a pixel) holds a few hundred of them at most, so both ``A`` and ``A^T`` are stored as
+*sliced* ELL tables (SELL, Kreutzer et al. 2014): the rows are sorted by their number of
+entries and cut into slices of consecutive rows, and each slice is an ELL table padded
+to its own width, ``idx`` (rows, width) int32 column indices and ``val`` (rows, width)
+weights, short rows padded with weight 0 at index 0. ``A x`` is then one gather and one
+row sum per slice, the slices concatenated and put back in row order (a scatter of
+``rows``). Rays differ in length (a ray near the detector's edge crosses few pixels),
+so a single table would be about a third padding; sliced, each slice stays small enough
+for XLA's CPU backend to keep it in cache and split it over threads. Measured on 2 CPU
+cores, forward table, one table against 12 slices (``benchmarks/results/ray_kernels.md``):
+128x128 / 30 views 0.64-0.76 -> 0.38-0.64 ms, 256x256 / 60 views 15.4-16.2 -> 3.9-4.7
+ms (the on-the-fly Joseph kernel: 7.3-8.0 ms, which a single table could not beat). A
+table that slicing would barely shrink (a pixel's entries vary little) stays whole.
 
 ``ell_matvec`` is a primitive rather than a plain function for two reasons:
 
@@ -18,11 +26,12 @@ interpolation (``benchmarks/ray_kernels.py``).
   fast form.
 
 Derivatives with respect to the weights ``val`` are exact too (a term of ordinary ops);
-``A x`` does not depend on ``val_t`` (the transpose's copy of the same weights).
+``A x`` does not depend on the transposed table (the transpose's copy of the weights).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -31,43 +40,98 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-__all__ = ["EllPair", "ell_pair_from_coo", "ell_matvec"]
+__all__ = ["EllTable", "EllPair", "ell_pair_from_coo", "ell_matvec"]
+
+# Slices per table: at least SELL_MIN_SLICES, more when a slice would exceed
+# SELL_SLICE_ENTRIES stored entries. Measured on the forward tables (2 CPU cores): 12
+# equal slices were the fastest of 4/6/8/12/16 at 128x128 / 30 views (0.36 ms; 0.42-0.63
+# for the others, 0.68 unsliced) and at 256x256 / 60 views (4.2 ms; 4.6-5.1 for
+# 6/8/16, but 14.5 for 4 slices of ~2.8 M entries, as slow as the unsliced 15.6).
+SELL_MIN_SLICES = 12
+SELL_SLICE_ENTRIES = 1 << 20
+# A table whose slicing would save less than this fraction of its padded entries stays one
+# table in row order (no sort, no final gather): the transposed CT tables (a pixel's
+# entries vary little) read 2.8-3.5 ms unsliced at 256x256 / 60 views, 3.8-4.3 sliced.
+SELL_MIN_SAVING = 0.15
+
+
+class EllTable(NamedTuple):
+    """The rows of a sparse matrix (m, n) as sliced ELL: ``idx[s]``, ``val[s]`` the
+    slice ``s`` (rows, width), rows sorted by their number of entries; ``rows[k]`` is
+    the matrix row stored at place ``k`` of the slices' concatenation. A table that
+    slicing would not shrink by ``SELL_MIN_SAVING`` is one slice in row order (``rows``
+    the identity)."""
+
+    idx: tuple
+    val: tuple
+    rows: jax.Array       # (m,) int32
+
+    @property
+    def size(self) -> int:
+        """Stored entries, padding included."""
+        return int(sum(math.prod(a.shape) for a in self.idx))
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.rows.shape[-1])
 
 
 class EllPair(NamedTuple):
-    """A sparse matrix ``A`` (m, n) and its transpose, both as ELL tables."""
+    """A sparse matrix ``A`` (m, n) and its transpose, both as sliced ELL tables."""
 
-    idx: jax.Array       # (m, k)  column of each stored entry of A's rows
-    val: jax.Array       # (m, k)
-    idx_t: jax.Array     # (n, k_t) row of each stored entry of A's columns
-    val_t: jax.Array     # (n, k_t)
+    fwd: EllTable    # the rows of A
+    adj: EllTable    # the rows of A^T
 
     def matvec(self, x: jax.Array) -> jax.Array:
         """``A x`` for a vector ``x`` (n,)."""
-        return ell_matvec(x, self.idx, self.val, self.idx_t, self.val_t)
+        return ell_matvec(x, self.fwd, self.adj)
 
     def rmatvec(self, y: jax.Array) -> jax.Array:
         """``A^T y`` for a vector ``y`` (m,)."""
-        return ell_matvec(y, self.idx_t, self.val_t, self.idx, self.val)
+        return ell_matvec(y, self.adj, self.fwd)
 
 
-def _ell_tables(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, num_rows: int):
-    """ELL tables of the entries ``(rows, cols, vals)`` grouped by row (numpy)."""
-    order = np.argsort(rows, kind="stable")
-    rows, cols, vals = rows[order], cols[order], vals[order]
+def _sliced_table(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, num_rows: int):
+    """Sliced ELL table of the entries ``(rows, cols, vals)`` grouped by row (numpy):
+    rows sorted by their number of entries (stable), cut into equal runs of rows."""
     counts = np.bincount(rows, minlength=num_rows)
-    width = max(1, int(counts.max(initial=0)))
+    order = np.argsort(counts, kind="stable")            # sorted position -> row
+    num_slices = max(SELL_MIN_SLICES, -(-int(counts.max(initial=0)) * num_rows
+                                        // SELL_SLICE_ENTRIES))
+    num_slices = max(1, min(num_slices, num_rows))
+    bounds = np.linspace(0, num_rows, num_slices + 1).round().astype(np.int64)
+    sliced = sum((hi - lo) * max(1, int(counts[order[lo:hi]].max(initial=0)))
+                 for lo, hi in zip(bounds[:-1], bounds[1:]))
+    if sliced > (1.0 - SELL_MIN_SAVING) * num_rows * max(1, int(counts.max(initial=0))):
+        order, bounds = np.arange(num_rows), np.array([0, num_rows])   # one table, row order
+    position = np.empty(num_rows, np.int64)              # row -> sorted position
+    position[order] = np.arange(num_rows)
+    by_row = np.argsort(rows, kind="stable")
+    rows, cols, vals = rows[by_row], cols[by_row], vals[by_row]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.arange(rows.size) - starts[rows]
-    idx = np.zeros((num_rows, width), np.int32)
-    val = np.zeros((num_rows, width), vals.dtype)
-    idx[rows, pos] = cols
-    val[rows, pos] = vals
-    return idx, val
+    slot = np.arange(rows.size) - starts[rows]           # entry's place within its row
+    where = position[rows]                               # its row's sorted position
+    idx, val = [], []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        width = max(1, int(counts[order[lo:hi]].max(initial=0)))
+        i = np.zeros((hi - lo, width), np.int32)
+        v = np.zeros((hi - lo, width), vals.dtype)
+        mine = (where >= lo) & (where < hi)
+        i[where[mine] - lo, slot[mine]] = cols[mine]
+        v[where[mine] - lo, slot[mine]] = vals[mine]
+        idx.append(i)
+        val.append(v)
+    return idx, val, order.astype(np.int32)
+
+
+def _table(idx, val, rows) -> EllTable:
+    return EllTable(tuple(jnp.asarray(a) for a in idx), tuple(jnp.asarray(a) for a in val),
+                    jnp.asarray(rows))
 
 
 def ell_pair_from_coo(rows, cols, vals, shape) -> EllPair:
-    """An :class:`EllPair` from coordinate triplets (zeros dropped, duplicates add up).
+    """An :class:`EllPair` from coordinate triplets (zeros dropped; duplicates are kept as
+    separate entries, so they add up in every product).
 
     Args:
         rows: row index of each entry (int).
@@ -86,65 +150,107 @@ def ell_pair_from_coo(rows, cols, vals, shape) -> EllPair:
     m, n = (int(s) for s in shape)
     if rows.size and (rows.min() < 0 or rows.max() >= m or cols.min() < 0 or cols.max() >= n):
         raise ValueError(f"ell_pair_from_coo: an index lies outside the shape {shape}")
-    idx, val = _ell_tables(rows, cols, vals, m)
-    idx_t, val_t = _ell_tables(cols, rows, vals, n)
-    return EllPair(*(jnp.asarray(a) for a in (idx, val, idx_t, val_t)))
+    return EllPair(_table(*_sliced_table(rows, cols, vals, m)),
+                   _table(*_sliced_table(cols, rows, vals, n)))
 
 
 # --------------------------------------------------------------------------------------
-# The primitive: y = sum_j val[:, j] * x[idx[:, j]]; transpose swaps the two tables
+# The primitive: y = A x from the sliced table of A; the transpose swaps the two tables.
+# Its operands are x and the flattened tables (idx slices, val slices, rows) of A and
+# A^T; the slice counts are static parameters.
 # --------------------------------------------------------------------------------------
 ell_matvec_p = Primitive("uqrecon_ell_matvec")
 
 
-def ell_matvec(x, idx, val, idx_t, val_t):
-    """``A x`` with ``A`` given by its ELL tables ``(idx, val)`` and ``A^T`` by
-    ``(idx_t, val_t)`` (used by the transpose). ``x`` is a vector (n,); the result (m,)
-    has ``x``'s dtype."""
+def _flat(t: EllTable) -> tuple:
+    return (*t.idx, *t.val, t.rows)
+
+
+def _unflat(leaves, k: int) -> EllTable:
+    return EllTable(tuple(leaves[:k]), tuple(leaves[k:2 * k]), leaves[2 * k])
+
+
+def _split(args, nf: int, na: int):
+    """``(x, table of A, table of A^T)`` from the primitive's flat operands."""
+    return (args[0], _unflat(args[1:2 * nf + 2], nf),
+            _unflat(args[2 * nf + 2:], na))
+
+
+def _bind(x, fwd: EllTable, adj: EllTable):
+    return ell_matvec_p.bind(x, *_flat(fwd), *_flat(adj), nf=len(fwd.idx), na=len(adj.idx))
+
+
+def ell_matvec(x, fwd: EllTable, adj: EllTable):
+    """``A x`` with ``A`` given by its sliced ELL table ``fwd`` and ``A^T`` by ``adj``
+    (read by the transpose). ``x`` is a vector (n,); the result (m,) has ``x``'s dtype."""
     x = jnp.asarray(x)
-    if x.ndim != 1 or x.shape[0] != idx_t.shape[0]:
-        raise ValueError(f"ell_matvec: 'x' must be a vector of length {idx_t.shape[0]}, "
+    if x.ndim != 1 or x.shape[0] != adj.num_rows:
+        raise ValueError(f"ell_matvec: 'x' must be a vector of length {adj.num_rows}, "
                          f"got shape {x.shape}")
-    return ell_matvec_p.bind(x, idx, val, idx_t, val_t)
+    return _bind(x, fwd, adj)
 
 
-def _impl(x, idx, val, idx_t, val_t):
-    del idx_t, val_t
-    gathered = x.at[idx].get(mode="promise_in_bounds")
-    return jnp.sum(val.astype(x.dtype) * gathered, axis=-1)
+def _gather(x, idx):
+    return x.at[idx].get(mode="promise_in_bounds")
 
 
-def _abstract(x, idx, val, idx_t, val_t):
-    """``x``'s abstract value with the row count of ``idx``: it keeps what ``x`` carries
+def _rows_in_order(parts, rows):
+    """The slices' row results concatenated and put back in row order (a single slice
+    is stored in row order: ``rows`` is the identity and is not read).
+
+    A scatter, not a gather by the inverse permutation: XLA fuses a gather producer into
+    a consumer's gather (the adjoint's, in ``A^T A x``), which then repeats the
+    permutation's lookup for every stored entry (256x256 / 60 views: a normal product
+    10.8 ms against 7.3 for its two halves); a scatter's result is materialised."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = jnp.concatenate(parts, axis=-1)
+    return jnp.zeros_like(cat).at[..., rows].set(cat, unique_indices=True,
+                                                mode="promise_in_bounds")
+
+
+def _impl(*args, nf, na):
+    x, fwd, _ = _split(args, nf, na)
+    parts = [jnp.sum(v.astype(x.dtype) * _gather(x, i), axis=-1)
+             for i, v in zip(fwd.idx, fwd.val)]
+    return _rows_in_order(parts, fwd.rows)
+
+
+def _abstract(*args, nf, na):
+    """``x``'s abstract value with the row count of ``A``: it keeps what ``x`` carries
     besides shape and dtype, e.g. the mesh axes it varies over inside ``shard_map``
     (a fresh ``ShapedArray`` would drop them and break gradients under ``check_vma``)."""
-    del val, idx_t, val_t
-    return x.update(shape=(idx.shape[0],), weak_type=False)
+    x, fwd, _ = _split(args, nf, na)
+    return x.update(shape=(fwd.rows.shape[0],), weak_type=False)
 
 
-def _transpose(ct, x, idx, val, idx_t, val_t):
-    for t in (idx, val, idx_t, val_t):
-        if ad.is_undefined_primal(t):
-            raise NotImplementedError("ell_matvec: transposing with respect to the stored "
-                                      "weights is not supported (only with respect to x)")
+def _transpose(ct, *args, nf, na):
+    _, fwd, adj = _split(args, nf, na)
+    if any(ad.is_undefined_primal(t) for t in (*_flat(fwd), *_flat(adj))):
+        raise NotImplementedError("ell_matvec: transposing with respect to the stored "
+                                  "weights is not supported (only with respect to x)")
+    x = args[0]
+    none = (None,) * (len(args) - 1)
     if type(ct) is ad.Zero:
-        return (ad.Zero(x.aval), None, None, None, None)
-    return (ell_matvec_p.bind(ct, idx_t, val_t, idx, val), None, None, None, None)
+        return (ad.Zero(x.aval), *none)
+    return (_bind(ct, adj, fwd), *none)
 
 
-def _jvp(primals, tangents):
+def _jvp(primals, tangents, *, nf, na):
     """Linear in ``x`` (the same primitive on the tangent) and in the weights ``val``
     (written with ordinary ops, so JAX transposes that term itself); the output does not
-    depend on ``val_t``, which only the transpose reads."""
-    x, idx, val, idx_t, val_t = primals
-    dx, _, dval, _, _ = tangents
-    out = ell_matvec_p.bind(x, idx, val, idx_t, val_t)
+    depend on the transposed table, which only the transpose reads."""
+    x, fwd, adj = _split(primals, nf, na)
+    dx, dfwd, _ = _split(tangents, nf, na)
+    out = _bind(x, fwd, adj)
     terms = []
     if type(dx) is not ad.Zero:
-        terms.append(ell_matvec_p.bind(dx, idx, val, idx_t, val_t))
-    if type(dval) is not ad.Zero:
-        gathered = x.at[idx].get(mode="promise_in_bounds")
-        terms.append(jnp.sum(dval.astype(x.dtype) * gathered, axis=-1))
+        terms.append(_bind(dx, fwd, adj))
+    if any(type(d) is not ad.Zero for d in dfwd.val):
+        parts = [jnp.zeros(i.shape[:-1], x.dtype) if type(d) is ad.Zero
+                 else jnp.sum(d.astype(x.dtype) * _gather(x, i), axis=-1)
+                 for i, d in zip(fwd.idx, dfwd.val)]
+        terms.append(_rows_in_order(parts, fwd.rows))
     if not terms:
         return out, ad.Zero.from_primal_value(out)
     return out, terms[0] if len(terms) == 1 else terms[0] + terms[1]
@@ -156,15 +262,16 @@ def _sharded_axis(x, axis) -> bool:
     return spec is not None and len(spec) > axis and spec[axis] is not None
 
 
-def _batch(args, dims):
+def _batch(args, dims, *, nf, na):
     x, *tables = args
     bx, *btables = dims
     if any(b is not None for b in btables) or _sharded_axis(x, bx):   # None: not batched
         # batched tables (several matrices at once), or a batch split over the devices of
-        # an explicit mesh (lax.map cannot slice it): the plain gather, vmapped
-        return jax.vmap(_impl, in_axes=tuple(dims))(*args), 0
+        # an explicit mesh (lax.map cannot slice it): the plain gathers, vmapped
+        impl = lambda *a: _impl(*a, nf=nf, na=na)
+        return jax.vmap(impl, in_axes=tuple(dims))(*args), 0
     x = jnp.moveaxis(x, bx, 0)
-    return jax.lax.map(lambda v: ell_matvec_p.bind(v, *tables), x), 0
+    return jax.lax.map(lambda v: ell_matvec_p.bind(v, *tables, nf=nf, na=na), x), 0
 
 
 ell_matvec_p.def_impl(_impl)

@@ -15,12 +15,11 @@ the ODL space and geometry ride along as static metadata for cross-checks
 
 Two ways to apply the same matrix (``kernel=``): ``"on_the_fly"`` evaluates the
 interpolation weights inside every call (memory O(rays)); ``"sparse"`` stores the matrix
-and its transpose once as ELL tables (:mod:`._ell`: one gather and one reduction per
-call) at O(non-zeros) memory (64x64 / 30 views: 5 MB; 256x256 / 60 views: ~140 MB).
+and its transpose once as sliced ELL tables (:mod:`._ell`: a gather and a reduction per
+slice) at O(non-zeros) memory (64x64 / 30 views: 4 MB; 256x256 / 60 views: ~120 MB).
 On a 2-core CPU (``benchmarks/results/ray_kernels.md``) the stored form takes a data
-term's gradient 2.1-2.7x faster at 64x64 and 128x128; the forward table stops paying
-once it outgrows the caches, so above :data:`SPARSE_FORWARD_MAX_ENTRIES` the forward
-pass stays on the fly and only the adjoint reads its table. ``"auto"`` stores it on
+term's gradient 2-4.5x faster at 64x64 to 256x256 (sliced tables; a single padded
+forward table was slower than the on-the-fly kernel at 256x256). ``"auto"`` stores it on
 CPU while both tables (padded) stay within :data:`SPARSE_MAX_ENTRIES` entries, and
 computes on the fly on accelerators (the kernels
 measured there; the stored form has not been). The stored weights are computed in JAX's
@@ -41,20 +40,13 @@ from . import _ell, _fan, _joseph
 from .base import LinearOperator, operator_dataclass, static_field
 
 __all__ = ["RayTransform", "sparse_view", "limited_angle", "fan_beam", "KERNELS",
-           "SPARSE_MAX_ENTRIES", "SPARSE_FORWARD_MAX_ENTRIES"]
+           "SPARSE_MAX_ENTRIES"]
 
 #: ways to apply a ray transform (see the module docstring)
 KERNELS = ("auto", "sparse", "on_the_fly")
 #: ``kernel="auto"`` stores the matrix on CPU while each ELL table (padded entries) stays
-#: within this (2^24: 128 MB per table in float32 + int32; 256x256 / 60 views: ~11M)
+#: within this (2^24: 128 MB per table in float32 + int32; 256x256 / 60 views: ~7.6M)
 SPARSE_MAX_ENTRIES = 2 ** 24
-#: a stored matrix applies its forward table only up to this many entries, beyond which
-#: the on-the-fly forward kernel (which reads only the image) is faster; the adjoint
-#: always reads its stored table. Measured on a 2-core CPU (``benchmarks/ray_kernels.py``):
-#: forward 1.8-2.8x faster through a table of 1.4M entries (128x128 / 30 views), 1.4-2.2x
-#: slower through one of 11M (256x256 / 60 views), where the transposed table still wins
-#: 1.9-7.7x.
-SPARSE_FORWARD_MAX_ENTRIES = 2 ** 22
 
 
 # --------------------------------------------------------------------------------------
@@ -235,7 +227,7 @@ class RayTransform(LinearOperator):
     the same matrix to float rounding; :attr:`kernel` says which one an operator uses.
     The stored tables are computed from the geometry ``tables`` at construction: a
     derivative with respect to the geometry tables needs ``kernel="on_the_fly"`` (with
-    the stored matrix it is one with respect to the stored weights, ``ell.val``), and a
+    the stored matrix it is one with respect to the stored weights, ``ell.fwd.val``), and a
     copy made by ``dataclasses.replace`` rebuilds them from its own ``tables``.
     """
 
@@ -266,7 +258,7 @@ class RayTransform(LinearOperator):
             and _sparse_entries_bound(plan) <= SPARSE_MAX_ENTRIES)
         stored = _sparse_matrix(tables, plan) if use_sparse else None
         if (kernel == "auto" and stored is not None
-                and max(stored.idx.size, stored.idx_t.size) > SPARSE_MAX_ENTRIES):
+                and max(stored.fwd.size, stored.adj.size) > SPARSE_MAX_ENTRIES):
             stored = None          # the transposed table outgrew the bound (narrow cells)
         object.__setattr__(self, "ell", stored)
 
@@ -355,7 +347,7 @@ class RayTransform(LinearOperator):
     # -- kernels ----------------------------------------------------------------------
     def _apply(self, x):
         x = _as_float(x)
-        if self.ell is not None and self.ell.idx.size <= SPARSE_FORWARD_MAX_ENTRIES:
+        if self.ell is not None:
             return self.ell.matvec(x.reshape(-1)).reshape(self.range_shape)
         p, t = self.plan, self.tables
         if p.kind == "parallel":
