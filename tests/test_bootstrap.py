@@ -201,9 +201,10 @@ def test_bootstrap_maps_resamples_back_with_the_inverse_transform(group):
 def test_equivariant_bootstrap_sees_the_null_space_error_that_the_naive_one_misses():
     """Sparse-view CT (16x16, 5 views, 0.5 % noise), FBP, 8 random-ellipse truths: the
     ratio of the true squared error ``||x - x_hat||^2`` to the bootstrap's 90 % quantile
-    of ``||x_i - x_hat||^2``. The naive bootstrap sees only noise propagation (measured
-    ratios 13-32: it under-covers badly); the rot90 equivariant bootstrap, whose rotated
-    views fall between the measured ones, gets the error's size (measured 1.8-3.5).
+    of ``||x_i - x_hat||^2``. The naive bootstrap sees only noise propagation (this
+    test's 8 ratios: 13-32, it under-covers badly); the rot90 equivariant bootstrap,
+    whose rotated views fall between the measured ones, gets the error's size (this
+    test's 8 ratios: 1.8-3.5).
     Asserted: naive median ratio > 8, equivariant median in (1, 5) and at least 3x
     smaller than the naive one. Fails when the group is ignored (equivariant = naive)
     or the inverse transform is dropped (the error then holds ``|T_g x_hat - x_hat|``).
@@ -273,8 +274,8 @@ def test_untraceable_reconstruction_gives_the_same_draws():
     patched into ``bootstrap._noise``): std / sigma - 1 has s.d. 0.026 (this key -0.020,
     range -0.077..+0.086), so 0.12 is 4.6 s.d.: 0/200 fail. Power: no resimulated noise
     200/200 (both checks); one noise vector shared by all resamples 200/200 (the
-    difference check); noise std x0.8 / x1.2: 200/200 / 199/200; x0.9 / x1.1: 19 %. The
-    bound was 0.25 (9.4 s.d.), which caught x0.8 / x1.2 in only 1/200 / 13/200 keys."""
+    difference check); noise std x0.8 / x1.2: 200/200 / 199/200; x0.9 and x1.1: 19 % of
+    keys (pooled). The bound was 0.25 (9.6 s.d.), which caught x0.8 / x1.2 in only 1/200 / 13/200 keys."""
     op, dense_op, dense_fbp = _dense_ct()
     _, y, sigma = _ct_data(op, 2)
     B = np.asarray(dense_fbp.matrix)

@@ -4,7 +4,7 @@ is well specified, mis-scaled ones are caught, runs are reproducible and compile
 The model throughout: 16x16 sparse-view CT (12 angles), GMRF prior (delta 20, zero
 boundary: proper, so exact prior draws exist), Gaussian noise sigma 0.05, float32.
 Statistical tests use fixed seeds; their size and power were measured in scratch
-scripts (not kept) by repeating them with 200-1200 other
+scripts (not kept) by repeating them with 100-1200 other
 seeds (numbers in each docstring).
 """
 

@@ -69,27 +69,44 @@ def test_thinning_keeps_every_thin_th_iteration_and_welford_sees_all():
     assert thinned.draws.shape[1] == 30
 
 
-def test_chains_run_with_one_blas_thread_and_the_limit_is_restored():
-    """While chains run on the CPU, scipy's OpenBLAS (which XLA calls for Cholesky and
-    triangular solves) is limited to one thread, so its spinning idle threads do not take
-    cores from XLA's (``runner.one_blas_thread_on_cpu``); afterwards the caller's setting
-    is back. Catches: the limit dropped (2 threads seen in the callback), or not undone
-    (1 thread after the run)."""
+def test_a_sampler_that_asks_runs_with_one_blas_thread_and_the_limit_is_restored():
+    """A sampler that declares ``one_blas_thread`` (GSM: LAPACK in every step) runs with
+    the process's BLAS libraries limited to one thread, so OpenBLAS's spinning idle
+    threads do not take cores from XLA's (``runner.one_blas_thread``); afterwards the
+    caller's setting is back, also when the run raises. Other samplers keep the caller's
+    threads (a chunk of exact draws is one large triangular solve). Catches: the limit
+    dropped (2 threads seen in the callback), applied to every sampler, or not undone."""
     import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
     from threadpoolctl import threadpool_info, threadpool_limits
+
+    from uqrecon.inference.samplers.gsm import gsm_sampler
+
+    assert gsm_sampler().one_blas_thread and not _MALA[0].one_blas_thread
 
     def blas_threads():
         return {d["filepath"]: d["num_threads"] for d in threadpool_info()
                 if d["user_api"] == "blas"}
 
-    seen = []
+    asking = (_MALA[0]._replace(one_blas_thread=True), _MALA[1])
+    seen, plain = [], []
     with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
         assert before and all(n == 2 for n in before.values()), before
-        _run(callback=lambda info: seen.append(blas_threads()))
+        run_chains(*asking, jnp.ones((3, D)), jax.random.PRNGKey(7), num_warmup=40,
+                   num_samples=40, chunk_size=40, progress=False,
+                   callback=lambda info: seen.append(blas_threads()))
         after = blas_threads()
+        _run(callback=lambda info: plain.append(blas_threads()))
+
+        def fail(info):
+            raise RuntimeError("stop")
+        with pytest.raises(RuntimeError, match="stop"):
+            run_chains(*asking, jnp.ones((3, D)), jax.random.PRNGKey(7), num_warmup=40,
+                       num_samples=40, chunk_size=40, progress=False, callback=fail)
+        after_error = blas_threads()
     assert seen and all(n == 1 for s in seen for n in s.values()), seen
-    assert after == before
+    assert plain and all(s == before for s in plain), plain
+    assert after == before and after_error == before
 
 
 def test_chunking_does_not_change_the_chain():

@@ -46,7 +46,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .samplers.base import Sampler
 
 __all__ = ["RunOutput", "run_chains", "CHAIN_METHODS",
-           "check_chain_method", "one_blas_thread_on_cpu"]
+           "check_chain_method", "one_blas_thread"]
 
 CHAIN_METHODS = ("vectorized", "sequential")
 
@@ -323,7 +323,7 @@ def run_chains(sampler: Sampler, params, init_positions, key, *, num_warmup: int
     chain_method = check_chain_method(chain_method)
     monitor = CompileMonitor().__enter__()
     try:
-        with one_blas_thread_on_cpu():
+        with one_blas_thread(getattr(sampler, "one_blas_thread", False)):
             return _run_chains(monitor, sampler, params, init_positions, key,
                                num_warmup=num_warmup, num_samples=num_samples, thin=thin,
                                chunk_size=chunk_size, checkpoint_dir=checkpoint_dir,
@@ -334,23 +334,32 @@ def run_chains(sampler: Sampler, params, init_positions, key, *, num_warmup: int
         monitor.__exit__()
 
 
-def one_blas_thread_on_cpu():
-    """A context in which the BLAS/LAPACK libraries loaded in this process (scipy's
+@contextlib.contextmanager
+def one_blas_thread(active: bool = True):
+    """A context in which every BLAS/LAPACK library loaded in this process (scipy's
     OpenBLAS, which XLA's CPU backend calls for Cholesky, triangular solves and
-    eigendecompositions) use one thread; a null context on other backends.
+    eigendecompositions, and numpy's) uses one thread; the previous setting is restored
+    on exit. ``active=False``: a null context.
 
     Why: OpenBLAS's idle threads spin for a while after every call, so a LAPACK call
-    inside a compiled chunk (GSM factorises its coarse 1024 x 1024 matrix every sweep)
-    leaves threads taking cores away from XLA's own for the rest of the sweep. Measured on
-    2 cores, 128x128 sparse-view CT, GSM with ``hmc_moves=5``, 4 vectorised chains x 25
-    sweeps, alternating in one process: 15.0 s with one BLAS thread against 15.8 s with
-    two (5 %); one chain without HMC moves: 108 against 143 ms per sweep. Set-up work
-    outside the chunks (dense factorisations of whitening matrices) keeps its threads.
+    inside every step of a compiled chunk (GSM factorises its coarse 1024 x 1024 matrix
+    every sweep) leaves threads taking cores away from XLA's own for the rest of the
+    sweep. Measured on 2 cores, 128x128 sparse-view CT, GSM with ``hmc_moves=5``, 4
+    vectorised chains x 25 sweeps, alternating in one process: 15.0 s with one BLAS
+    thread against 15.8 s with two (5 %); one chain without HMC moves: 108 against 143 ms
+    per sweep. ``run_chains`` applies it only to samplers that declare it
+    (``Sampler.one_blas_thread``): a chunk of exact Gaussian draws is one large
+    triangular solve, which keeps its threads. threadpoolctl lets one thread at a time
+    control a pthreads OpenBLAS: two runs in different Python threads do not both get
+    the limit.
     """
-    if jax.default_backend() != "cpu":
-        return contextlib.nullcontext()
+    if not active:
+        yield
+        return
+    import scipy.linalg.cython_lapack  # noqa: F401  (jaxlib's LAPACK: loaded before limiting)
     from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, num_samples,

@@ -74,6 +74,10 @@ class Sampler(NamedTuple):
     ``position(step(key, s, p), p) == draw(key, p)`` whatever the state: the runner then
     makes a whole chunk of draws at once (one matrix product instead of one matvec per
     step).
+
+    ``one_blas_thread``: the step calls LAPACK every iteration on small matrices (GSM's
+    coarse Cholesky), so the runner limits the process's BLAS libraries to one thread
+    while the chains run (:func:`~uqrecon.inference.runner.one_blas_thread`).
     """
 
     init: Callable
@@ -82,6 +86,7 @@ class Sampler(NamedTuple):
     finish_warmup: Callable = keep_state
     trace: Callable = no_trace
     draw: Callable | None = None
+    one_blas_thread: bool = False
 
 
 class TunedState(NamedTuple):

@@ -736,7 +736,7 @@ def gsm_trace(state, params):
 
 
 GSM = Sampler(init=gsm_init, step=gsm_step, position=gsm_position,
-              finish_warmup=gsm_finish_warmup, trace=gsm_trace)
+              finish_warmup=gsm_finish_warmup, trace=gsm_trace, one_blas_thread=True)
 
 
 def gsm_sampler() -> Sampler:
