@@ -83,6 +83,49 @@ def test_tables_are_sliced_by_row_length(pair):
         assert table.size >= np.count_nonzero(M)
 
 
+def test_jvp_in_some_weight_slices_only(pair):
+    """A tangent in one slice of the weights (the others symbolic zeros) gives the
+    derivative of ``A x`` in that slice alone, in row order. Catches the zero slices
+    dropped from the concatenation (rows misplaced) or given the tangent slice's rows."""
+    E, D = pair
+    x, _ = _xy()
+    k = len(E.fwd.val) - 1
+    dv = jnp.ones_like(E.fwd.val[k])
+    f = lambda vk: E._replace(fwd=E.fwd._replace(
+        val=(*E.fwd.val[:k], vk))).matvec(x)
+    _, tangent = jax.jvp(f, (E.fwd.val[k],), (dv,))
+    lo = sum(v.shape[0] for v in E.fwd.val[:k])
+    want = np.zeros(D.shape[0], np.float32)
+    rows = np.asarray(E.fwd.rows)[lo:]
+    idx, dvn = np.asarray(E.fwd.idx[k]), np.asarray(dv)
+    want[rows] = (dvn * np.asarray(x)[idx]).sum(1)
+    np.testing.assert_allclose(tangent, want, rtol=1e-5, atol=1e-5)
+
+
+def test_even_rows_stay_one_table_and_few_rows_get_few_slices():
+    """A matrix whose rows hold the same number of entries gains nothing from slicing:
+    one table in row order (``rows`` the identity). A 5-row matrix gets at most 5
+    slices. Both products match the dense matrix. Catches the whole-table path reading
+    ``rows`` wrongly and slices of zero rows."""
+    rng = np.random.default_rng(3)
+    D = np.zeros((20, 40), np.float32)
+    for r in range(20):
+        D[r, rng.choice(40, 6, replace=False)] = rng.normal(size=6)
+    S = sps.coo_matrix(D)
+    E = ell_pair_from_coo(S.row, S.col, S.data, S.shape)
+    assert len(E.fwd.idx) == 1 and np.array_equal(np.asarray(E.fwd.rows), np.arange(20))
+    x, y = jnp.asarray(rng.normal(size=40), jnp.float32), jnp.asarray(rng.normal(size=20),
+                                                                        jnp.float32)
+    np.testing.assert_allclose(E.matvec(x), D @ np.asarray(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(E.rmatvec(y), D.T @ np.asarray(y), rtol=1e-5, atol=1e-5)
+    D5 = np.triu(rng.normal(size=(5, 9))).astype(np.float32)
+    S5 = sps.coo_matrix(D5)
+    E5 = ell_pair_from_coo(S5.row, S5.col, S5.data, S5.shape)
+    assert 1 <= len(E5.fwd.idx) <= 5 and all(i.shape[0] >= 1 for i in E5.fwd.idx)
+    x5 = jnp.asarray(rng.normal(size=9), jnp.float32)
+    np.testing.assert_allclose(E5.matvec(x5), D5 @ np.asarray(x5), rtol=1e-5, atol=1e-5)
+
+
 def test_float64(pair):
     """Values in float64 when the input is float64 (the tables hold float32 weights: the
     result is exact for those weights)."""

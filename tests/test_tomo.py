@@ -325,15 +325,19 @@ def test_posterior_identity_ignores_the_stored_matrix():
 
 def test_auto_bounds_the_transposed_table_and_replace_rebuilds(monkeypatch):
     """``"auto"`` also bounds the transposed table, which narrow detector cells make
-    larger than the forward one (here 25,632 against 20,480 stored entries, both sliced):
-    with the bound between the two sizes it computes on the fly. ``dataclasses.replace`` keeps the stored form and
+    larger than the forward one (here 25,632 against 20,480 stored entries): with the
+    bound between the two sizes it computes on the fly, also when the estimate made
+    before building lets it through (as for fan beams, whose transposed table is known
+    only once built; patched here). ``dataclasses.replace`` keeps the stored form and
     rebuilds it from the copy's own tables. Catches a bound on the forward table alone
-    and a replaced copy that keeps stale tables (or raises on the ``ell`` field)."""
+    (the check after building) and a replaced copy that keeps stale tables (or raises on
+    the ``ell`` field)."""
     import dataclasses
 
     op = sparse_view((16, 16), 8, num_det=80, det_width=0.3, kernel="sparse")
     assert op.ell.adj.size > op.ell.fwd.size
     monkeypatch.setattr(tomo_module, "SPARSE_MAX_ENTRIES", op.ell.fwd.size)
+    monkeypatch.setattr(tomo_module, "_sparse_entries_bound", lambda plan: op.ell.fwd.size)
     assert sparse_view((16, 16), 8, num_det=80, det_width=0.3).kernel == "on_the_fly"
     other = sparse_view((16, 16), 8, num_det=80, det_width=0.4, kernel="on_the_fly")
     copy = dataclasses.replace(op, tables=other.tables)

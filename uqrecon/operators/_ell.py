@@ -10,9 +10,10 @@ row sum per slice, the slices concatenated and put back in row order (a scatter 
 ``rows``). Rays differ in length (a ray near the detector's edge crosses few pixels),
 so a single table would be about a third padding; sliced, each slice stays small enough
 for XLA's CPU backend to keep it in cache and split it over threads. Measured on 2 CPU
-cores, forward table, one table against 12 slices (``benchmarks/results/ray_kernels.md``):
-128x128 / 30 views 0.64-0.76 -> 0.38-0.64 ms, 256x256 / 60 views 15.4-16.2 -> 3.9-4.7
-ms (the on-the-fly Joseph kernel: 7.3-8.0 ms, which a single table could not beat). A
+cores, forward pass alone, one table against 12 slices (a direct timing, two runs each,
+2026-11-30): 128x128 / 30 views 0.64-0.76 -> 0.38-0.64 ms, 256x256 / 60 views 15.4-16.2
+-> 3.9-4.7 ms (the on-the-fly Joseph kernel: 7.3-8.0 ms, which a single table could not
+beat); ``benchmarks/results/ray_kernels.md`` has the whole-gradient comparison. A
 table that slicing would barely shrink (a pixel's entries vary little) stays whole.
 
 ``ell_matvec`` is a primitive rather than a plain function for two reasons:
@@ -42,15 +43,17 @@ from jax.interpreters import ad, batching, mlir
 
 __all__ = ["EllTable", "EllPair", "ell_pair_from_coo", "ell_matvec"]
 
-# Slices per table: at least SELL_MIN_SLICES, more when a slice would exceed
-# SELL_SLICE_ENTRIES stored entries. Measured on the forward tables (2 CPU cores): 12
-# equal slices were the fastest of 4/6/8/12/16 at 128x128 / 30 views (0.36 ms; 0.42-0.63
-# for the others, 0.68 unsliced) and at 256x256 / 60 views (4.2 ms; 4.6-5.1 for
-# 6/8/16, but 14.5 for 4 slices of ~2.8 M entries, as slow as the unsliced 15.6).
+# Slices per table: SELL_MIN_SLICES, more when a slice would exceed SELL_SLICE_ENTRIES
+# stored entries, fewer only for tables of fewer rows (one per row), and one when slicing
+# would not pay (SELL_MIN_SAVING). Measured with a scratch prototype on the forward tables
+# (2 CPU cores, 2026-11-30): 12 equal slices were the fastest of 4/6/8/12/16 at 128x128 /
+# 30 views (0.36 ms; 0.42-0.63 for the others, 0.68 unsliced) and at 256x256 / 60 views
+# (4.2 ms; 4.6-5.1 for 6/8/16, but 14.5 for 4 slices of ~2.8 M entries, as slow as the
+# unsliced 15.6).
 SELL_MIN_SLICES = 12
 SELL_SLICE_ENTRIES = 1 << 20
 # A table whose slicing would save less than this fraction of its padded entries stays one
-# table in row order (no sort, no final gather): the transposed CT tables (a pixel's
+# table in row order (no sort, no final scatter): the transposed parallel-beam tables (a pixel's
 # entries vary little) read 2.8-3.5 ms unsliced at 256x256 / 60 views, 3.8-4.3 sliced.
 SELL_MIN_SAVING = 0.15
 

@@ -18,7 +18,8 @@ interpolation weights inside every call (memory O(rays)); ``"sparse"`` stores th
 and its transpose once as sliced ELL tables (:mod:`._ell`: a gather and a reduction per
 slice) at O(non-zeros) memory (64x64 / 30 views: 4 MB; 256x256 / 60 views: ~120 MB).
 On a 2-core CPU (``benchmarks/results/ray_kernels.md``) the stored form takes a data
-term's gradient 2-4.5x faster at 64x64 to 256x256 (sliced tables; a single padded
+term's gradient 1.5-3.5x faster for one image at 64x64 to 256x256 (up to 6.5x for four
+under ``vmap``; sliced tables: a single padded
 forward table was slower than the on-the-fly kernel at 256x256). ``"auto"`` stores it on
 CPU while both tables (padded) stay within :data:`SPARSE_MAX_ENTRIES` entries, and
 computes on the fly on accelerators (the kernels
