@@ -168,7 +168,13 @@ def test_one_16x16_entry_builds_end_to_end_and_reproduces_the_shipped_one(tmp_pa
         same = built.provenance["posterior_hash"] == shipped.provenance["posterior_hash"]
         assert same or C._same_fingerprint(built.provenance["catalogue"]["fingerprint"],
                                            shipped.provenance["catalogue"]["fingerprint"])
-        np.testing.assert_allclose(built.mean, shipped.mean, rtol=0, atol=1e-5)
+        # Means within a thousandth of the posterior std, stds to 1e-4. Measured: rebuilt
+        # with XLA's defaults (as benchmarks/catalogue_build.py ships it) the entry is
+        # bit-identical; under these tests' XLA flags (legacy emitters, one BLAS thread:
+        # conftest.py) its mean differs by up to 1.0e-5 = 4.8e-4 std (cond(P) ~ 1e4
+        # amplifies float32 rounding), its std by 1e-6 relative. A fixed atol=1e-5 sat
+        # exactly on that edge (1.004e-5 failed it after a change of summation order).
+        np.testing.assert_array_less(np.abs(built.mean - shipped.mean), 1e-3 * shipped.std)
         np.testing.assert_allclose(built.std, shipped.std, rtol=1e-4)
 
 
