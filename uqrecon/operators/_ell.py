@@ -11,9 +11,10 @@ row sum per slice, the slices concatenated and put back in row order (a scatter 
 so a single table would be about a third padding; sliced, each slice stays small enough
 for XLA's CPU backend to keep it in cache and split it over threads. Measured on 2 CPU
 cores, forward pass alone, one table against 12 slices (a direct timing, two runs each,
-2026-11-30): 128x128 / 30 views 0.64-0.76 -> 0.38-0.64 ms, 256x256 / 60 views 15.4-16.2
--> 3.9-4.7 ms (the on-the-fly Joseph kernel: 7.3-8.0 ms, which a single table could not
-beat); ``benchmarks/results/ray_kernels.md`` has the whole-gradient comparison. A
+2026-11-30, with this scatter): 128x128 / 30 views 0.64-0.76 -> 0.43-0.64 ms, 256x256 /
+60 views 15.4-16.2 -> 4.3-6.7 ms (the on-the-fly Joseph kernel: 7.3-8.0 ms, which a
+single table could not beat); ``benchmarks/results/ray_kernels.md`` has the
+whole-gradient comparison (forward 5.4 ms at 256 there). A
 table that slicing would barely shrink (a pixel's entries vary little) stays whole.
 
 ``ell_matvec`` is a primitive rather than a plain function for two reasons:
