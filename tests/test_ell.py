@@ -180,3 +180,42 @@ def test_gradient_inside_shard_map(pair):
     sharded = jax.shard_map(_per_device_grad, mesh=mesh, in_specs=(P("d"), P()),
                             out_specs=P("d"))
     np.testing.assert_allclose(sharded(X, E), 2 * (X @ D.T) @ D, rtol=1e-4, atol=1e-4)
+
+
+_PER_DEVICE_TABLES = """
+import jax, jax.numpy as jnp, numpy as np, scipy.sparse as sps
+from jax.sharding import Mesh, PartitionSpec as P
+from uqrecon.operators._ell import ell_pair_from_coo
+S = sps.random(30, 50, density=0.15, random_state=1, format="coo")
+E, D = ell_pair_from_coo(S.row, S.col, S.data, S.shape), S.toarray()
+x = jnp.asarray(np.random.default_rng(0).normal(size=50), jnp.float32)
+scaled = lambda t, c: t._replace(val=tuple(c * v for v in t.val))
+E2 = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), E,
+                            E._replace(fwd=scaled(E.fwd, 2.0), adj=scaled(E.adj, 2.0)))
+mesh = Mesh(np.array(jax.devices()[:2]), ("d",))
+def grad_x(E, x):
+    E = jax.tree_util.tree_map(lambda a: a[0], E)
+    return jax.grad(lambda v: jnp.sum(E.matvec(v) ** 2))(x)
+g = jax.shard_map(grad_x, mesh=mesh, in_specs=(P("d"), P()), out_specs=P())(E2, x)
+one = 2 * (D @ np.asarray(x)) @ D          # device 0's gradient; device 1's is 4x it
+print(float(np.max(np.abs(np.asarray(g) - 5 * one)) / np.max(np.abs(one))))
+"""
+
+
+def test_per_device_tables_give_the_summed_gradient_of_a_replicated_input():
+    """Inside ``shard_map`` with the tables split over two devices and ``x`` replicated,
+    the product varies over the devices and ``grad`` with respect to ``x`` is the sum
+    of the devices' gradients (JAX's rule for a replicated input). Catches operands
+    bound without casting them to their union of varying axes: the product was then
+    typed by ``x`` alone and the gradient was device 0's, silently (measured: off by
+    4x the gradient). Two host devices, in a subprocess."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", _PER_DEVICE_TABLES], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert float(res.stdout.split()[-1]) < 1e-5
+

@@ -180,8 +180,31 @@ def _split(args, nf: int, na: int):
             _unflat(args[2 * nf + 2:], na))
 
 
+def _varying_axes(a) -> frozenset:
+    """The mesh axes ``a`` varies over inside ``shard_map`` (empty outside): the abstract
+    value's ``manual_axis_type.varying`` (``vma`` in older JAX)."""
+    aval = jax.typeof(a)
+    kind = getattr(aval, "manual_axis_type", None)
+    return frozenset(getattr(kind, "varying", None) or getattr(aval, "vma", None) or ())
+
+
+def _same_varying_axes(operands):
+    """The operands cast to vary over every mesh axis any of them varies over (inside
+    ``shard_map``), as JAX's own primitives do before binding: the product then varies
+    where its tables do, and the transpose of the cast sums a replicated input's
+    cotangent over those axes. (Typing the result by ``x`` alone made ``grad`` with
+    respect to a replicated ``x`` of per-device tables return one device's gradient.)"""
+    vmas = [_varying_axes(a) for a in operands]
+    union = frozenset().union(*vmas)
+    if not union:
+        return operands
+    return [a if v == union else jax.lax.pcast(a, tuple(sorted(union - v)), to="varying")
+            for a, v in zip(operands, vmas)]
+
+
 def _bind(x, fwd: EllTable, adj: EllTable):
-    return ell_matvec_p.bind(x, *_flat(fwd), *_flat(adj), nf=len(fwd.idx), na=len(adj.idx))
+    operands = _same_varying_axes([x, *_flat(fwd), *_flat(adj)])
+    return ell_matvec_p.bind(*operands, nf=len(fwd.idx), na=len(adj.idx))
 
 
 def ell_matvec(x, fwd: EllTable, adj: EllTable):
