@@ -34,7 +34,7 @@ import numpy as np
 
 from uqrecon.inference import sample
 from uqrecon.models import GMRF, TV, Gaussian, Posterior, SmoothedNorm
-from uqrecon.operators.tomo import sparse_view
+from uqrecon.operators.tomo import KERNELS, sparse_view
 from uqrecon.phantoms import shepp_logan
 from uqrecon.uq.diagnostics import ess_bulk
 
@@ -273,7 +273,7 @@ def tv_section(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--kernel", default="auto", choices=("auto", "sparse", "on_the_fly"),
+    ap.add_argument("--kernel", default="auto", choices=KERNELS,
                     help="how the ray transform is applied (RayTransform's kernel)")
     ap.add_argument("--num-samples", type=int, default=1000)
     ap.add_argument("--num-warmup", type=int, default=500)

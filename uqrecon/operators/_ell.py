@@ -99,15 +99,16 @@ def _sliced_table(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, num_rows
     """Sliced ELL table of the entries ``(rows, cols, vals)`` grouped by row (numpy):
     rows sorted by their number of entries (stable), cut into equal runs of rows."""
     counts = np.bincount(rows, minlength=num_rows)
+    widest = max(1, int(counts.max(initial=0)))
     order = np.argsort(counts, kind="stable")            # sorted position -> row
-    num_slices = max(SELL_MIN_SLICES, -(-int(counts.max(initial=0)) * num_rows
-                                        // SELL_SLICE_ENTRIES))
+    num_slices = max(SELL_MIN_SLICES, -(-widest * num_rows // SELL_SLICE_ENTRIES))
     num_slices = max(1, min(num_slices, num_rows))
     bounds = np.linspace(0, num_rows, num_slices + 1).round().astype(np.int64)
-    sliced = sum((hi - lo) * max(1, int(counts[order[lo:hi]].max(initial=0)))
-                 for lo, hi in zip(bounds[:-1], bounds[1:]))
-    if sliced > (1.0 - SELL_MIN_SAVING) * num_rows * max(1, int(counts.max(initial=0))):
-        order, bounds = np.arange(num_rows), np.array([0, num_rows])   # one table, row order
+    # counts ascend along ``order``: a slice's widest row is its last
+    widths = [max(1, int(counts[order[hi - 1]])) if hi > lo else 1
+              for lo, hi in zip(bounds[:-1], bounds[1:])]
+    if np.dot(np.diff(bounds), widths) > (1.0 - SELL_MIN_SAVING) * num_rows * widest:
+        order, bounds, widths = np.arange(num_rows), np.array([0, num_rows]), [widest]
     position = np.empty(num_rows, np.int64)              # row -> sorted position
     position[order] = np.arange(num_rows)
     by_row = np.argsort(rows, kind="stable")
@@ -116,8 +117,7 @@ def _sliced_table(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, num_rows
     slot = np.arange(rows.size) - starts[rows]           # entry's place within its row
     where = position[rows]                               # its row's sorted position
     idx, val = [], []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        width = max(1, int(counts[order[lo:hi]].max(initial=0)))
+    for lo, hi, width in zip(bounds[:-1], bounds[1:], widths):
         i = np.zeros((hi - lo, width), np.int32)
         v = np.zeros((hi - lo, width), vals.dtype)
         mine = (where >= lo) & (where < hi)
