@@ -252,6 +252,86 @@ def test_gsm_hmc_moves_keep_their_tuned_step_in_later_rounds(tmp_path):
     np.testing.assert_allclose(res.draws[:, 40:], second.draws, rtol=1e-5, atol=1e-6)
 
 
+class _Died(Exception):
+    pass
+
+
+def _count_chunks(monkeypatch, die_after=None):
+    """Wrap the runner's compiled chunk: count its calls and, with ``die_after``, raise
+    at the next call after that many (the process 'dies' between two chunks, after the
+    runner saved its checkpoint)."""
+    from uqrecon.inference import runner
+    real, calls = runner._chunk, []
+
+    def counted(*args, **kwargs):
+        if die_after is not None and len(calls) == die_after:
+            raise _Died
+        calls.append(kwargs["length"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_chunk", counted)
+    return calls
+
+
+def test_a_reference_that_dies_resumes_without_rerunning_what_it_finished(tmp_path,
+                                                                         monkeypatch):
+    """A reference killed in its second round, started again with the same arguments,
+    reads round one back from disk and continues round two from the runner's checkpoint:
+    it runs exactly the chunks the killed call had not finished, and its draws are the
+    uninterrupted run's, bit for bit. Would catch: completed rounds not saved or not read
+    back (round one re-run: 4 more chunks), the running round not checkpointed (its first
+    chunk re-run: 1 more), a resumed round that restarts from other states or seeds (draws
+    differ)."""
+    post = tiny_posterior()
+    kw = dict(method="hmc", num_chains=2, num_samples=40, num_warmup=40, min_ess=5000,
+              max_rounds=3, chunk_size=20, progress=False)
+    calls = _count_chunks(monkeypatch)
+    full = mcmc_reference(post, cache_dir=tmp_path / "full", **kw)
+    assert full.provenance["rounds"] == 3 and full.provenance["rounds_loaded"] == 0
+    # round 1: 2 warmup + 2 sampling chunks; rounds 2 and 3 at most double what exists
+    assert calls[:4] == [20] * 4 and len(calls) >= 6
+    total = len(calls)
+
+    monkeypatch.undo()
+    _count_chunks(monkeypatch, die_after=5)        # dies after round 2's first chunk
+    with pytest.raises(_Died):
+        mcmc_reference(post, cache_dir=tmp_path / "killed", **kw)
+    work = [p for p in (tmp_path / "killed").iterdir() if p.name.endswith(".rounds")]
+    assert len(work) == 1 and sorted(q.name for q in work[0].iterdir()) == [
+        "round-0.npz", "round-1.run"]
+
+    monkeypatch.undo()
+    calls = _count_chunks(monkeypatch)
+    resumed = mcmc_reference(post, cache_dir=tmp_path / "killed", **kw)
+    assert len(calls) == total - 5
+    assert resumed.provenance["rounds_loaded"] == 1 and resumed.provenance["rounds"] == 3
+    np.testing.assert_array_equal(resumed.draws, full.draws)
+    assert resumed.diagnostics["num_grad_evals"] == full.diagnostics["num_grad_evals"]
+
+
+def test_an_unconverged_reference_goes_on_with_more_rounds(tmp_path, monkeypatch):
+    """A reference that stopped unconverged after ``max_rounds=2`` keeps its rounds; asked
+    again with ``max_rounds=3`` it reads both back and runs only round three, giving the
+    draws of a 3-round run from scratch. A converged reference leaves no rounds behind.
+    Would catch: the rounds keyed with ``max_rounds`` (nothing found: all rounds re-run),
+    an unconverged reference deleting its rounds, a converged one keeping them."""
+    post = tiny_posterior()
+    kw = dict(method="hmc", num_chains=2, num_samples=40, num_warmup=40, min_ess=5000,
+              chunk_size=20, progress=False)
+    three = mcmc_reference(post, cache_dir=tmp_path / "a", max_rounds=3, **kw)
+    two = mcmc_reference(post, cache_dir=tmp_path / "b", max_rounds=2, **kw)
+    assert not two.provenance["converged"]
+    calls = _count_chunks(monkeypatch)
+    more = mcmc_reference(post, cache_dir=tmp_path / "b", max_rounds=3, **kw)
+    assert more.provenance["rounds_loaded"] == 2
+    assert sum(calls) == three.draws.shape[1] - two.draws.shape[1]
+    np.testing.assert_array_equal(more.draws, three.draws)
+    done = mcmc_reference(post, cache_dir=tmp_path / "c", method="exact", num_chains=4,
+                          num_samples=300, progress=False)
+    assert done.provenance["converged"]
+    assert not [p for p in (tmp_path / "c").iterdir() if p.name.endswith(".rounds")]
+
+
 def test_gold_bad_input():
     post = tiny_posterior()
     from uqrecon.models import TV

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import time
 import warnings
 
@@ -246,6 +247,49 @@ def _next_round(have: int, unit: int, max_rhat: float, min_ess_bulk: float,
     return units * unit
 
 
+# --------------------------------------------------------------------------------------
+# A reference in the making: completed rounds and the running round's checkpoint on disk
+# --------------------------------------------------------------------------------------
+def _rounds_dir(cache_dir, posterior, method, settings, digest) -> str:
+    """Where an MCMC reference keeps its completed rounds and the running round's
+    checkpoint while it is made, so that a run that dies (hours at 256x256) loses at most
+    one chunk. Keyed like the cache file but without ``max_rounds``, which no round
+    depends on: a reference that stopped unconverged goes on from its last round when it
+    is asked for again with a larger ``max_rounds``."""
+    rkey = cache_key(posterior, method,
+                     {k: v for k, v in settings.items() if k != "max_rounds"}, digest)
+    return os.path.join(cache_dir, f"{method}-{rkey[:32]}.rounds")
+
+
+def _round_file(work, k: int) -> str:
+    return os.path.join(work, f"round-{k}.npz")
+
+
+def _round_run_dir(work, k: int) -> str:
+    """The runner's checkpoint and memory-mapped draws of round ``k`` while it runs."""
+    return os.path.join(work, f"round-{k}.run")
+
+
+def _save_round(work, k: int, done: dict) -> None:
+    """Round ``k``'s draws and counters, written atomically; its run folder is removed."""
+    os.makedirs(work, exist_ok=True)
+    tmp = os.path.join(work, f"round-{k}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, draws=done["draws"], divergences=done["divergences"],
+             grads=done["grads"], step=done["step"])
+    os.replace(tmp, _round_file(work, k))
+    shutil.rmtree(_round_run_dir(work, k), ignore_errors=True)
+
+
+def _load_round(work, k: int) -> dict | None:
+    """Round ``k`` as :func:`_save_round` wrote it, or None if it has not completed."""
+    path = _round_file(work, k)
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        return {"draws": z["draws"], "divergences": int(z["divergences"]),
+                "grads": int(z["grads"]), "step": float(z["step"])}
+
+
 @full_precision
 def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
                    num_samples: int = 1000, num_warmup: int = 500, thin: int = 1,
@@ -267,6 +311,14 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     in its provenance, which also holds the cache key, the rounds, the criteria and the
     method's exactness class).
 
+    With the cache on, a reference in the making is resumable: every completed round is
+    saved under ``<cache_dir>/<method>-<key>.rounds/`` and the running round checkpoints
+    after every chunk, so a run that dies and is started again with the same arguments
+    re-runs at most one chunk (``provenance['rounds_loaded']`` counts the rounds read
+    back). The folder goes when the reference converges; an unconverged one keeps it, and
+    asking again with a larger ``max_rounds`` goes on from its last round (the rounds'
+    key leaves ``max_rounds`` out). ``timings`` cover this call only.
+
     Args:
         posterior: the :class:`~uqrecon.models.Posterior`.
         method: the sampler (a name of :func:`uqrecon.sample`).
@@ -279,13 +331,15 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         min_ess: bulk and tail ESS bound of the criteria.
         max_rounds: at most this many rounds.
         cache_dir: cache directory (default :func:`default_cache_dir`).
-        use_cache: read and write the cache.
+        use_cache: read and write the cache (and the rounds of a reference in the
+            making; without it nothing is written and nothing resumes).
         progress: show a progress bar.
         **config: options passed to the sampler.
 
     Returns:
         A :class:`~uqrecon.result.Result` whose provenance records ``converged``, the
-        rounds, the criteria, the cache key and the exactness class.
+        rounds (and how many were read back from disk), the criteria, the cache key and
+        the exactness class.
     """
     from .inference.sample import sample
     from .diagnostics import diagnose, summarize
@@ -318,9 +372,11 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         prov = dict(result.provenance, cache={"hit": True, "path": path}, **ident)
         return result.replace(provenance=prov)
 
+    work = (_rounds_dir(cache_dir, posterior, method, settings, ident["posterior_hash"])
+            if use_cache else None)
     with CallClock() as clock:
         draws, grads, rounds, init, divergences = None, 0, 0, None, 0
-        per_round, tuned_step = num_samples, None
+        per_round, tuned_step, rounds_loaded = num_samples, None, 0
         step_option = _tuned_step_option(method, config)
         while True:
             cfg = dict(config)
@@ -336,21 +392,34 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
                     cfg.setdefault(step_option, tuned_step)
                 elif method in _NO_TUNING and step_option is None:
                     warmup = 0
-            # diagnose=False: R-hat/ESS of all rounds' draws are computed below, once
-            run = sample(posterior, method=method, num_chains=num_chains,
-                         num_samples=per_round, num_warmup=warmup, thin=thin,
-                         seed=seed + rounds, progress=progress, diagnose=False, **cfg)
-            divergences += int(run.diagnostics.get("divergences", 0))
-            if run.draws is None:
-                raise ValueError(f"method {method!r} kept no draws; the reference needs "
-                                 "them")
-            draws = (run.draws if draws is None
-                     else np.concatenate([draws, run.draws], axis=1))
-            grads += int(run.diagnostics.get("num_grad_evals", 0)) + int(
-                run.diagnostics.get("num_grad_evals_warmup", 0))
+            done = None if work is None else _load_round(work, rounds)
+            if done is None:
+                run_dir = None if work is None else _round_run_dir(work, rounds)
+                # diagnose=False: R-hat/ESS of all rounds' draws are computed below, once
+                run = sample(posterior, method=method, num_chains=num_chains,
+                             num_samples=per_round, num_warmup=warmup, thin=thin,
+                             seed=seed + rounds, progress=progress, diagnose=False,
+                             checkpoint_dir=run_dir, draws_dir=run_dir, **cfg)
+                if run.draws is None:
+                    raise ValueError(f"method {method!r} kept no draws; the reference "
+                                     "needs them")
+                step = np.asarray(run.diagnostics.get("step_size", np.nan), np.float64)
+                done = {"draws": np.array(run.draws), "divergences": int(
+                            run.diagnostics.get("divergences", 0)),
+                        "grads": int(run.diagnostics.get("num_grad_evals", 0)) + int(
+                            run.diagnostics.get("num_grad_evals_warmup", 0)),
+                        "step": float(np.median(step)) if step.size else float("nan")}
+                if work is not None:
+                    _save_round(work, rounds, done)
+            else:
+                rounds_loaded += 1
+            divergences += done["divergences"]
+            draws = (done["draws"] if draws is None
+                     else np.concatenate([draws, done["draws"]], axis=1))
+            grads += done["grads"]
             rounds += 1
-            if rounds == 1 and step_option is not None and "step_size" in run.diagnostics:
-                tuned_step = float(np.median(np.asarray(run.diagnostics["step_size"])))
+            if rounds == 1 and step_option is not None and np.isfinite(done["step"]):
+                tuned_step = done["step"]
             diag = diagnose(draws)
             max_rhat = float(np.max(diag["rhat"]))
             min_ess_found = float(np.min(diag["ess_bulk"]))
@@ -381,7 +450,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         criteria=(f"split R-hat < {rhat_max}, bulk and tail ESS >= {min_ess} on every "
                   "pixel, no divergent transitions"),
         cache_key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        tuned_step_size=tuned_step, **ident)
+        tuned_step_size=tuned_step, rounds_loaded=rounds_loaded, **ident)
     result = Result.from_draws(draws, diagnostics=diagnostics,
                                timings=clock.timings(),
                                provenance=prov)
@@ -390,6 +459,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         tmp = f"{path}.{os.getpid()}.tmp.npz"
         result.save(tmp)
         os.replace(tmp, path)
+        if converged:          # an unconverged reference keeps its rounds to go on from
+            shutil.rmtree(work, ignore_errors=True)
     return result.replace(provenance=dict(result.provenance,
                                           cache={"hit": False, "path": path if use_cache else None}))
 
