@@ -256,16 +256,18 @@ class _Died(Exception):
     pass
 
 
-def _count_chunks(monkeypatch, die_after=None):
+def _count_chunks(monkeypatch, die_after=None, probe=None):
     """Wrap the runner's compiled chunk: count its calls and, with ``die_after``, raise
     at the next call after that many (the process 'dies' between two chunks, after the
-    runner saved its checkpoint)."""
+    runner saved its checkpoint); ``probe()`` runs before every chunk."""
     from uqrecon.inference import runner
     real, calls = runner._chunk, []
 
     def counted(*args, **kwargs):
         if die_after is not None and len(calls) == die_after:
             raise _Died
+        if probe is not None:
+            probe()
         calls.append(kwargs["length"])
         return real(*args, **kwargs)
 
@@ -278,15 +280,30 @@ def test_a_reference_that_dies_resumes_without_rerunning_what_it_finished(tmp_pa
     """A reference killed in its second round, started again with the same arguments,
     reads round one back from disk and continues round two from the runner's checkpoint:
     it runs exactly the chunks the killed call had not finished, and its draws are the
-    uninterrupted run's, bit for bit. Would catch: completed rounds not saved or not read
-    back (round one re-run: 4 more chunks), the running round not checkpointed (its first
-    chunk re-run: 1 more), a resumed round that restarts from other states or seeds (draws
-    differ)."""
+    uninterrupted run's, bit for bit; what the killed process left half-written goes.
+    While rounds run, their folder is locked against a second maker. Would catch:
+    completed rounds not saved or not read back (round one re-run: 4 more chunks), the
+    running round not checkpointed (its first chunk re-run: 1 more), a resumed round that
+    restarts from other states or seeds (draws differ), leftovers kept, no lock."""
+    import fcntl
     post = tiny_posterior()
     kw = dict(method="hmc", num_chains=2, num_samples=40, num_warmup=40, min_ess=5000,
               max_rounds=3, chunk_size=20, progress=False)
-    calls = _count_chunks(monkeypatch)
+    locked = []
+
+    def lock_is_held():          # another open file description cannot take the lock
+        (work,) = [p for p in (tmp_path / "full").iterdir() if p.name.endswith(".rounds")]
+        with open(work / "lock") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked.append(False)
+                fcntl.flock(f, fcntl.LOCK_UN)
+            except BlockingIOError:
+                locked.append(True)
+
+    calls = _count_chunks(monkeypatch, probe=lock_is_held)
     full = mcmc_reference(post, cache_dir=tmp_path / "full", **kw)
+    assert locked and all(locked)
     assert full.provenance["rounds"] == 3 and full.provenance["rounds_loaded"] == 0
     # round 1: 2 warmup + 2 sampling chunks; rounds 2 and 3 at most double what exists
     assert calls[:4] == [20] * 4 and len(calls) >= 6
@@ -296,9 +313,10 @@ def test_a_reference_that_dies_resumes_without_rerunning_what_it_finished(tmp_pa
     _count_chunks(monkeypatch, die_after=5)        # dies after round 2's first chunk
     with pytest.raises(_Died):
         mcmc_reference(post, cache_dir=tmp_path / "killed", **kw)
-    work = [p for p in (tmp_path / "killed").iterdir() if p.name.endswith(".rounds")]
-    assert len(work) == 1 and sorted(q.name for q in work[0].iterdir()) == [
-        "round-0.npz", "round-1.run"]
+    (work,) = [p for p in (tmp_path / "killed").iterdir() if p.name.endswith(".rounds")]
+    assert sorted(q.name for q in work.iterdir()) == ["lock", "round-0.npz", "round-1.run"]
+    (work / "round-0.run").mkdir()                   # as if it died before removing these
+    (work / "round-1.4242.tmp.npz").write_bytes(b"half")
 
     monkeypatch.undo()
     calls = _count_chunks(monkeypatch)
@@ -307,6 +325,33 @@ def test_a_reference_that_dies_resumes_without_rerunning_what_it_finished(tmp_pa
     assert resumed.provenance["rounds_loaded"] == 1 and resumed.provenance["rounds"] == 3
     np.testing.assert_array_equal(resumed.draws, full.draws)
     assert resumed.diagnostics["num_grad_evals"] == full.diagnostics["num_grad_evals"]
+    assert sorted(q.name for q in work.iterdir()) == [
+        "lock", "round-0.npz", "round-1.npz", "round-2.npz"]        # unconverged: kept
+
+
+def test_a_round_begun_under_other_settings_starts_again(tmp_path, monkeypatch):
+    """A round whose checkpoint was written under other defaults (here the chain method,
+    which differs between CPU and GPU and is not part of the rounds' key) starts again
+    with a warning instead of refusing every later call. Would catch: the runner's
+    mismatch error passed through (the reference could then only be made after deleting
+    its folder by hand)."""
+    import importlib
+    sample_module = importlib.import_module("uqrecon.inference.sample")
+    post = tiny_posterior()
+    kw = dict(method="hmc", num_chains=2, num_samples=40, num_warmup=40, min_ess=5000,
+              max_rounds=2, chunk_size=20, progress=False, cache_dir=tmp_path)
+    _count_chunks(monkeypatch, die_after=5)
+    with pytest.raises(_Died):
+        mcmc_reference(post, **kw)
+    monkeypatch.undo()
+    other = "vectorized" if sample_module.default_chain_method("hmc") == "sequential" \
+        else "sequential"
+    monkeypatch.setattr(sample_module, "default_chain_method", lambda *a, **k: other)
+    calls = _count_chunks(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="begun with other settings"):
+        res = mcmc_reference(post, **kw)
+    assert res.provenance["rounds"] == 2 and res.provenance["rounds_loaded"] == 1
+    assert len(calls) == 2                        # round 2 whole, round 1 read back
 
 
 def test_an_unconverged_reference_goes_on_with_more_rounds(tmp_path, monkeypatch):

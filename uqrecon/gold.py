@@ -26,6 +26,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -39,6 +41,7 @@ import numpy as np
 
 from .inference import exact as _exact
 from .inference.accounting import CallClock, method_result
+from .inference.checkpoint import CheckpointMismatch
 from .inference.sample import EXACTNESS
 from .linalg import circulant_solve, full_precision, matmul_precision, pcg
 from .models.identity import _update_static, model_identity, posterior_hash
@@ -280,6 +283,57 @@ def _save_round(work, k: int, done: dict) -> None:
     shutil.rmtree(_round_run_dir(work, k), ignore_errors=True)
 
 
+def _tidy_rounds(work) -> None:
+    """Remove what a process that died left behind: half-written round files, and the run
+    folders (with their memory-mapped draws) of rounds that completed."""
+    if work is None or not os.path.isdir(work):
+        return
+    for name in os.listdir(work):
+        if name.endswith(".tmp.npz"):
+            os.remove(os.path.join(work, name))
+        elif name.endswith(".run") and os.path.exists(
+                os.path.join(work, name[:-len(".run")] + ".npz")):
+            shutil.rmtree(os.path.join(work, name), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _making_lock(work):
+    """Hold an exclusive lock on a reference in the making (``flock`` on ``work/lock``):
+    a second process asking for the same reference waits, then finds it in the cache or
+    goes on from its rounds, instead of writing the same files at the same time. No lock
+    without a rounds folder (cache off) or without ``fcntl`` (not POSIX)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if work is None or fcntl is None:
+        yield
+        return
+    os.makedirs(work, exist_ok=True)
+    with open(os.path.join(work, "lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _cached_reference(path, key, ident, work) -> Result:
+    """The reference stored at ``path`` (a cache hit); a converged one's rounds folder, if
+    a process died before removing it, goes."""
+    result = Result.load(path)
+    if result.provenance.get("cache_key") != key:
+        raise ValueError(f"cache file {path!r} does not hold key {key}; remove it")
+    if not result.provenance.get("converged", False):
+        warnings.warn(f"loaded MCMC reference {path!r} did not meet its convergence "
+                      "criteria", RuntimeWarning, stacklevel=4)
+    elif work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+    # the key holds the posterior's hash: a hit is this posterior's reference
+    prov = dict(result.provenance, cache={"hit": True, "path": path}, **ident)
+    return result.replace(provenance=prov)
+
+
 def _load_round(work, k: int) -> dict | None:
     """Round ``k`` as :func:`_save_round` wrote it, or None if it has not completed."""
     path = _round_file(work, k)
@@ -290,90 +344,15 @@ def _load_round(work, k: int) -> dict | None:
                 "grads": int(z["grads"]), "step": float(z["step"])}
 
 
-@full_precision
-def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
-                   num_samples: int = 1000, num_warmup: int = 500, thin: int = 1,
-                   rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,
-                   cache_dir=None, use_cache: bool = True, progress: bool = False,
-                   **config) -> Result:
-    """Long multi-chain reference run with convergence criteria, cached on disk.
-
-    Runs ``uqrecon.inference.sample.sample(posterior, method, ...)``; while any pixel has
-    split R-hat >= ``rhat_max``, bulk or tail ESS < ``min_ess``, or any transition was
-    divergent (posteriordb's reference criteria), it runs another round, continuing each
-    chain from its last state, and appends the draws. A round's length is what the
-    criteria's scaling says is missing plus 20 % (a multiple of the compiled chunk, at
-    most all previous rounds together: :func:`_next_round`); later rounds need no warmup (for
-    ``gsm``/``gibbs``/``exact`` nothing is tuned; HMC, NUTS and MALA, and GSM's HMC
-    moves (``hmc_moves``), keep the median of the first round's tuned step sizes;
-    MCLMC/MAMS tune again). After
-    ``max_rounds`` rounds it stops with a warning (the result says ``converged: False``
-    in its provenance, which also holds the cache key, the rounds, the criteria and the
-    method's exactness class).
-
-    With the cache on, a reference in the making is resumable: every completed round is
-    saved under ``<cache_dir>/<method>-<key>.rounds/`` and the running round checkpoints
-    after every chunk, so a run that dies and is started again with the same arguments
-    re-runs at most one chunk (``provenance['rounds_loaded']`` counts the rounds read
-    back). The folder goes when the reference converges; an unconverged one keeps it, and
-    asking again with a larger ``max_rounds`` goes on from its last round (the rounds'
-    key leaves ``max_rounds`` out). ``timings`` cover this call only.
-
-    Args:
-        posterior: the :class:`~uqrecon.models.Posterior`.
-        method: the sampler (a name of :func:`uqrecon.sample`).
-        seed: the run's seed (rounds derive theirs from it).
-        num_chains: chains (at least 2, for R-hat).
-        num_samples: draws per chain in the first round.
-        num_warmup: warmup iterations of the first round.
-        thin: keep every ``thin``-th draw.
-        rhat_max: split R-hat bound of the criteria.
-        min_ess: bulk and tail ESS bound of the criteria.
-        max_rounds: at most this many rounds.
-        cache_dir: cache directory (default :func:`default_cache_dir`).
-        use_cache: read and write the cache (and the rounds of a reference in the
-            making; without it nothing is written and nothing resumes).
-        progress: show a progress bar.
-        **config: options passed to the sampler.
-
-    Returns:
-        A :class:`~uqrecon.result.Result` whose provenance records ``converged``, the
-        rounds (and how many were read back from disk), the criteria, the cache key and
-        the exactness class.
-    """
+def _make_reference(posterior, method, settings, work, key, ident, progress) -> Result:
+    """:func:`mcmc_reference`'s rounds (``settings`` its arguments; rounds read from and
+    saved to ``work`` when it is not None)."""
     from .inference.sample import sample
     from .diagnostics import diagnose, summarize
 
-    for name, val, lo in (("num_chains", num_chains, 2), ("num_samples", num_samples, 4),
-                          ("max_rounds", max_rounds, 1), ("seed", seed, 0)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
-            raise ValueError(f"'{name}' must be an integer >= {lo}, got {val!r}")
-    if not isinstance(method, str):
-        raise TypeError(f"'method' must be a sampler name (str), got {type(method).__name__}")
-    if not (rhat_max > 1.0 and min_ess > 0):
-        raise ValueError(f"need 'rhat_max' > 1 and 'min_ess' > 0, got {rhat_max}, {min_ess}")
-    settings = {"seed": seed, "num_chains": num_chains, "num_samples": num_samples,
-                "num_warmup": num_warmup, "thin": thin, "rhat_max": rhat_max,
-                "min_ess": min_ess, "max_rounds": max_rounds, "sampler_config": config,
-                # a reference made under other float32 products is another computation
-                "matmul_precision": matmul_precision()}
-    ident = model_identity(posterior)      # hashes the posterior once for both uses
-    key = cache_key(posterior, method, settings, ident["posterior_hash"])
-    cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
-    path = os.path.join(cache_dir, f"{method}-{key[:32]}.npz")
-    if use_cache and os.path.exists(path):
-        result = Result.load(path)
-        if result.provenance.get("cache_key") != key:
-            raise ValueError(f"cache file {path!r} does not hold key {key}; remove it")
-        if not result.provenance.get("converged", False):
-            warnings.warn(f"loaded MCMC reference {path!r} did not meet its convergence "
-                          "criteria", RuntimeWarning, stacklevel=3)
-        # the key holds the posterior's hash: a hit is this posterior's reference
-        prov = dict(result.provenance, cache={"hit": True, "path": path}, **ident)
-        return result.replace(provenance=prov)
-
-    work = (_rounds_dir(cache_dir, posterior, method, settings, ident["posterior_hash"])
-            if use_cache else None)
+    seed, num_chains, num_samples, num_warmup, thin, rhat_max, min_ess, max_rounds, config = (
+        settings[k] for k in ("seed", "num_chains", "num_samples", "num_warmup", "thin",
+                              "rhat_max", "min_ess", "max_rounds", "sampler_config"))
     with CallClock() as clock:
         draws, grads, rounds, init, divergences = None, 0, 0, None, 0
         per_round, tuned_step, rounds_loaded = num_samples, None, 0
@@ -396,10 +375,20 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
             if done is None:
                 run_dir = None if work is None else _round_run_dir(work, rounds)
                 # diagnose=False: R-hat/ESS of all rounds' draws are computed below, once
-                run = sample(posterior, method=method, num_chains=num_chains,
-                             num_samples=per_round, num_warmup=warmup, thin=thin,
-                             seed=seed + rounds, progress=progress, diagnose=False,
-                             checkpoint_dir=run_dir, draws_dir=run_dir, **cfg)
+                run_round = functools.partial(
+                    sample, posterior, method=method, num_chains=num_chains,
+                    num_samples=per_round, num_warmup=warmup, thin=thin, seed=seed + rounds,
+                    progress=progress, diagnose=False, checkpoint_dir=run_dir,
+                    draws_dir=run_dir, **cfg)
+                try:
+                    run = run_round()
+                except CheckpointMismatch as err:
+                    # begun under other defaults (e.g. chain_method on another platform)
+                    warnings.warn(f"round {rounds} of the reference in {work!r} was begun "
+                                  f"with other settings and starts again ({err})",
+                                  RuntimeWarning, stacklevel=4)
+                    shutil.rmtree(run_dir)
+                    run = run_round()
                 if run.draws is None:
                     raise ValueError(f"method {method!r} kept no draws; the reference "
                                      "needs them")
@@ -409,6 +398,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
                         "grads": int(run.diagnostics.get("num_grad_evals", 0)) + int(
                             run.diagnostics.get("num_grad_evals_warmup", 0)),
                         "step": float(np.median(step)) if step.size else float("nan")}
+                del run              # its memory-mapped draws: the file goes with the folder
                 if work is not None:
                     _save_round(work, rounds, done)
             else:
@@ -435,7 +425,7 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         warnings.warn(f"MCMC reference not converged after {rounds} rounds: max R-hat "
                       f"{max_rhat:.4f} (need < {rhat_max}), min bulk / tail ESS "
                       f"{min_ess_found:.0f} / {min_tail:.0f} (need >= {min_ess}), "
-                      f"{divergences} divergences (need 0)", RuntimeWarning, stacklevel=3)
+                      f"{divergences} divergences (need 0)", RuntimeWarning, stacklevel=4)
     diagnostics = dict(diag)
     diagnostics.update(summarize(diag["ess_bulk"], diag["rhat"]))
     diagnostics["num_grad_evals"] = grads
@@ -451,16 +441,97 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
                   "pixel, no divergent transitions"),
         cache_key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         tuned_step_size=tuned_step, rounds_loaded=rounds_loaded, **ident)
-    result = Result.from_draws(draws, diagnostics=diagnostics,
-                               timings=clock.timings(),
-                               provenance=prov)
-    if use_cache:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"
-        result.save(tmp)
-        os.replace(tmp, path)
-        if converged:          # an unconverged reference keeps its rounds to go on from
-            shutil.rmtree(work, ignore_errors=True)
+    return Result.from_draws(draws, diagnostics=diagnostics, timings=clock.timings(),
+                             provenance=prov)
+
+
+@full_precision
+def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
+                   num_samples: int = 1000, num_warmup: int = 500, thin: int = 1,
+                   rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,
+                   cache_dir=None, use_cache: bool = True, progress: bool = False,
+                   **config) -> Result:
+    """Long multi-chain reference run with convergence criteria, cached on disk.
+
+    Runs ``uqrecon.inference.sample.sample(posterior, method, ...)``; while any pixel has
+    split R-hat >= ``rhat_max``, bulk or tail ESS < ``min_ess``, or any transition was
+    divergent (posteriordb's reference criteria), it runs another round, continuing each
+    chain from its last state, and appends the draws. A round's length is what the
+    criteria's scaling says is missing plus 20 % (a multiple of the compiled chunk, at
+    most all previous rounds together: :func:`_next_round`); later rounds need no warmup (for
+    ``gsm``/``gibbs``/``exact`` nothing is tuned; HMC, NUTS and MALA, and GSM's HMC
+    moves (``hmc_moves``), keep the median of the first round's tuned step sizes;
+    MCLMC/MAMS tune again). After
+    ``max_rounds`` rounds it stops with a warning (the result says ``converged: False``
+    in its provenance, which also holds the cache key, the rounds, the criteria and the
+    method's exactness class).
+
+    With the cache on, a reference in the making is resumable: every completed round is
+    saved under ``<cache_dir>/<method>-<key>.rounds/`` and the running round checkpoints
+    after every chunk, so a run that dies and is started again with the same arguments
+    redoes the round's set-up and at most one chunk (``provenance['rounds_loaded']``
+    counts the rounds read back). The folder goes when the reference converges; an
+    unconverged one keeps it (its draws are then on disk twice), and asking again with a
+    larger ``max_rounds`` goes on from its last round (the rounds' key leaves
+    ``max_rounds`` out). A second process asking for the same reference meanwhile waits
+    for the first (a ``flock`` on the folder, POSIX only). ``timings`` cover this call
+    only.
+
+    Args:
+        posterior: the :class:`~uqrecon.models.Posterior`.
+        method: the sampler (a name of :func:`uqrecon.sample`).
+        seed: the run's seed (rounds derive theirs from it).
+        num_chains: chains (at least 2, for R-hat).
+        num_samples: draws per chain in the first round.
+        num_warmup: warmup iterations of the first round.
+        thin: keep every ``thin``-th draw.
+        rhat_max: split R-hat bound of the criteria.
+        min_ess: bulk and tail ESS bound of the criteria.
+        max_rounds: at most this many rounds.
+        cache_dir: cache directory (default :func:`default_cache_dir`).
+        use_cache: read and write the cache (and the rounds of a reference in the
+            making; without it nothing is written and nothing resumes).
+        progress: show a progress bar.
+        **config: options passed to the sampler.
+
+    Returns:
+        A :class:`~uqrecon.result.Result` whose provenance records ``converged``, the
+        rounds (and how many were read back from disk), the criteria, the cache key and
+        the exactness class.
+    """
+    for name, val, lo in (("num_chains", num_chains, 2), ("num_samples", num_samples, 4),
+                          ("max_rounds", max_rounds, 1), ("seed", seed, 0)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
+            raise ValueError(f"'{name}' must be an integer >= {lo}, got {val!r}")
+    if not isinstance(method, str):
+        raise TypeError(f"'method' must be a sampler name (str), got {type(method).__name__}")
+    if not (rhat_max > 1.0 and min_ess > 0):
+        raise ValueError(f"need 'rhat_max' > 1 and 'min_ess' > 0, got {rhat_max}, {min_ess}")
+    settings = {"seed": seed, "num_chains": num_chains, "num_samples": num_samples,
+                "num_warmup": num_warmup, "thin": thin, "rhat_max": rhat_max,
+                "min_ess": min_ess, "max_rounds": max_rounds, "sampler_config": config,
+                # a reference made under other float32 products is another computation
+                "matmul_precision": matmul_precision()}
+    ident = model_identity(posterior)      # hashes the posterior once for both uses
+    key = cache_key(posterior, method, settings, ident["posterior_hash"])
+    cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
+    path = os.path.join(cache_dir, f"{method}-{key[:32]}.npz")
+    work = (_rounds_dir(cache_dir, posterior, method, settings, ident["posterior_hash"])
+            if use_cache else None)
+    if use_cache and os.path.exists(path):
+        return _cached_reference(path, key, ident, work)
+    with _making_lock(work):
+        if use_cache and os.path.exists(path):     # made by another process meanwhile
+            return _cached_reference(path, key, ident, work)
+        _tidy_rounds(work)
+        result = _make_reference(posterior, method, settings, work, key, ident, progress)
+        if use_cache:
+            os.makedirs(cache_dir, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp.npz"
+            result.save(tmp)
+            os.replace(tmp, path)
+            if result.provenance["converged"]:    # an unconverged one keeps its rounds
+                shutil.rmtree(work, ignore_errors=True)
     return result.replace(provenance=dict(result.provenance,
                                           cache={"hit": False, "path": path if use_cache else None}))
 

@@ -15,9 +15,13 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME", "CheckpointMismatch"]
 
 CHECKPOINT_NAME = "checkpoint.pkl"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint folder holds the checkpoint of a run with other settings."""
 
 
 def save_checkpoint(directory, payload: dict[str, Any]) -> Path:
@@ -25,7 +29,7 @@ def save_checkpoint(directory, payload: dict[str, Any]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")     # two writers never share a file
     host = jax.tree_util.tree_map(
         lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, payload)
     with open(tmp, "wb") as f:

@@ -42,7 +42,7 @@ from jax.experimental import multihost_utils
 
 from ..diagnostics import welford_finalize, welford_init, welford_merge, welford_update
 from .accounting import CompileMonitor
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from .samplers.base import Sampler
 
 __all__ = ["RunOutput", "run_chains", "CHAIN_METHODS",
@@ -412,10 +412,10 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
 
     if ckpt is not None:
         if ckpt["fingerprint"] != fp:
-            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} holds a checkpoint of a "
-                             f"different run (settings differ: "
-                             f"{_fingerprint_difference(ckpt['fingerprint'], fp)}); use "
-                             "another directory, or the checkpoint's settings")
+            raise CheckpointMismatch(
+                f"checkpoint_dir={str(checkpoint_dir)!r} holds a checkpoint of a different "
+                f"run (settings differ: {_fingerprint_difference(ckpt['fingerprint'], fp)}); "
+                "use another directory, or the checkpoint's settings")
         states = put(jax.tree_util.tree_map(jnp.asarray, ckpt["states"]))
         wf = put(jax.tree_util.tree_map(jnp.asarray, ckpt["welford"]))
         totals = ckpt["totals"]
