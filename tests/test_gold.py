@@ -226,6 +226,24 @@ def test_later_rounds_keep_the_first_rounds_step_without_warmup(tmp_path):
     np.testing.assert_allclose(res.draws[:, 40:], second.draws, rtol=1e-5, atol=1e-6)
 
 
+
+def test_later_rounds_run_at_the_tuned_step_not_at_a_given_start():
+    """A ``step_size`` passed to a reference is where the first round's tuning starts;
+    later rounds (no warmup) must run at the tuned step. Would catch the given start
+    winning over the tuned step (``setdefault``: rounds 2+ then ran untuned, at 0.01
+    here, with draws unlike a continuation at the tuned step)."""
+    from uqrecon import sample
+    post = tiny_posterior()
+    res = mcmc_reference(post, method="hmc", num_chains=2, num_samples=40, num_warmup=40,
+                         min_ess=5000, max_rounds=2, use_cache=False, step_size=0.01,
+                         progress=False)
+    step = res.provenance["tuned_step_size"]
+    assert res.provenance["rounds"] == 2 and abs(step / 0.01 - 1) > 0.5
+    second = sample(post, method="hmc", num_chains=2, num_samples=40, num_warmup=0,
+                    seed=1, init=res.draws[:, 39], init_jitter=0.0, step_size=step,
+                    progress=False)
+    np.testing.assert_allclose(res.draws[:, 40:], second.draws, rtol=1e-5, atol=1e-6)
+
 def test_gsm_hmc_moves_keep_their_tuned_step_in_later_rounds(tmp_path):
     """A GSM reference with HMC moves continues at the median of the first round's tuned
     HMC step (option ``hmc_step_size``) with no new warmup; the second round's draws equal

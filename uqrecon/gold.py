@@ -367,8 +367,8 @@ def _make_reference(posterior, method, settings, work, key, ident, progress) -> 
             if init is not None:        # continue each chain where it stopped, unperturbed
                 cfg.update(init=init, init_jitter=0.0)
                 if step_option is not None and tuned_step is not None:
-                    warmup = 0
-                    cfg.setdefault(step_option, tuned_step)
+                    warmup = 0      # a step given in config was only where tuning began
+                    cfg[step_option] = tuned_step
                 elif method in _NO_TUNING and step_option is None:
                     warmup = 0
             done = None if work is None else _load_round(work, rounds)
