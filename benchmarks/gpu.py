@@ -122,19 +122,28 @@ def _summary(name, res, wall, extra=None):
     return {**gold_tv.summarize(name, res, wall), **(extra or {})}
 
 
-def gold(sizes, chains, skrock_samples, warmup=300, samples=200, rounds=3, seed=0):
+def gold(sizes, chains, skrock_samples, warmup=300, samples=200, rounds=3, seed=0,
+         cache=None):
+    """``gold.reference`` at each size (cache off unless ``cache``: a folder where each
+    reference's rounds are kept as they complete, so that a run cut short goes on from
+    there when started again, and the finished reference is stored)."""
     rows = []
     for n in sizes:
         _, post = gold_tv.tv_posterior(n, n * 30 // 128)
         t = time.perf_counter()
         ref = uqrecon.gold.reference(post, seed=seed, num_chains=chains,
                                      num_samples=samples, num_warmup=warmup,
-                                     max_rounds=rounds, use_cache=False)
+                                     max_rounds=rounds, use_cache=cache is not None,
+                                     cache_dir=cache)
         wall = time.perf_counter() - t
         prov = ref.provenance
         rows.append(_summary(f"gsm gold.reference {n}x{n}", ref, wall,
                              {"size": n, "converged": bool(prov.get("converged")),
-                              "rounds": prov.get("rounds")}))
+                              "rounds": prov.get("rounds"),
+                              # rounds read back from an earlier, cut-short run: the
+                              # wall time then covers the remaining rounds only
+                              "rounds_loaded": prov.get("rounds_loaded"),
+                              "cache_hit": bool((prov.get("cache") or {}).get("hit"))}))
         print(rows[-1], flush=True)
         del ref
         if n == 128 and skrock_samples:
@@ -182,6 +191,10 @@ def main(argv=None):
                     help="GSM sweeps discarded (100 left 16 chains' starts unforgotten)")
     ap.add_argument("--gold-samples", type=int, default=200, help="draws per chain, round 1")
     ap.add_argument("--gold-rounds", type=int, default=3)
+    ap.add_argument("--gold-cache", default=None,
+                    help="folder for the references' rounds and results: a run cut short "
+                         "goes on from there (default: no cache; a cached reference is "
+                         "loaded, not timed)")
     ap.add_argument("--skrock-samples", type=int, default=1000)
     ap.add_argument("--many", type=int, default=256, help="chains of the many-chain rows")
     ap.add_argument("--num-warmup", type=int, default=300)
@@ -202,7 +215,7 @@ def main(argv=None):
             "gsm-cg": lambda: gsm_cg(sizes, a.sweeps),
             "gold": lambda: gold([int(s) for s in a.gold_sizes.split(",") if s],
                                  a.gold_chains, a.skrock_samples, a.gold_warmup,
-                                 a.gold_samples, a.gold_rounds),
+                                 a.gold_samples, a.gold_rounds, cache=a.gold_cache),
             "chains": lambda: chains_table(a.many, a.num_warmup, a.num_samples)}
     for part in a.parts.split(","):
         elapsed = time.perf_counter() - t0
