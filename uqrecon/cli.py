@@ -71,9 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="draws per chain in the first round of an MCMC reference (default: "
                         "500 for TV's exact GSM sampler, 1000 for HMC/NUTS)")
     p.add_argument("--reference-rounds", type=int, default=4,
-                   help="at most this many rounds (each as long as all before) to reach "
-                        "split R-hat < 1.01, bulk and tail ESS >= 400, no divergences; the "
-                        "report says whether it did (default 4)")
+                   help="at most this many rounds (each sized by what the criteria still "
+                        "miss, at most as long as all before) to reach split R-hat < 1.01, "
+                        "bulk and tail ESS >= 400, no divergences; the report says whether "
+                        "it did (default 4)")
     p.add_argument("--rank", type=int, default=100, help="rank of the low-rank Laplace")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -86,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(mean, variance and every table use all draws); 'all' keeps every "
                         "draw (default 100)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny settings for a smoke run (64x64, short chains)")
+                   help="tiny settings for a smoke run (short chains; --size capped at 64)")
     p.add_argument("--no-trust", action="store_true",
                    help="skip the trust section (replicated calibration of the GMRF model, "
                         "conformal repair of mean-field VI, tests of planted lesions; "
