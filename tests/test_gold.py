@@ -347,6 +347,30 @@ def test_a_reference_that_dies_resumes_without_rerunning_what_it_finished(tmp_pa
         "lock", "round-0.npz", "round-1.npz", "round-2.npz"]        # unconverged: kept
 
 
+
+def test_a_cache_hit_leaves_rounds_that_another_call_is_making(tmp_path, monkeypatch):
+    """A converged reference loaded from the cache removes a leftover rounds folder only
+    when nobody is making those rounds (the same rounds asked for with another
+    ``max_rounds`` share it). Would catch: a cache hit deleting another process's rounds
+    in the making; a dead process's leftovers never removed."""
+    import fcntl
+    post = tiny_posterior()
+    kw = dict(method="exact", num_chains=4, num_samples=300, progress=False,
+              cache_dir=tmp_path)
+    assert mcmc_reference(post, **kw).provenance["converged"]
+    _count_chunks(monkeypatch, die_after=1)        # the same rounds, another max_rounds
+    with pytest.raises(_Died):
+        mcmc_reference(post, max_rounds=4, **kw)
+    monkeypatch.undo()
+    (rounds,) = [p for p in tmp_path.iterdir() if p.name.endswith(".rounds")]
+    with open(rounds / "lock", "a") as held:       # as if that call were still running
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert mcmc_reference(post, **kw).provenance["cache"]["hit"]
+        assert rounds.is_dir()
+    assert mcmc_reference(post, **kw).provenance["cache"]["hit"]
+    assert not rounds.exists()
+
+
 def test_a_round_begun_under_other_settings_starts_again(tmp_path, monkeypatch):
     """A round whose checkpoint was written under other defaults (here the chain method,
     which differs between CPU and GPU and is not part of the rounds' key) starts again

@@ -318,17 +318,35 @@ def _making_lock(work):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _cached_reference(path, key, ident, work) -> Result:
-    """The reference stored at ``path`` (a cache hit); a converged one's rounds folder, if
-    a process died before removing it, goes."""
+def _drop_idle_rounds(work) -> None:
+    """Remove a rounds folder that nobody is making (its lock is free): what a process
+    that died after storing a converged reference left. A folder in use (the same rounds
+    asked for with another ``max_rounds``) stays."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    if work is None or not os.path.isdir(work):
+        return
+    with open(os.path.join(work, "lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        try:
+            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _cached_reference(path, key, ident) -> Result:
+    """The reference stored at ``path`` (a cache hit)."""
     result = Result.load(path)
     if result.provenance.get("cache_key") != key:
         raise ValueError(f"cache file {path!r} does not hold key {key}; remove it")
     if not result.provenance.get("converged", False):
         warnings.warn(f"loaded MCMC reference {path!r} did not meet its convergence "
                       "criteria", RuntimeWarning, stacklevel=4)
-    elif work is not None:
-        shutil.rmtree(work, ignore_errors=True)
     # the key holds the posterior's hash: a hit is this posterior's reference
     prov = dict(result.provenance, cache={"hit": True, "path": path}, **ident)
     return result.replace(provenance=prov)
@@ -519,10 +537,16 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     work = (_rounds_dir(cache_dir, posterior, method, settings, ident["posterior_hash"])
             if use_cache else None)
     if use_cache and os.path.exists(path):
-        return _cached_reference(path, key, ident, work)
+        result = _cached_reference(path, key, ident)
+        if result.provenance.get("converged"):
+            _drop_idle_rounds(work)
+        return result
     with _making_lock(work):
         if use_cache and os.path.exists(path):     # made by another process meanwhile
-            return _cached_reference(path, key, ident, work)
+            result = _cached_reference(path, key, ident)
+            if result.provenance.get("converged"):
+                shutil.rmtree(work, ignore_errors=True)     # this process holds its lock
+            return result
         _tidy_rounds(work)
         result = _make_reference(posterior, method, settings, work, key, ident, progress)
         if use_cache:
