@@ -226,7 +226,6 @@ def test_later_rounds_keep_the_first_rounds_step_without_warmup(tmp_path):
     np.testing.assert_allclose(res.draws[:, 40:], second.draws, rtol=1e-5, atol=1e-6)
 
 
-
 def test_later_rounds_run_at_the_tuned_step_not_at_a_given_start():
     """A ``step_size`` passed to a reference is where the first round's tuning starts;
     later rounds (no warmup) must run at the tuned step. Would catch the given start
@@ -243,6 +242,7 @@ def test_later_rounds_run_at_the_tuned_step_not_at_a_given_start():
                     seed=1, init=res.draws[:, 39], init_jitter=0.0, step_size=step,
                     progress=False)
     np.testing.assert_allclose(res.draws[:, 40:], second.draws, rtol=1e-5, atol=1e-6)
+
 
 def test_gsm_hmc_moves_keep_their_tuned_step_in_later_rounds(tmp_path):
     """A GSM reference with HMC moves continues at the median of the first round's tuned
@@ -345,7 +345,6 @@ def test_a_reference_that_dies_resumes_without_rerunning_what_it_finished(tmp_pa
     assert resumed.diagnostics["num_grad_evals"] == full.diagnostics["num_grad_evals"]
     assert sorted(q.name for q in work.iterdir()) == [
         "lock", "round-0.npz", "round-1.npz", "round-2.npz"]        # unconverged: kept
-
 
 
 def test_a_cache_hit_leaves_rounds_that_another_call_is_making(tmp_path, monkeypatch):
