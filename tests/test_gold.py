@@ -399,8 +399,11 @@ def test_an_unconverged_reference_goes_on_with_more_rounds(tmp_path, monkeypatch
     """A reference that stopped unconverged after ``max_rounds=2`` keeps its rounds; asked
     again with ``max_rounds=3`` it reads both back and runs only round three, giving the
     draws of a 3-round run from scratch. A converged reference leaves no rounds behind.
-    Would catch: the rounds keyed with ``max_rounds`` (nothing found: all rounds re-run),
-    an unconverged reference deleting its rounds, a converged one keeping them."""
+    Rounds read back are diagnosed only where needed: after the last of them (to size
+    round three) and after round three. Would catch: the rounds keyed with ``max_rounds``
+    (nothing found: all rounds re-run), an unconverged reference deleting its rounds, a
+    converged one keeping them, diagnostics recomputed for every round read back."""
+    import uqrecon.diagnostics as diagnostics_module
     post = tiny_posterior()
     kw = dict(method="hmc", num_chains=2, num_samples=40, num_warmup=40, min_ess=5000,
               chunk_size=20, progress=False)
@@ -408,8 +411,13 @@ def test_an_unconverged_reference_goes_on_with_more_rounds(tmp_path, monkeypatch
     two = mcmc_reference(post, cache_dir=tmp_path / "b", max_rounds=2, **kw)
     assert not two.provenance["converged"]
     calls = _count_chunks(monkeypatch)
+    real_diagnose, diagnosed = diagnostics_module.diagnose, []
+    monkeypatch.setattr(diagnostics_module, "diagnose",
+                        lambda d: diagnosed.append(d.shape[1]) or real_diagnose(d))
     more = mcmc_reference(post, cache_dir=tmp_path / "b", max_rounds=3, **kw)
+    assert diagnosed == [two.draws.shape[1], three.draws.shape[1]]
     assert more.provenance["rounds_loaded"] == 2
+    np.testing.assert_array_equal(more.diagnostics["rhat"], three.diagnostics["rhat"])
     assert sum(calls) == three.draws.shape[1] - two.draws.shape[1]
     np.testing.assert_array_equal(more.draws, three.draws)
     done = mcmc_reference(post, cache_dir=tmp_path / "c", method="exact", num_chains=4,

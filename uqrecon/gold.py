@@ -428,6 +428,11 @@ def _make_reference(posterior, method, settings, work, key, ident, progress) -> 
             rounds += 1
             if rounds == 1 and step_option is not None and np.isfinite(done["step"]):
                 tuned_step = done["step"]
+            if (work is not None and rounds < max_rounds
+                    and os.path.exists(_round_file(work, rounds))):
+                # the next round was made: this one neither converged nor sizes a round to
+                # run, so its diagnostics (minutes for many pixels) are not needed
+                continue
             diag = diagnose(draws)
             max_rhat = float(np.max(diag["rhat"]))
             min_ess_found = float(np.min(diag["ess_bulk"]))
