@@ -137,13 +137,16 @@ def gold(sizes, chains, skrock_samples, warmup=300, samples=200, rounds=3, seed=
                                      cache_dir=cache)
         wall = time.perf_counter() - t
         prov = ref.provenance
+        hit = bool((prov.get("cache") or {}).get("hit"))
         rows.append(_summary(f"gsm gold.reference {n}x{n}", ref, wall,
                              {"size": n, "converged": bool(prov.get("converged")),
                               "rounds": prov.get("rounds"),
                               # rounds read back from an earlier, cut-short run: the
                               # wall time then covers the remaining rounds only
                               "rounds_loaded": prov.get("rounds_loaded"),
-                              "cache_hit": bool((prov.get("cache") or {}).get("hit"))}))
+                              "cache_hit": hit,
+                              # a loaded reference was not timed
+                              **({"wall_s": None, "min_ess_per_s": None} if hit else {})}))
         print(rows[-1], flush=True)
         del ref
         if n == 128 and skrock_samples:
