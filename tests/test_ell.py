@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sps
 
+from uqrecon.operators import _ell_native
 from uqrecon.operators._ell import ell_pair_from_coo
 
 # module-level jits, the matrix an argument
@@ -138,11 +139,19 @@ def test_float64(pair):
         np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
 
-def test_vmap_maps_over_the_batch(pair):
-    """``vmap`` over images gives the batched product and its jaxpr loops over the batch
-    (a ``scan``) instead of batching the gather, which measured 3-7x slower on CPU;
-    batched tables (several matrices) fall back to the plain gather. Catches a batching
-    rule that loses the batch axis position or vmaps the gather."""
+def _compiled(fn, *args) -> str:
+    """The optimised HLO of a fresh ``jit`` of ``fn`` (fresh: the native kernel is chosen
+    when lowering, so a cached executable would hide a changed setting)."""
+    return jax.jit(lambda *a: fn(*a)).lower(*args).compile().as_text()
+
+
+def test_vmap_keeps_the_batch_in_one_product(pair, monkeypatch):
+    """``vmap`` over images gives the batched product as one primitive on the batch
+    (no ``scan`` in the jaxpr); lowered without the native kernel it loops over the
+    batch (a ``while``) instead of batching the gather, which measured 3-7x slower on
+    CPU. Batched tables (several matrices) fall back to the plain gather. Catches a
+    batching rule that loses the batch axis position, vmaps the gather, or maps over
+    the batch at the jaxpr level (which would hide the batch from the native kernel)."""
     E, D = pair
     x, _ = _xy()
     X = jnp.stack([x, -2 * x, x ** 2])
@@ -150,12 +159,83 @@ def test_vmap_maps_over_the_batch(pair):
     np.testing.assert_allclose(jax.vmap(E.matvec, in_axes=1, out_axes=1)(X.T), D @ X.T,
                                rtol=1e-5, atol=1e-5)
     jaxpr = str(jax.make_jaxpr(jax.vmap(E.matvec))(X))
-    assert "scan" in jaxpr
+    assert "scan" not in jaxpr and "uqrecon_ell_matvec" in jaxpr
+    monkeypatch.setenv("UQRECON_NATIVE_KERNELS", "0")
+    hlo = _compiled(jax.vmap(E.matvec), X)
+    assert "while" in hlo and _ell_native.TARGET not in hlo
     g = jax.vmap(jax.grad(lambda v: jnp.sum(E.matvec(v) ** 2)))(X)
     np.testing.assert_allclose(g, 2 * (X @ D.T) @ D, rtol=1e-4, atol=1e-4)
     E2 = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), E)
     both = jax.vmap(lambda e, v: e.matvec(v))(E2, X[:2])
     np.testing.assert_allclose(both, X[:2] @ D.T, rtol=1e-5, atol=1e-5)
+
+
+def _matrices():
+    """Sparse test matrices: rows of unequal length (sliced, rows permuted), some empty;
+    rows of equal length (one table in row order); a wide one with long rows."""
+    rng = np.random.default_rng(7)
+    uneven = sps.random(70, 90, density=0.1, random_state=2, format="coo").toarray()
+    uneven *= (np.arange(70) % 9 != 4)[:, None]
+    uneven[5, :] = rng.normal(size=90)                       # one full row
+    even = np.zeros((40, 60))
+    for r in range(40):
+        even[r, rng.choice(60, 7, replace=False)] = rng.normal(size=7)
+    wide = sps.random(12, 3000, density=0.3, random_state=3, format="coo").toarray()
+    return [m.astype(np.float32) for m in (uneven, even, wide)]
+
+
+def _close(actual, ref):
+    """float32 sums of up to ~900 products against float64: 1e-5 of the largest value
+    (a missed, misplaced or mixed-up entry is off by O(1))."""
+    np.testing.assert_allclose(actual, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("batch", [None, 1, 2, 3, 4, 8, 9])
+def test_native_kernel_matches_the_dense_matrix(batch):
+    """The native CPU kernel (``_ell_native.cc``) against the dense matrix, one vector
+    and batches of every size it specialises (1, 2, 4, 8) or not (3, 9), for ``A x``,
+    ``A^T y`` and a gradient, on sliced (rows permuted), single and long-row tables
+    (long rows are cut into several work units). The compiled program must call the
+    kernel, so a silent fall-back to XLA's gathers fails. Broken once each and seen to
+    fail: rows written in stored order instead of permuted back, the batch read
+    batch-major instead of interleaved, a unit's row range off by one."""
+    if not _ell_native.available():
+        pytest.skip(f"native ELL kernel unavailable: {_ell_native.unavailable_reason()}")
+    rng = np.random.default_rng(0)
+    for D in _matrices():
+        S = sps.coo_matrix(D)
+        E = ell_pair_from_coo(S.row, S.col, S.data, S.shape)
+        m, n = D.shape
+        lead = () if batch is None else (batch,)
+        x = jnp.asarray(rng.normal(size=lead + (n,)), jnp.float32)
+        y = jnp.asarray(rng.normal(size=lead + (m,)), jnp.float32)
+        fwd = E.matvec if batch is None else jax.vmap(E.matvec)
+        adj = E.rmatvec if batch is None else jax.vmap(E.rmatvec)
+        assert _ell_native.TARGET in _compiled(fwd, x)
+        D64, x64, y64 = (np.asarray(a, np.float64) for a in (D, x, y))
+        _close(jax.jit(fwd)(x), x64 @ D64.T)
+        _close(jax.jit(adj)(y), y64 @ D64)
+        loss = lambda v: jnp.sum(jnp.sin(0.1 * E.matvec(v)))
+        grad = jax.grad(loss) if batch is None else jax.vmap(jax.grad(loss))
+        _close(jax.jit(grad)(x), 0.1 * np.cos(0.1 * x64 @ D64.T) @ D64)
+
+
+def test_the_native_kernel_is_used_only_where_it_applies(pair, monkeypatch):
+    """float64 products and a switched-off kernel (``UQRECON_NATIVE_KERNELS=0``) use
+    XLA's gathers and give the same values. Catches a kernel called on float64 data
+    (which would be read as float32) and a switch that does not switch."""
+    E, D = pair
+    x, _ = _xy()
+    if _ell_native.available():
+        assert _ell_native.TARGET in _compiled(E.matvec, x)
+    monkeypatch.setenv("UQRECON_NATIVE_KERNELS", "0")
+    assert not _ell_native.available()
+    assert _ell_native.TARGET not in _compiled(E.matvec, x)
+    np.testing.assert_allclose(jax.jit(E.matvec)(x), D @ x, rtol=1e-5, atol=1e-5)
+    monkeypatch.delenv("UQRECON_NATIVE_KERNELS")
+    with jax.enable_x64(True):
+        x64 = jnp.asarray(x, jnp.float64)
+        assert _ell_native.TARGET not in _compiled(E.matvec, x64)
 
 
 def test_bad_input(pair):
@@ -185,6 +265,7 @@ def test_gradient_inside_shard_map(pair):
 _PER_DEVICE_TABLES = """
 import jax, jax.numpy as jnp, numpy as np, scipy.sparse as sps
 from jax.sharding import Mesh, PartitionSpec as P
+from uqrecon.operators import _ell_native
 from uqrecon.operators._ell import ell_pair_from_coo
 S = sps.random(30, 50, density=0.15, random_state=1, format="coo")
 E, D = ell_pair_from_coo(S.row, S.col, S.data, S.shape), S.toarray()

@@ -19,9 +19,16 @@ table that slicing would barely shrink (a pixel's entries vary little) stays who
 
 ``ell_matvec`` is a primitive rather than a plain function for two reasons:
 
-- **Batching**: ``vmap`` of a gather batches it along a major axis, which measured 3-7x
-  slower on CPU than gathering each image in turn (128x128, 4 images: 11.8 ms vmapped
-  vs 1.6 ms one after another). The batching rule maps over the batch (``lax.map``).
+- **Batching**: the primitive takes ``x`` with leading batch dimensions, and ``vmap``
+  moves the batch there. On CPU, in float32, it lowers to a native kernel
+  (``_ell_native.cc``, built on first use and called through ``jax.ffi``) that reduces
+  every row in registers and applies each stored entry to the whole batch at once: XLA's
+  gather materialises the gathered entries before reducing them and reads the table
+  once per vector. Elsewhere (no compiler, float64, other platforms) the batch is mapped
+  over (``lax.map``): ``vmap`` of a gather batches it along a major axis, which measured
+  3-7x slower on CPU than gathering each image in turn (128x128, 4 images: 11.8 ms
+  vmapped vs 1.6 ms one after another). ``benchmarks/results/ray_kernels.md`` has the
+  native kernel's figures.
 - **Transposition**: the primitive is linear in ``x``; its transpose is the same
   primitive with the two tables swapped (a gather again, never a scatter-add), so
   ``jax.grad``, ``jax.linear_transpose`` and ``jvp`` of ``grad`` all work and use the
@@ -33,6 +40,7 @@ Derivatives with respect to the weights ``val`` are exact too (a term of ordinar
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -41,6 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
+
+from . import _ell_native
 
 __all__ = ["EllTable", "EllPair", "ell_pair_from_coo", "ell_matvec"]
 
@@ -160,9 +170,12 @@ def ell_pair_from_coo(rows, cols, vals, shape) -> EllPair:
 
 # --------------------------------------------------------------------------------------
 # The primitive: y = A x from the sliced table of A; the transpose swaps the two tables.
-# Its operands are x and the flattened tables (idx slices, val slices, rows) of A and
-# A^T; the slice counts are static parameters.
+# Its operands are x (..., n) -- leading dimensions are a batch -- and the flattened
+# tables (idx slices, val slices, rows) of A and A^T; the slice counts are static
+# parameters.
 # --------------------------------------------------------------------------------------
+# Entries per work unit of the native kernel (at least; its threads claim units).
+NATIVE_MIN_UNIT = 4096
 ell_matvec_p = Primitive("uqrecon_ell_matvec")
 
 
@@ -180,12 +193,16 @@ def _split(args, nf: int, na: int):
             _unflat(args[2 * nf + 2:], na))
 
 
-def _varying_axes(a) -> frozenset:
-    """The mesh axes ``a`` varies over inside ``shard_map`` (empty outside): the abstract
-    value's ``manual_axis_type.varying`` (``vma`` in older JAX)."""
-    aval = jax.typeof(a)
+def _aval_varying(aval) -> frozenset:
+    """The mesh axes an abstract value varies over inside ``shard_map`` (empty outside):
+    its ``manual_axis_type.varying`` (``vma`` in older JAX)."""
     kind = getattr(aval, "manual_axis_type", None)
     return frozenset(getattr(kind, "varying", None) or getattr(aval, "vma", None) or ())
+
+
+def _varying_axes(a) -> frozenset:
+    """The mesh axes ``a`` varies over inside ``shard_map`` (empty outside)."""
+    return _aval_varying(jax.typeof(a))
 
 
 def _same_varying_axes(operands):
@@ -236,19 +253,63 @@ def _rows_in_order(parts, rows):
                                                 mode="promise_in_bounds")
 
 
-def _impl(*args, nf, na):
-    x, fwd, _ = _split(args, nf, na)
+def _per_vector(fn, x):
+    """``fn`` (a function of one vector) over the leading dimensions of ``x``, one vector
+    after another (``lax.map``)."""
+    if x.ndim == 1:
+        return fn(x)
+    out = jax.lax.map(fn, x.reshape(-1, x.shape[-1]))
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _products(x, fwd: EllTable, vals=None):
+    """``A x`` for one vector ``x`` with XLA's gathers (``vals``: other weights)."""
+    vals = fwd.val if vals is None else vals
     parts = [jnp.sum(v.astype(x.dtype) * _gather(x, i), axis=-1)
-             for i, v in zip(fwd.idx, fwd.val)]
+             for i, v in zip(fwd.idx, vals)]
     return _rows_in_order(parts, fwd.rows)
 
 
-def _abstract(*args, nf, na):
-    """``x``'s abstract value with the row count of ``A``: it keeps what ``x`` carries
-    besides shape and dtype, e.g. the mesh axes it varies over inside ``shard_map``
-    (a fresh ``ShapedArray`` would drop them and break gradients under ``check_vma``)."""
+def _impl(*args, nf, na):
     x, fwd, _ = _split(args, nf, na)
-    return x.update(shape=(fwd.rows.shape[0],), weak_type=False)
+    return _per_vector(lambda v: _products(v, fwd), x)
+
+
+def _native_impl(*args, nf, na):
+    """The native kernel on ``x`` (..., n): one call for the whole batch."""
+    x, fwd, _ = _split(args, nf, na)
+    m = fwd.rows.shape[0]
+    flat = x.reshape(-1, x.shape[-1])
+    out = jax.ffi.ffi_call(_ell_native.TARGET, jax.ShapeDtypeStruct((flat.shape[0], m),
+                                                                     x.dtype))(
+        flat, *fwd.idx, *fwd.val, fwd.rows, num_slices=np.int64(nf),
+        min_unit=np.int64(NATIVE_MIN_UNIT))
+    return out.reshape(*x.shape[:-1], m)
+
+
+def _native_fits(avals, nf) -> bool:
+    """Whether the native kernel computes this product: float32 ``x`` and weights,
+    int32 indices, no mesh axes to type (outside ``shard_map``), and the kernel built."""
+    x, idx, val, rows = avals[0], avals[1:nf + 1], avals[nf + 1:2 * nf + 1], avals[2 * nf + 1]
+    return (x.dtype == np.float32 and all(a.dtype == np.float32 for a in val)
+            and all(a.dtype == np.int32 for a in (*idx, rows))
+            and all(a.ndim == 2 for a in (*idx, *val))
+            and not _aval_varying(x) and _ell_native.available())
+
+
+def _lower_cpu(ctx, *args, nf, na):
+    impl = _native_impl if _native_fits(ctx.avals_in, nf) else _impl
+    return mlir.lower_fun(functools.partial(impl, nf=nf, na=na),
+                          multiple_results=False)(ctx, *args)
+
+
+def _abstract(*args, nf, na):
+    """``x``'s abstract value with the row count of ``A`` as its last dimension: it
+    keeps what ``x`` carries besides shape and dtype, e.g. the mesh axes it varies over
+    inside ``shard_map`` (a fresh ``ShapedArray`` would drop them and break gradients
+    under ``check_vma``)."""
+    x, fwd, _ = _split(args, nf, na)
+    return x.update(shape=(*x.shape[:-1], fwd.rows.shape[0]), weak_type=False)
 
 
 def _transpose(ct, *args, nf, na):
@@ -274,10 +335,9 @@ def _jvp(primals, tangents, *, nf, na):
     if type(dx) is not ad.Zero:
         terms.append(_bind(dx, fwd, adj))
     if any(type(d) is not ad.Zero for d in dfwd.val):
-        parts = [jnp.zeros(i.shape[:-1], x.dtype) if type(d) is ad.Zero
-                 else jnp.sum(d.astype(x.dtype) * _gather(x, i), axis=-1)
+        dvals = [jnp.zeros(i.shape, x.dtype) if type(d) is ad.Zero else d
                  for i, d in zip(fwd.idx, dfwd.val)]
-        terms.append(_rows_in_order(parts, fwd.rows))
+        terms.append(_per_vector(lambda v: _products(v, fwd, dvals), x))
     if not terms:
         return out, ad.Zero.from_primal_value(out)
     return out, terms[0] if len(terms) == 1 else terms[0] + terms[1]
@@ -297,13 +357,15 @@ def _batch(args, dims, *, nf, na):
         # an explicit mesh (lax.map cannot slice it): the plain gathers, vmapped
         impl = lambda *a: _impl(*a, nf=nf, na=na)
         return jax.vmap(impl, in_axes=tuple(dims))(*args), 0
-    x = jnp.moveaxis(x, bx, 0)
-    return jax.lax.map(lambda v: ell_matvec_p.bind(v, *tables, nf=nf, na=na), x), 0
+    # the batch as a leading dimension of x: the lowering maps over it or hands it to
+    # the native kernel whole
+    return ell_matvec_p.bind(jnp.moveaxis(x, bx, 0), *tables, nf=nf, na=na), 0
 
 
 ell_matvec_p.def_impl(_impl)
 ell_matvec_p.def_abstract_eval(_abstract)
 mlir.register_lowering(ell_matvec_p, mlir.lower_fun(_impl, multiple_results=False))
+mlir.register_lowering(ell_matvec_p, _lower_cpu, platform="cpu")
 ad.primitive_jvps[ell_matvec_p] = _jvp
 ad.primitive_transposes[ell_matvec_p] = _transpose
 batching.primitive_batchers[ell_matvec_p] = _batch
