@@ -258,7 +258,7 @@ def _per_vector(fn, x):
     after another (``lax.map``)."""
     if x.ndim == 1:
         return fn(x)
-    out = jax.lax.map(fn, x.reshape(-1, x.shape[-1]))
+    out = jax.lax.map(fn, x.reshape(math.prod(x.shape[:-1]), x.shape[-1]))
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
@@ -279,7 +279,7 @@ def _native_impl(*args, nf, na):
     """The native kernel on ``x`` (..., n): one call for the whole batch."""
     x, fwd, _ = _split(args, nf, na)
     m = fwd.rows.shape[0]
-    flat = x.reshape(-1, x.shape[-1])
+    flat = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     out = jax.ffi.ffi_call(_ell_native.TARGET, jax.ShapeDtypeStruct((flat.shape[0], m),
                                                                      x.dtype))(
         flat, *fwd.idx, *fwd.val, fwd.rows, num_slices=np.int64(nf),
@@ -289,7 +289,9 @@ def _native_impl(*args, nf, na):
 
 def _native_fits(avals, nf) -> bool:
     """Whether the native kernel computes this product: float32 ``x`` and weights,
-    int32 indices, no mesh axes to type (outside ``shard_map``), and the kernel built."""
+    int32 indices, no varying mesh axes to type (``shard_map`` with ``check_vma``; the
+    runner's ``check_vma=False`` shard_map uses the kernel on each device), and the
+    kernel built."""
     x, idx, val, rows = avals[0], avals[1:nf + 1], avals[nf + 1:2 * nf + 1], avals[2 * nf + 1]
     return (x.dtype == np.float32 and all(a.dtype == np.float32 for a in val)
             and all(a.dtype == np.int32 for a in (*idx, rows))

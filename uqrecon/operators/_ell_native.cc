@@ -119,11 +119,17 @@ static ffi::Error EllMatmat(ffi::Buffer<ffi::F32> x, ffi::RemainingArgs rest,
   auto w = std::make_shared<Work>();
   const auto xd = x.dimensions();
   const int64_t n = xd.size() ? xd[xd.size() - 1] : 1;
-  const int64_t batch = n ? static_cast<int64_t>(x.element_count()) / n : 0;
   const auto yd = y->dimensions();
   w->m = yd.size() ? yd[yd.size() - 1] : 1;
+  const int64_t batch = w->m ? static_cast<int64_t>(y->element_count()) / w->m : 0;
   w->batch = batch;
   if (batch == 0 || w->m == 0) return ffi::Error::Success();
+  if (n == 0) {  // no columns: every product is zero (and the padding index 0 is unreadable)
+    std::fill(y->typed_data(), y->typed_data() + batch * w->m, 0.f);
+    return ffi::Error::Success();
+  }
+  if (static_cast<int64_t>(x.element_count()) != batch * n)
+    return ffi::Error::InvalidArgument("uqrecon_ell_matmat: x and y hold different batches");
   std::vector<float> xt;  // the batch interleaved; lives until every unit is done
   if (batch == 1) {
     w->xt = x.typed_data();
@@ -144,7 +150,8 @@ static ffi::Error EllMatmat(ffi::Buffer<ffi::F32> x, ffi::RemainingArgs rest,
     if (idx->element_type() != ffi::DataType::S32 || val->element_type() != ffi::DataType::F32)
       return ffi::Error::InvalidArgument("uqrecon_ell_matmat: tables must be int32 / float32");
     const auto d = idx->dimensions();
-    if (d.size() < 2) return ffi::Error::InvalidArgument("uqrecon_ell_matmat: slices are 2-D");
+    if (d.size() < 2 || idx->element_count() != val->element_count())
+      return ffi::Error::InvalidArgument("uqrecon_ell_matmat: index and weight slices differ");
     const int64_t rows = d[d.size() - 2], width = d[d.size() - 1];
     w->slices.push_back(Slice{static_cast<const int32_t*>(idx->untyped_data()),
                               static_cast<const float*>(val->untyped_data()), rows, width,
@@ -154,7 +161,9 @@ static ffi::Error EllMatmat(ffi::Buffer<ffi::F32> x, ffi::RemainingArgs rest,
   }
   if (offset != w->m) return ffi::Error::InvalidArgument("uqrecon_ell_matmat: row count");
   auto rows = rest.get<ffi::AnyBuffer>(2 * num_slices);
-  if (!rows.has_value()) return ffi::Error::InvalidArgument("uqrecon_ell_matmat: rows");
+  if (!rows.has_value() || rows->element_type() != ffi::DataType::S32 ||
+      static_cast<int64_t>(rows->element_count()) != w->m)
+    return ffi::Error::InvalidArgument("uqrecon_ell_matmat: rows must be m int32 entries");
   w->order = static_cast<const int32_t*>(rows->untyped_data());
   w->permute = num_slices > 1;
 

@@ -16,7 +16,9 @@ the ODL space and geometry ride along as static metadata for cross-checks
 Two ways to apply the same matrix (``kernel=``): ``"on_the_fly"`` evaluates the
 interpolation weights inside every call (memory O(rays)); ``"sparse"`` stores the matrix
 and its transpose once as sliced ELL tables (:mod:`._ell`: a gather and a reduction per
-slice) at O(non-zeros) memory (64x64 / 30 views: 4 MB; 256x256 / 60 views: ~120 MB).
+slice; on CPU in float32 a native kernel that applies each entry to a whole batch of
+images, :mod:`._ell_native`) at O(non-zeros) memory (64x64 / 30 views: 4 MB; 256x256 /
+60 views: ~120 MB).
 On a 2-core CPU (``benchmarks/results/ray_kernels.md``) the stored form takes a data
 term's gradient 1.5-3.5x faster for one image at 64x64 to 256x256 (up to 6.5x for four
 under ``vmap``; sliced tables: a single padded

@@ -1,0 +1,137 @@
+"""The sliced-ELL product on CPU: the native kernel (``_ell_native.cc``) against XLA's gathers.
+
+Both compute ``A x`` from the same tables (``RayTransform(kernel="sparse")``); the choice
+is made when a function is lowered, so each setting runs in its own process
+(``UQRECON_NATIVE_KERNELS=1`` / ``0``), one after the other, alternating, and the table
+gives each figure's median over the processes. Per case (size / views, parallel beam):
+
+- a normal product ``A^T A x`` per image inside a ``fori_loop`` (as samplers call it),
+  for one image and for 4 images under ``vmap`` (vectorised chains);
+- one 4-chain sweep of the TV gold standard's sampler (GSM with the five HMC moves that
+  ``gold.reference`` adds, ``vmap`` over the chains, one BLAS thread as the runner sets),
+  from the same state and keys in both settings (``--sweeps 0`` skips it).
+
+    python benchmarks/ell_native.py [--cases 64/30 128/30 256/60] [--rounds 2] [--sweeps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+LOOP = 20
+
+
+def measure(size: int, views: int, sweeps: int) -> dict:
+    """The figures of one setting (this process's UQRECON_NATIVE_KERNELS), in ms / s."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from gold_tv import tv_posterior
+    from uqrecon.inference.samplers import gsm
+    from uqrecon.operators import _ell_native
+
+    prob, post = tv_posterior(size, views)
+    pair = post.likelihood.operator.ell
+
+    def normal(x, pr):
+        return pr.rmatvec(pr.matvec(x))
+
+    def looped(x, pr):
+        return jax.lax.fori_loop(0, LOOP, lambda i, v: normal(v, pr) / jnp.linalg.norm(v), x)
+
+    one = jax.jit(looped)
+    four = jax.jit(jax.vmap(looped, in_axes=(0, None)))
+    x = jax.random.normal(jax.random.PRNGKey(0), (pair.adj.num_rows,))
+    X = jnp.stack([x, -x, 2 * x, x * x])
+
+    def best_ms(f, *a, reps=5):
+        jax.block_until_ready(f(*a))
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            jax.block_until_ready(f(*a))
+            times.append(time.perf_counter() - t)
+        return 1e3 * statistics.median(times)
+
+    hlo = one.lower(x, pair).compile().as_text()
+    out = {"native_calls": hlo.count(_ell_native.TARGET),
+           "normal_ms": best_ms(one, x, pair) / LOOP,
+           "normal_x4_ms_per_image": best_ms(four, X, pair) / LOOP / 4}
+    if sweeps:
+        params, _ = gsm.gsm_params(post, gsm.default_tol(jnp.float32), 5000, dense_max=0,
+                                   hmc_moves=5)
+        state = gsm.gsm_init(jax.random.PRNGKey(0), jnp.asarray(prob.truth, jnp.float32),
+                             params)
+        s4 = jax.tree_util.tree_map(lambda a: jnp.stack([a] * 4), state)
+        step = jax.jit(jax.vmap(gsm.gsm_step, in_axes=(0, 0, None)))
+        key = jax.random.PRNGKey(1)
+        with threadpool_limits(1, user_api="blas"):
+            for _ in range(3):                      # compile, and leave the truth a little
+                key, k = jax.random.split(key)
+                s4, _ = step(jax.random.split(k, 4), s4, params)
+            jax.block_until_ready(s4)
+            times = []
+            for _ in range(sweeps):
+                t = time.perf_counter()
+                s, _ = step(jax.random.split(key, 4), s4, params)
+                jax.block_until_ready(s)
+                times.append(time.perf_counter() - t)
+        out["sweep_s"] = statistics.median(times)
+        out["cg_iterations"] = np.asarray(s.cg_iterations).tolist()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=["64/30", "128/30", "256/60"])
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="processes per setting and case (alternating)")
+    ap.add_argument("--sweeps", type=int, default=3, help="timed GSM sweeps per process")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        size, views = (int(v) for v in args.child.split("/"))
+        print(json.dumps(measure(size, views, args.sweeps)))
+        return
+    rows = []
+    for case in args.cases:
+        runs = {"1": [], "0": []}
+        for _ in range(args.rounds):
+            for flag in ("0", "1"):
+                env = {**os.environ, "UQRECON_NATIVE_KERNELS": flag}
+                proc = subprocess.run([sys.executable, __file__, "--child", case,
+                                       "--sweeps", str(args.sweeps)],
+                                      env=env, capture_output=True, text=True, check=True)
+                runs[flag].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                print(case, "native" if flag == "1" else "xla", runs[flag][-1], flush=True)
+        med = {f: {k: statistics.median(r[k] for r in runs[f]) for k in runs[f][0]
+                   if k not in ("cg_iterations",)} for f in runs}
+        rows.append((case, med, runs["1"][0].get("cg_iterations")))
+    print("\n| size / views | native kernel in the program | normal product, 1 image, ms "
+          "(XLA / native) | normal product, 4 images vmapped, ms per image (XLA / native) | "
+          "GSM 4-chain sweep, s (XLA / native) |")
+    print("|---|---|---|---|---|")
+    for case, m, _ in rows:
+        x, n = m["0"], m["1"]
+        sweep = (f"{x['sweep_s']:.3f} / {n['sweep_s']:.3f} = **{x['sweep_s'] / n['sweep_s']:.2f}x**"
+                 if "sweep_s" in x else "-")
+        print(f"| {case} | {int(n['native_calls'])} calls (XLA run: {int(x['native_calls'])}) | "
+              f"{x['normal_ms']:.3f} / {n['normal_ms']:.3f} = **{x['normal_ms'] / n['normal_ms']:.2f}x** | "
+              f"{x['normal_x4_ms_per_image']:.3f} / {n['normal_x4_ms_per_image']:.3f} = "
+              f"**{x['normal_x4_ms_per_image'] / n['normal_x4_ms_per_image']:.2f}x** | {sweep} |")
+
+
+if __name__ == "__main__":
+    main()
