@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sps
 
-from uqrecon.operators import _ell_native
+from uqrecon.operators import _ell, _ell_native
 from uqrecon.operators._ell import ell_pair_from_coo
 
 # module-level jits, the matrix an argument
@@ -186,6 +186,13 @@ def _matrices():
     return [m.astype(np.float32) for m in (uneven, even, wide, large)]
 
 
+@pytest.fixture
+def small_tables_native(monkeypatch):
+    """The kernel also for single vectors of the small test tables (below
+    ``NATIVE_SINGLE_MIN_ENTRIES`` they use XLA's gathers)."""
+    monkeypatch.setattr(_ell, "NATIVE_SINGLE_MIN_ENTRIES", 0)
+
+
 def _need_native():
     """Skip (saying why) when the kernel cannot be built here; with
     ``UQRECON_REQUIRE_NATIVE=1`` (``.ci/run`` sets it where a C++ compiler exists) fail
@@ -204,7 +211,7 @@ def _close(actual, ref):
 
 
 @pytest.mark.parametrize("batch", [None, 1, 2, 3, 4, 8, 9])
-def test_native_kernel_matches_the_dense_matrix(batch):
+def test_native_kernel_matches_the_dense_matrix(batch, small_tables_native):
     """The native CPU kernel (``_ell_native.cc``) against the dense matrix, one vector
     and batches of every size it specialises (1, 2, 4, 8) or not (3, 9), for ``A x``,
     ``A^T y`` and a gradient, on sliced (rows permuted), single and long-row tables
@@ -232,7 +239,7 @@ def test_native_kernel_matches_the_dense_matrix(batch):
         _close(jax.jit(grad)(x), 0.1 * np.cos(0.1 * x64 @ D64.T) @ D64)
 
 
-def test_native_kernel_under_every_transformation(pair):
+def test_native_kernel_under_every_transformation(pair, small_tables_native):
     """The kernel's batch as the samplers build it: ``vmap`` over axis 1, two nested
     ``vmap`` (two leading dimensions), a Hessian-vector product (``jvp`` of ``grad``)
     and the gradient with respect to the stored weights with a batch of inputs, all
@@ -273,12 +280,16 @@ def test_native_kernel_under_every_transformation(pair):
 
 
 def test_the_native_kernel_is_used_only_where_it_applies(pair, monkeypatch):
-    """float64 products and a switched-off kernel (``UQRECON_NATIVE_KERNELS=0``) use
-    XLA's gathers and give the same values. Catches a kernel called on float64 data
-    (which would be read as float32) and a switch that does not switch."""
+    """A single vector of a small table, float64 products and a switched-off kernel
+    (``UQRECON_NATIVE_KERNELS=0``) use XLA's gathers and give the same values; a batch
+    uses the kernel. Catches a kernel called on float64 data (which would be read as
+    float32), a switch that does not switch, and a size gate that is ignored."""
     E, D = pair
     x, _ = _xy()
     if _ell_native.available():
+        assert _ell_native.TARGET not in _compiled(E.matvec, x)       # a few hundred entries, 1 vector
+        assert _ell_native.TARGET in _compiled(jax.vmap(E.matvec), jnp.stack([x, x]))
+        monkeypatch.setattr(_ell, "NATIVE_SINGLE_MIN_ENTRIES", 0)
         assert _ell_native.TARGET in _compiled(E.matvec, x)
     monkeypatch.setenv("UQRECON_NATIVE_KERNELS", "0")
     assert not _ell_native.available()
@@ -319,7 +330,7 @@ def test_gradient_inside_shard_map(pair):
 _PER_DEVICE_TABLES = """
 import jax, jax.numpy as jnp, numpy as np, scipy.sparse as sps
 from jax.sharding import Mesh, PartitionSpec as P
-from uqrecon.operators import _ell_native
+from uqrecon.operators import _ell, _ell_native
 from uqrecon.operators._ell import ell_pair_from_coo
 S = sps.random(30, 50, density=0.15, random_state=1, format="coo")
 E, D = ell_pair_from_coo(S.row, S.col, S.data, S.shape), S.toarray()

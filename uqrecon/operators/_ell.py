@@ -176,6 +176,12 @@ def ell_pair_from_coo(rows, cols, vals, shape) -> EllPair:
 # --------------------------------------------------------------------------------------
 # Entries per work unit of the native kernel (at least; its threads claim units).
 NATIVE_MIN_UNIT = 4096
+# A single vector (no batch) goes to the native kernel only from this many stored entries
+# of the table read: benchmarks/ell_native.py (2 CPU cores, 2026-12-01), normal product of
+# one image, XLA / native: 64x64 / 30 views (~0.23 M entries per table) 0.139 / 0.205 ms
+# (the kernel's set-up and threads cost more than they save), 128x128 / 30 views
+# (~0.94 M) 0.617 / 0.362 ms. Batches of two or more always gain (64x64, 4 images: 2.1x).
+NATIVE_SINGLE_MIN_ENTRIES = 1 << 19
 ell_matvec_p = Primitive("uqrecon_ell_matvec")
 
 
@@ -289,10 +295,13 @@ def _native_impl(*args, nf, na):
 
 def _native_fits(avals, nf) -> bool:
     """Whether the native kernel computes this product: float32 ``x`` and weights,
-    int32 indices, no varying mesh axes to type (``shard_map`` with ``check_vma``; the
+    int32 indices, a batch or a large table (``NATIVE_SINGLE_MIN_ENTRIES``), no varying mesh axes to type (``shard_map`` with ``check_vma``; the
     runner's ``check_vma=False`` shard_map uses the kernel on each device), and the
     kernel built."""
     x, idx, val, rows = avals[0], avals[1:nf + 1], avals[nf + 1:2 * nf + 1], avals[2 * nf + 1]
+    single = math.prod(x.shape[:-1]) == 1
+    if single and sum(math.prod(a.shape) for a in idx) < NATIVE_SINGLE_MIN_ENTRIES:
+        return False
     return (x.dtype == np.float32 and all(a.dtype == np.float32 for a in val)
             and all(a.dtype == np.int32 for a in (*idx, rows))
             and all(a.ndim == 2 for a in (*idx, *val))
