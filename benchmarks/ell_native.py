@@ -28,53 +28,50 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 LOOP = 20
 
+import jax  # noqa: E402  (after JAX_PLATFORMS)
+import jax.numpy as jnp  # noqa: E402
+
+from gpu import _median_ms  # noqa: E402
+from uqrecon.inference.samplers import gsm  # noqa: E402
+
+
+def _looped(x, pair):
+    """``LOOP`` normal products ``A^T A x`` in a ``fori_loop`` (as samplers call them)."""
+    return jax.lax.fori_loop(
+        0, LOOP, lambda i, v: pair.rmatvec(pair.matvec(v)) / jnp.linalg.norm(v), x)
+
+
+# module-level jits, the operator an argument (one process per setting: the native
+# kernel is chosen when lowering)
+_ONE = jax.jit(_looped)
+_FOUR = jax.jit(jax.vmap(_looped, in_axes=(0, None)))
+_SWEEP = jax.jit(jax.vmap(gsm.gsm_step, in_axes=(0, 0, None)))
+
 
 def measure(size: int, views: int, sweeps: int) -> dict:
     """The figures of one setting (this process's UQRECON_NATIVE_KERNELS), in ms / s."""
-    import jax
-    import jax.numpy as jnp
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    sys.path.insert(0, os.path.dirname(__file__))
     from gold_tv import tv_posterior
-    from uqrecon.inference.samplers import gsm
     from uqrecon.operators import _ell_native
 
     prob, post = tv_posterior(size, views)
     pair = post.likelihood.operator.ell
-
-    def normal(x, pr):
-        return pr.rmatvec(pr.matvec(x))
-
-    def looped(x, pr):
-        return jax.lax.fori_loop(0, LOOP, lambda i, v: normal(v, pr) / jnp.linalg.norm(v), x)
-
-    one = jax.jit(looped)
-    four = jax.jit(jax.vmap(looped, in_axes=(0, None)))
     x = jax.random.normal(jax.random.PRNGKey(0), (pair.adj.num_rows,))
     X = jnp.stack([x, -x, 2 * x, x * x])
 
-    def best_ms(f, *a, reps=5):
-        jax.block_until_ready(f(*a))
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            jax.block_until_ready(f(*a))
-            times.append(time.perf_counter() - t)
-        return 1e3 * statistics.median(times)
-
-    hlo = one.lower(x, pair).compile().as_text()
+    hlo = _ONE.lower(x, pair).compile().as_text()
     out = {"native_calls": hlo.count(_ell_native.TARGET),
-           "normal_ms": best_ms(one, x, pair) / LOOP,
-           "normal_x4_ms_per_image": best_ms(four, X, pair) / LOOP / 4}
+           "normal_ms": _median_ms(_ONE, x, pair, repeat=5) / LOOP,
+           "normal_x4_ms_per_image": _median_ms(_FOUR, X, pair, repeat=5) / LOOP / 4}
     if sweeps:
         params, _ = gsm.gsm_params(post, gsm.default_tol(jnp.float32), 5000, dense_max=0,
                                    hmc_moves=5)
         state = gsm.gsm_init(jax.random.PRNGKey(0), jnp.asarray(prob.truth, jnp.float32),
                              params)
         s4 = jax.tree_util.tree_map(lambda a: jnp.stack([a] * 4), state)
-        step = jax.jit(jax.vmap(gsm.gsm_step, in_axes=(0, 0, None)))
+        step = _SWEEP
         key = jax.random.PRNGKey(1)
         with threadpool_limits(1, user_api="blas"):
             for _ in range(3):                      # compile, and leave the truth a little

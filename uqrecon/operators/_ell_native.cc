@@ -54,50 +54,36 @@ struct Work {
   std::atomic<int64_t> done{0};
 };
 
+// One unit of rows; B > 0: a batch size known at compile time (unrolled), B == 0: any.
 template <int B>
-void run_unit_fixed(const Work& w, int64_t u) {
+void run_unit_batch(const Work& w, int64_t u) {
+  const int64_t nb = B > 0 ? B : w.batch;
+  float fixed[B > 0 ? B : 1];
+  std::vector<float> dynamic(B > 0 ? 0 : nb);
+  float* acc = B > 0 ? fixed : dynamic.data();
   const Slice& s = w.slices[w.units[u].first];
   const int64_t lo = w.units[u].second, hi = lo + w.unit_rows[u];
   for (int64_t r = lo; r < hi; ++r) {
     const int32_t* ir = s.idx + r * s.width;
     const float* vr = s.val + r * s.width;
-    float acc[B] = {};
+    std::fill(acc, acc + nb, 0.f);
     for (int64_t k = 0; k < s.width; ++k) {
       const float v = vr[k];
-      const float* xr = w.xt + static_cast<int64_t>(ir[k]) * B;
-      for (int b = 0; b < B; ++b) acc[b] += v * xr[b];
+      const float* xr = w.xt + static_cast<int64_t>(ir[k]) * nb;
+      for (int64_t b = 0; b < nb; ++b) acc[b] += v * xr[b];
     }
     const int64_t row = w.permute ? w.order[s.offset + r] : s.offset + r;
-    for (int b = 0; b < B; ++b) w.y[b * w.m + row] = acc[b];
-  }
-}
-
-void run_unit_any(const Work& w, int64_t u) {
-  const Slice& s = w.slices[w.units[u].first];
-  const int64_t B = w.batch;
-  std::vector<float> acc(B);
-  const int64_t lo = w.units[u].second, hi = lo + w.unit_rows[u];
-  for (int64_t r = lo; r < hi; ++r) {
-    const int32_t* ir = s.idx + r * s.width;
-    const float* vr = s.val + r * s.width;
-    std::fill(acc.begin(), acc.end(), 0.f);
-    for (int64_t k = 0; k < s.width; ++k) {
-      const float v = vr[k];
-      const float* xr = w.xt + static_cast<int64_t>(ir[k]) * B;
-      for (int64_t b = 0; b < B; ++b) acc[b] += v * xr[b];
-    }
-    const int64_t row = w.permute ? w.order[s.offset + r] : s.offset + r;
-    for (int64_t b = 0; b < B; ++b) w.y[b * w.m + row] = acc[b];
+    for (int64_t b = 0; b < nb; ++b) w.y[b * w.m + row] = acc[b];
   }
 }
 
 void run_unit(const Work& w, int64_t u) {
   switch (w.batch) {
-    case 1: return run_unit_fixed<1>(w, u);
-    case 2: return run_unit_fixed<2>(w, u);
-    case 4: return run_unit_fixed<4>(w, u);
-    case 8: return run_unit_fixed<8>(w, u);
-    default: return run_unit_any(w, u);
+    case 1: return run_unit_batch<1>(w, u);
+    case 2: return run_unit_batch<2>(w, u);
+    case 4: return run_unit_batch<4>(w, u);
+    case 8: return run_unit_batch<8>(w, u);
+    default: return run_unit_batch<0>(w, u);
   }
 }
 
