@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import jax
 
-__all__ = ["CompileMonitor", "CallClock", "method_result", "APPROXIMATION"]
+__all__ = ["CompileMonitor", "CallClock", "method_result", "with_prelude", "APPROXIMATION"]
 
 # The exactness class of Gaussian approximations (VI, Laplace): neither exact nor
 # asymptotically exact for a general posterior (exact only where the family contains it).
@@ -131,3 +131,17 @@ def method_result(posterior, method: str, config: Mapping | None, clock: CallClo
                            exactness=exactness, **model_identity(posterior), **provenance)
     return Result(mean=mean, variance=variance, draws=draws, diagnostics=diagnostics,
                   timings=clock.timings(setup_s), provenance=prov, gaussian=gaussian)
+
+
+def with_prelude(result, prelude: CallClock):
+    """``result`` with the work of ``prelude`` -- a clock around what the entry point did
+    before the method's own clock started (e.g. making the PRNG key, which compiles
+    once per process) -- added to its timings and compile count, so the Result accounts
+    for the whole call."""
+    t = dict(result.timings)
+    t["compile_s"] = t.get("compile_s", 0.0) + prelude.compile_s
+    t["total_s"] = t.get("total_s", 0.0) + prelude.total_s
+    t["run_s"] = max(t["total_s"] - t["compile_s"] - t.get("setup_s", 0.0), 0.0)
+    d = dict(result.diagnostics)
+    d["num_compiles"] = d.get("num_compiles", 0) + prelude.num_compiles
+    return result.replace(timings=t, diagnostics=d)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..linalg import full_precision
 from ..result import Result
+from .accounting import CallClock, with_prelude
 from .laplace import laplace
 from .variational import lowrank, meanfield
 
@@ -65,23 +66,24 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
                          "with 'myula'/'skrock'/'nuts'")
     if key is not None and seed is not None:
         raise ValueError("give either 'key' or 'seed', not both")
-    if key is None:
-        seed = 0 if seed is None else seed
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"'seed' must be an integer, got {seed!r}")
-        key = jax.random.PRNGKey(int(seed))
-    cplx = jnp.issubdtype(jnp.dtype(posterior.dtype), jnp.complexfloating)
-    if cplx:
-        # a complex image is approximated in its real coordinates (Re x, Im x): the
-        # Gaussian factors are those of that real vector (see uqrecon.result)
-        target = posterior.real_coordinates(owner=f"approximate(method={method!r})")
-        from ..models.realview import to_real
-        for name in ("init", "mode"):     # complex starting images -> real coordinates
-            if config.get(name) is not None and jnp.iscomplexobj(jnp.asarray(config[name])):
-                config = {**config, name: to_real(config[name])}
-    else:
-        target = posterior
-    result = APPROXIMATIONS[method](target, key, **config)
+    with CallClock() as prelude:   # the key compiles once per process: count it here
+        if key is None:
+            seed = 0 if seed is None else seed
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                raise TypeError(f"'seed' must be an integer, got {seed!r}")
+            key = jax.random.PRNGKey(int(seed))
+        cplx = jnp.issubdtype(jnp.dtype(posterior.dtype), jnp.complexfloating)
+        if cplx:
+            # a complex image is approximated in its real coordinates (Re x, Im x): the
+            # Gaussian factors are those of that real vector (see uqrecon.result)
+            target = posterior.real_coordinates(owner=f"approximate(method={method!r})")
+            from ..models.realview import to_real
+            for name in ("init", "mode"):     # complex starting images -> real coordinates
+                if config.get(name) is not None and jnp.iscomplexobj(jnp.asarray(config[name])):
+                    config = {**config, name: to_real(config[name])}
+        else:
+            target = posterior
+    result = with_prelude(APPROXIMATIONS[method](target, key, **config), prelude)
     if cplx:
         from ..models.identity import model_identity
         prov = dict(result.provenance)
