@@ -70,7 +70,7 @@ def test_sequential_and_vectorized_give_the_same_draws_per_chain():
     assert default_chain_method("nuts", "cpu") == "sequential"
     assert default_chain_method("nuts", "gpu") == "vectorized"
     assert default_chain_method("hmc", "cpu") == default_chain_method("mala", "cpu") \
-        == "sequential"
+        == "vectorized"
     assert default_chain_method("hmc", "gpu") == "vectorized"
     assert default_chain_method("chees", "cpu") == default_chain_method("skrock", "cpu") \
         == "vectorized"

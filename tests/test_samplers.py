@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from uqrecon.inference import METHODS, sample
+from uqrecon.inference.samplers import hmc as _hmc_mod
 from uqrecon.inference.samplers.langevin import ula
 from uqrecon.inference.samplers.proximal import Box, myula, skrock, skrock_max_step
 from uqrecon.inference.runner import run_chains
@@ -411,3 +412,57 @@ def test_upper_triangular_blocks_match_the_dense_product():
         np.testing.assert_allclose(jax.vmap(lambda v: U @ v)(V), V @ M.T, atol=2e-5)
         g = jax.grad(lambda v: jnp.sum(jnp.sin(U @ v)))(V[0])
         np.testing.assert_allclose(g, M.T @ jnp.cos(M @ V[0]), atol=2e-5)
+
+
+class _StdGauss(NamedTuple):
+    """N(0, I) in the Whitened interface (image = z); a pytree."""
+
+    scale: jax.Array
+
+    def logdensity(self, z):
+        return -0.5 * jnp.sum((z / self.scale) ** 2)
+
+    def to_image(self, z):
+        return z
+
+    def from_image(self, x):
+        return x
+
+
+@jax.jit
+def _hmc_steps_of_chains(keys, states, params):
+    """One HMC transition of every chain (vmapped, as the runner's vectorised mode)."""
+    return jax.vmap(_hmc_mod.HMC.step, in_axes=(0, 0, None))(keys, states, params)
+
+
+@pytest.mark.parametrize("path_length", [None, 1.3])
+def test_hmc_chains_share_the_halton_trajectory_length(path_length):
+    """Every chain takes the same number of leapfrog steps at an iteration, the number
+    the Halton rule gives (``ceil(T (1/2 + h_i) / eps)``, or ``ceil(h_i (2L - 1))``
+    without a path), with ``h_i`` the van der Corput point of ``i + 1``, computed here
+    by reversing the bits in numpy. Vmapped chains run in lockstep, so a per-chain jitter
+    would make every iteration cost the longest chain's trajectory. Catches: a jitter
+    drawn from each chain's key (the previous rule: steps differ between chains), a
+    Halton index that does not advance (steps constant over iterations) or starts
+    elsewhere, and a wrong scale of the trajectory."""
+    chains, iters, L, eps = 8, 12, 5, 0.25
+    sampler, params = _hmc_mod.hmc(_StdGauss(jnp.ones(6)), num_integration_steps=L,
+                                   initial_step_size=eps, path_length=path_length)
+    x0 = jax.random.normal(jax.random.PRNGKey(0), (chains, 6))
+    states = jax.vmap(sampler.init, in_axes=(0, 0, None))(
+        jax.random.split(jax.random.PRNGKey(1), chains), x0, params)
+    states = jax.vmap(sampler.finish_warmup, in_axes=(0, None))(states, params)
+    steps = []
+    for i in range(iters):
+        keys = jax.random.split(jax.random.PRNGKey(100 + i), chains)
+        states, info = _hmc_steps_of_chains(keys, states, params)
+        steps.append(np.asarray(info.num_grad_evals))
+    steps = np.stack(steps)                                  # (iters, chains)
+    h = np.array([int(format(i + 1, "020b")[::-1], 2) / 2 ** 20 for i in range(iters)])
+    if path_length is None:
+        expect = np.ceil(h * (2 * L - 1))
+    else:
+        expect = np.minimum(np.ceil(path_length * (0.5 + h) / eps), 1024)
+    assert np.all(steps == steps[:, :1])                     # shared by the chains
+    np.testing.assert_array_equal(steps[:, 0], expect.astype(int))
+    assert len(np.unique(steps[:, 0])) >= 4                  # and jittered over time

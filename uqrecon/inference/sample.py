@@ -182,17 +182,18 @@ def _check_int(name, value, minimum):
 def default_chain_method(method: str, platform: str | None = None) -> str:
     """The chain execution used when ``sample`` is not given ``chain_method``.
 
-    ``"sequential"`` on CPU for NUTS, HMC and MALA: a vmapped NUTS iteration lasts as
-    long as the longest of the chains' trees; and for all three, batching the chains'
-    gradients gains nothing on CPU and loses much with a dense whitening factor (the
-    vmapped products with a 4096 x 4096 factor run in a slower layout: on the 64x64 CT
-    GMRF posterior, 4 HMC chains took 159 s vectorised vs 68 s sequential for the same
-    14,300 gradients, ``benchmarks/samplers.py --methods hmc:4``; MALA takes the same
-    products with the factor, one gradient per step). ``"vectorized"`` otherwise: on
-    accelerators (the vmapped chains run in parallel), for ChEES (its chains move in
-    lockstep by design), and for the samplers not measured in both modes (proximal, ULA,
-    MCLMC/MAMS, GSM, Gibbs). A run checkpointed under the old default is refused on
-    resume with the differing ``chain_method`` named; pass it explicitly to resume.
+    ``"sequential"`` on CPU for NUTS: a vmapped NUTS iteration lasts as long as the
+    longest of the chains' trees. ``"vectorized"`` otherwise: the chains' gradients
+    batch into one matrix product, which on CPU reads a dense whitening factor once for
+    all chains instead of once per chain (64x64 CT GMRF posterior, 4096 x 4096 factor,
+    ``benchmarks/samplers.py``: a whitened gradient costs 1.6 ms per chain with 4 HMC
+    chains in turn, 1.3 ms with 4 vmapped, 0.54 ms with 16 and 0.36 ms with 32; 4 MALA
+    chains the same in both modes, 16 vmapped 0.68 ms against 1.6). HMC
+    shares its trajectory jitter between chains (:func:`~.samplers.hmc.hmc`), so its
+    vmapped chains run in lockstep without waiting on a longer trajectory. On
+    accelerators every method runs vectorised. A run checkpointed under an older default
+    is refused on resume with the differing ``chain_method`` named; pass it explicitly
+    to resume.
 
     Args:
         method: a name in :data:`METHODS`.
@@ -207,7 +208,7 @@ def default_chain_method(method: str, platform: str | None = None) -> str:
             else "vectorized")
 
 
-_SEQUENTIAL_ON_CPU = ("nuts", "hmc", "mala")
+_SEQUENTIAL_ON_CPU = ("nuts",)
 
 
 # methods that sample a complex image in real coordinates (models.realview): the

@@ -20,11 +20,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.mcmc.dynamic_hmc import halton_sequence
 
 __all__ = ["StepInfo", "Sampler", "TunedState", "Whitened", "tuned_init", "tuned_step",
            "tuned_finish_warmup", "dual_averaging_update", "dual_averaging_final",
            "keep_state", "no_trace", "image_init", "image_position",
-           "as_float", "check_positive", "check_int", "check_unit_interval"]
+           "as_float", "check_positive", "check_int", "check_unit_interval",
+           "HALTON_BITS", "halton_point"]
+
+# bits of the Halton sequence that jitters HMC's and ChEES's trajectories: period 2^20
+# iterations, far beyond any run (the sequence stays a valid jitter after it wraps)
+HALTON_BITS = 20
+
+
+def halton_point(i) -> jax.Array:
+    """The ``i``-th point of the base-2 Halton (van der Corput) sequence, in (0, 1): a
+    trajectory jitter that every chain shares at iteration ``i`` (blackjax's
+    ``halton_sequence`` on ``HALTON_BITS`` bits)."""
+    return halton_sequence(jnp.asarray(i, jnp.int32), HALTON_BITS)
 
 
 class StepInfo(NamedTuple):

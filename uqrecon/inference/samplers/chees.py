@@ -39,15 +39,10 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.mcmc import dynamic_hmc as _dhmc
 
 from ...operators.base import operator_dataclass
-from .base import Sampler, StepInfo
+from .base import HALTON_BITS, Sampler, StepInfo, halton_point
 from .mclmc import _Target
 
 __all__ = ["CHEES", "CheesParams", "tune_chees", "HALTON_BITS"]
-
-# bits of the Halton sequence that jitters the trajectory: period 2^20 iterations, far
-# beyond any run (the sequence stays a valid jitter after it wraps)
-HALTON_BITS = 20
-
 
 @operator_dataclass
 class CheesParams:
@@ -69,7 +64,7 @@ def _next_index(i):
 
 def _num_steps(i, num_leapfrog):
     """``ceil(h_i * num_leapfrog)`` leapfrog steps, ``h_i`` the ``i``-th Halton point."""
-    h = _dhmc.halton_sequence(i, HALTON_BITS)
+    h = halton_point(i)
     return jnp.maximum(jnp.ceil(h * num_leapfrog), 1).astype(jnp.int32)
 
 
