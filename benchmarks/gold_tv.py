@@ -22,6 +22,9 @@ Tables (markdown on stdout and in ``--out``):
    default parts).
 7. **Any GSM option** (``--parts option --option hmc_steps --values 10,20 --with
    hmc_moves=5``): one row per value, the other options fixed by ``--with``.
+8. **Coarse block size of the two-level preconditioner** (``--parts coarse --blocks
+   4,5,8``): seconds and CG iterations per 4-chain sweep (vmapped, 5 HMC moves, one BLAS
+   thread: as ``gold.reference`` runs GSM) at each block size, at size N.
 
 Run: ``JAX_PLATFORMS=cpu python benchmarks/gold_tv.py [--size 128] [--gsm-samples 300]``.
 Timings are wall-clock on this machine under whatever load it has; ratios come from the
@@ -180,6 +183,49 @@ def gsm_sweep_cost(size, views, sweeps, seed=0):
     return rows
 
 
+@jax.jit
+def _gsm_sweep_of_chains(keys, states, params):
+    from uqrecon.inference.samplers import gsm
+    return jax.vmap(gsm.gsm_step, in_axes=(0, 0, None))(keys, states, params)
+
+
+def coarse_sweep_cost(size, views, blocks, sweeps=15, chains=4, hmc_moves=5, seed=0):
+    """Seconds and CG iterations per sweep of ``chains`` vmapped GSM chains at each
+    coarse block size in ``blocks`` (``"auto"`` allowed, 0: one-level), with ``hmc_moves`` HMC moves
+    and one BLAS thread, from the truth after 8 sweeps that leave it; the same keys for
+    every row. The sampler is exact at any block size: only the cost differs."""
+    from threadpoolctl import threadpool_limits
+    from uqrecon.inference.samplers import gsm
+    prob, post = tv_posterior(size, views)
+    rows = []
+    for b in blocks:
+        params, _ = gsm.gsm_params(post, gsm.default_tol(jnp.float32), 5000, dense_max=0,
+                                   coarse=b, hmc_moves=hmc_moves)
+        state = gsm.gsm_init(jax.random.PRNGKey(seed), jnp.asarray(prob.truth, jnp.float32),
+                             params)
+        states = jax.tree_util.tree_map(lambda a: jnp.stack([a] * chains), state)
+        key = jax.random.PRNGKey(seed + 1)
+        with threadpool_limits(1, user_api="blas"):
+            for _ in range(8):
+                key, k = jax.random.split(key)
+                states, _ = _gsm_sweep_of_chains(jax.random.split(k, chains), states, params)
+            jax.block_until_ready(states)
+            its, t = [], time.perf_counter()
+            for _ in range(sweeps):
+                key, k = jax.random.split(key)
+                states, _ = _gsm_sweep_of_chains(jax.random.split(k, chains), states, params)
+                its.append(np.asarray(states.cg_iterations))
+            jax.block_until_ready(states)
+            wall = (time.perf_counter() - t) / sweeps
+        cb = params.coarse_blocks      # None: one-level preconditioner (coarse=0)
+        nc = 0 if cb is None else int(np.prod([-(-s // c) for s, c in zip(post.shape, cb)]))
+        rows.append({"size": size, "blocks": str(b), "block": 0 if cb is None else cb[0],
+                     "coarse_unknowns": nc, "cg_per_sweep": float(np.mean(its)),
+                     "s_per_sweep": wall})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def option_comparison(size, views, samples, option, values, seed=0, fixed=None):
     """GSM (default preconditioner) at each value of one option, 4 chains x (50 +
     ``samples``) sweeps, one after the other in this process; ``fixed`` holds other GSM
@@ -227,6 +273,8 @@ def main():
     ap.add_argument("--values", default="10,20", help="its values (numbers)")
     ap.add_argument("--with", dest="fixed", default="hmc_moves=5",
                     help="other GSM options of --parts option, e.g. 'hmc_moves=5,tol=1e-4'")
+    ap.add_argument("--blocks", default="auto,4,5,8",
+                    help="coarse block sizes compared by --parts coarse")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="out/gold_tv.json")
     a = ap.parse_args()
@@ -267,6 +315,11 @@ def main():
                                          "grads", "wall_s", "min_ess_per_s",
                                          "min_ess_per_grad", "acceptance",
                                          "hmc_acceptance"]), flush=True)
+    if "coarse" in parts:
+        blocks = [b if b == "auto" else int(b) for b in a.blocks.split(",")]
+        results["coarse"] = coarse_sweep_cost(a.size, a.views, blocks, seed=a.seed)
+        print(table(results["coarse"], ["size", "blocks", "block", "coarse_unknowns",
+                                        "cg_per_sweep", "s_per_sweep"]), flush=True)
     if "bias" in parts:
         results["bias"] = bias(a.bias_size, 20, a.seed)
         print(table(results["bias"], ["method", "min_ess_bulk", "std_ratio",

@@ -183,9 +183,17 @@ def _difference_symbol(shape, dtype):
 # --------------------------------------------------------------------------------------
 # the two-level preconditioner's coarse space (TV)
 # --------------------------------------------------------------------------------------
-# Largest coarse space "auto" picks, and the largest one accepted: its dense matrix is
-# factorised in every sweep (1024: ~10-30 ms on 2 cores, a few A^T A products).
+# Largest coarse space "auto" picks, and the largest one accepted. "auto" also keeps
+# at least GSM_COARSE_PIXELS_PER_BLOCK pixels per block: the coarse matrix is factorised
+# and inverted in every sweep (O(nc^3), one-threaded LAPACK, chains one after another)
+# and its inverse read twice per CG iteration (O(nc^2) per chain), which at nc = 1024
+# outweighed the CG iterations it saved below 256x256. Measured 4-chain sweeps with 5
+# HMC moves (sparse-view CT, TV 10; benchmarks/gold_tv.py --parts coarse, gold_tv.md 8):
+#   64x64:   block 2 (nc 1024) 182 ms, 36 CG its; 4 (256) 56 ms, 41; 5 (169) 53 ms, 44
+#   128x128: block 4 (1024) 390 ms, 53;  5 (676) 290-300 ms, 59;  6-8 (484-256) ~300 ms
+#   256x256: block 7 (1369) 2289 ms, 73; 8 (1024) 2205 ms, 83; 10 (676) 2544 ms, 88
 GSM_COARSE_AUTO = 1024
+GSM_COARSE_PIXELS_PER_BLOCK = 24
 GSM_COARSE_MAX = 4096
 
 
@@ -195,8 +203,10 @@ def coarse_blocks(shape, coarse="auto"):
     Args:
         shape: the image shape.
         coarse: ``"auto"`` (the smallest equal block size >= 2 giving at most
-            ``GSM_COARSE_AUTO`` blocks), a positive int (that block size on every axis;
-            edge blocks are cut short), or 0 / None (one-level preconditioner only).
+            ``min(GSM_COARSE_AUTO, pixels / GSM_COARSE_PIXELS_PER_BLOCK)`` blocks: 5 at
+            64x64 and 128x128, 8 at 256x256), a positive int (that block size on every
+            axis; edge blocks are cut short), or 0 / None (one-level preconditioner
+            only).
 
     Returns:
         A tuple of block sizes, or None.
@@ -206,8 +216,9 @@ def coarse_blocks(shape, coarse="auto"):
         return None
     shape = tuple(int(s) for s in shape)
     if isinstance(coarse, str) and coarse == "auto":
+        most = min(GSM_COARSE_AUTO, math.prod(shape) // GSM_COARSE_PIXELS_PER_BLOCK)
         b = 2
-        while math.prod(-(-s // b) for s in shape) > GSM_COARSE_AUTO:
+        while math.prod(-(-s // b) for s in shape) > max(most, 1):
             b += 1
         return (b,) * len(shape)
     if not is_int or coarse < 1:
@@ -809,11 +820,12 @@ def gsm_params(post, tol: float, maxiter: int, dense_max: int = GSM_DENSE_MAX,
     form ``A^T A`` densely; ``coarse`` as in :func:`coarse_blocks` (TV only: the wavelet
     preconditioner is diagonal in the wavelet domain). Returns ``(params, operator
     products spent)``. ``"auto"`` turns the two-level preconditioner on where the
-    operator pair is applied (more than ``dense_max`` pixels): measured per sweep, 1.9x
-    faster at 128x128 (0.84 vs 1.61 s, 53 vs 131 CG iterations), about even at 64x64
-    (0.17 vs 0.19 s; 36 vs 65 iterations), 3x slower at 32x32 with the dense ``A^T A``
-    (0.023 vs 0.007 s, 44 vs 48 iterations), where the coarse work costs more than a
-    product.
+    operator pair is applied (more than ``dense_max`` pixels): measured per 4-chain
+    sweep with 5 HMC moves (``benchmarks/results/gold_tv.md`` section 8), 0.29-0.37 s
+    against 0.46 s at 128x128 (59 vs 136 CG iterations), 0.053 vs 0.058 s at 64x64 (44
+    vs 65); an earlier one-chain measurement: 3x slower at 32x32 with the dense
+    ``A^T A`` (0.023 vs 0.007 s, 44 vs 48 iterations), where the coarse work costs more
+    than a product.
 
     ``hmc_moves`` HMC trajectories of ``hmc_steps`` leapfrog steps follow every sweep
     (0: none); ``hmc_step_size`` is their initial step in whitened units (default
