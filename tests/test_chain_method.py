@@ -241,3 +241,41 @@ def test_sequential_resume_is_bitwise_identical_and_mode_is_fingerprinted(tmp_pa
     np.testing.assert_array_equal(resumed.num_capped, ref.num_capped)
     assert resumed.num_grad_evals == ref.num_grad_evals
     assert ref.num_capped.sum() > 0
+
+
+def test_a_checkpoint_of_another_state_layout_is_refused(tmp_path):
+    """A checkpoint whose chain states have another layout than the sampler builds now
+    (HMC's state gained a Halton counter: blackjax's ``HMCState`` became
+    ``DynamicHMCState``) is refused with :class:`CheckpointMismatch` before any step,
+    although every recorded setting matches. Catches: a resume that trusts the
+    fingerprint alone (the old state then failed inside the first step with an
+    AttributeError)."""
+    import blackjax
+    from uqrecon.inference.checkpoint import (CheckpointMismatch, load_checkpoint,
+                                              save_checkpoint)
+    from uqrecon.inference.sample import METHODS
+    key = jax.random.PRNGKey(5)
+    built = METHODS["hmc"](_posterior(), key, {}, 2, jnp.float32)
+
+    def run(**kw):
+        return run_chains(built.sampler, built.params, built.init_positions, key,
+                          num_warmup=10, num_samples=10, chunk_size=10, progress=False,
+                          chain_method="vectorized", **kw)
+
+    calls = []
+
+    def killer(info):
+        calls.append(info)
+        raise _Kill
+
+    with pytest.raises(_Kill):
+        run(checkpoint_dir=tmp_path, callback=killer)
+    ck = load_checkpoint(tmp_path)
+    inner = ck["states"].inner
+    assert hasattr(inner, "random_generator_arg")       # today's layout was saved
+    old = blackjax.mcmc.hmc.HMCState(inner.position, inner.logdensity, inner.logdensity_grad)
+    save_checkpoint(tmp_path, {**ck, "states": ck["states"]._replace(inner=old)})
+    with pytest.raises(CheckpointMismatch, match="another layout"):
+        run(checkpoint_dir=tmp_path)
+    save_checkpoint(tmp_path, ck)                        # the genuine one still resumes
+    assert run(checkpoint_dir=tmp_path).timings["chunks_run"] == 1

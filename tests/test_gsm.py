@@ -162,11 +162,13 @@ def test_two_level_coarse_matrices_are_the_galerkin_products(isotropic):
 
 def test_two_level_preconditioner_cuts_cg_iterations_at_64x64():
     """On a 64x64 sparse-view CT TV posterior (30 views), at latent weights drawn at a
-    chain-like image (the truth plus 2 % noise), the two-level preconditioner needs at most
-    60 % of the one-level one's CG iterations to reach tol 1e-4 (measured: 87 -> 34).
-    Catches a coarse correction that does not help (wrong coarse matrix, wrong sign in
-    the balancing) or that was silently switched off (e.g. ``"auto"`` resolving to off
-    where the operator pair is applied). An iteration count, not a time."""
+    chain-like image (the truth plus 2 % noise), the two-level preconditioner with 2x2
+    aggregates needs at most 60 % of the one-level one's CG iterations to reach tol 1e-4
+    (measured: 87 -> 35), and with ``"auto"``'s aggregates (5x5, chosen for the cost of
+    a sweep, not the count) at most 70 % (measured: 51). Catches a coarse correction
+    that does not help (wrong coarse matrix, wrong sign in the balancing) or that was
+    silently switched off (e.g. ``"auto"`` resolving to off where the operator pair is
+    applied). An iteration count, not a time."""
     from uqrecon import make_problem
     from uqrecon.linalg import pcg
 
@@ -178,14 +180,15 @@ def test_two_level_preconditioner_cuts_cg_iterations_at_64x64():
     tau = post.likelihood.noise_precision
     b = jax.random.normal(jax.random.PRNGKey(10), x.shape)
     counts = {}
-    for coarse in (0, "auto"):
+    for coarse in (0, 2, "auto"):
         params, _ = gsm.gsm_params(post, 1e-4, 5000, coarse=coarse)
         assert params.normal is None    # 4096 pixels > dense_max: the operator pair
         pre = gsm._preconditioner(params, post, lam, tau, jnp.float32)
         res = pcg(lambda v: gsm._precision(post, lam, v), b, pre, 1e-4, 5000)
         assert float(res.relres) <= 1e-4
         counts[coarse] = int(res.iterations)
-    assert counts["auto"] <= 0.6 * counts[0], counts
+    assert counts[2] <= 0.6 * counts[0], counts
+    assert counts["auto"] <= 0.7 * counts[0], counts
 
 
 @pytest.mark.parametrize("coarse", [-1, True, "fine", 2.5, 1])

@@ -196,6 +196,31 @@ def _init_states(params, keys, positions, *, sampler: Sampler):
     return jax.vmap(sampler.init, in_axes=(0, 0, None))(init_keys, positions, params)
 
 
+def _check_state_layout(stored, sampler, params, keys, positions, checkpoint_dir):
+    """Raise :class:`CheckpointMismatch` unless the checkpoint's chain states have the
+    structure, shapes and dtypes of the states this sampler builds now (``eval_shape``:
+    nothing runs). The fingerprint records the run's settings, not the state's layout,
+    which changes with the sampler's code (HMC's state gained a Halton counter): an old
+    checkpoint must be refused, not fail inside the first step."""
+    now = jax.eval_shape(partial(_init_states, sampler=sampler), params, keys, positions)
+
+    def layout(tree):
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        return treedef, [(tuple(np.shape(x)),
+                          str(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype))
+                         for x in leaves]
+    try:
+        same = layout(stored) == layout(now)
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise CheckpointMismatch(
+            f"checkpoint_dir={str(checkpoint_dir)!r} holds chain states of another layout "
+            f"(written by another version of the sampler: {type(stored).__name__} of "
+            f"{jax.tree_util.tree_structure(stored)} against "
+            f"{jax.tree_util.tree_structure(now)} now); use another directory")
+
+
 @partial(jax.jit, static_argnames=("sampler",))
 def _finish_warmup(params, states, *, sampler: Sampler):
     return jax.vmap(sampler.finish_warmup, in_axes=(0, None))(states, params)
@@ -416,6 +441,8 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
                 f"checkpoint_dir={str(checkpoint_dir)!r} holds a checkpoint of a different "
                 f"run (settings differ: {_fingerprint_difference(ckpt['fingerprint'], fp)}); "
                 "use another directory, or the checkpoint's settings")
+        _check_state_layout(ckpt["states"], sampler, params, keys, init_positions,
+                            checkpoint_dir)
         states = put(jax.tree_util.tree_map(jnp.asarray, ckpt["states"]))
         wf = put(jax.tree_util.tree_map(jnp.asarray, ckpt["welford"]))
         totals = ckpt["totals"]

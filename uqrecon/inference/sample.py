@@ -65,7 +65,7 @@ Methods and their options (``**cfg``):
   (2048: up to this many pixels ``A^T A`` is formed densely once, a product ~4x cheaper
   than the projector pair at 32x32), ``coarse`` (``"auto"``: block size of the two-level
   preconditioner's coarse space, on where the operator pair is applied, at most 1024
-  blocks; an int sets it, 0 turns it off), ``hmc_moves`` (0: after every sweep, that
+  blocks and at least 24 pixels per block on average; an int sets it, 0 turns it off), ``hmc_moves`` (0: after every sweep, that
   many HMC trajectories on the marginal posterior of the image, driven by a
   Huber-smoothed gradient and accepted on the exact density, so still exact; they move
   the edges that the Gibbs alternation moves slowly), ``hmc_steps`` (10 leapfrog steps),
@@ -186,11 +186,11 @@ def default_chain_method(method: str, platform: str | None = None) -> str:
     longest of the chains' trees. ``"vectorized"`` otherwise: the chains' gradients
     batch into one matrix product, which on CPU reads a dense whitening factor once for
     all chains instead of once per chain (64x64 CT GMRF posterior, 4096 x 4096 factor,
-    ``benchmarks/samplers.py``: a whitened gradient costs 1.6 ms per chain with 4 HMC
-    chains in turn, 1.3 ms with 4 vmapped, 0.54 ms with 16 and 0.36 ms with 32; 4 MALA
-    chains the same in both modes, 16 vmapped 0.68 ms against 1.6). HMC
+    ``benchmarks/samplers.py``: a whitened gradient costs 1.7 ms per chain with 4 HMC
+    chains in turn, 1.4 ms with 4 vmapped, 0.54 ms with 16 and 0.36 ms with 32; 4 MALA
+    chains the same in both modes, 16 vmapped 0.73 ms against 2.1). HMC
     shares its trajectory jitter between chains (:func:`~.samplers.hmc.hmc`), so its
-    vmapped chains run in lockstep without waiting on a longer trajectory. On
+    vmapped chains wait on a longer trajectory only where their step sizes differ. On
     accelerators every method runs vectorised. A run checkpointed under an older default
     is refused on resume with the differing ``chain_method`` named; pass it explicitly
     to resume.

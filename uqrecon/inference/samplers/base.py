@@ -34,7 +34,8 @@ HALTON_BITS = 20
 
 
 def halton_point(i) -> jax.Array:
-    """The ``i``-th point of the base-2 Halton (van der Corput) sequence, in (0, 1): a
+    """The ``i``-th point of the base-2 Halton (van der Corput) sequence, in [0, 1) (0
+    only where ``i + 1`` is a multiple of ``2^HALTON_BITS``): a
     trajectory jitter that every chain shares at iteration ``i`` (blackjax's
     ``halton_sequence`` on ``HALTON_BITS`` bits)."""
     return halton_sequence(jnp.asarray(i, jnp.int32), HALTON_BITS)

@@ -417,9 +417,14 @@ def hmc(target, num_integration_steps: int = 16, initial_step_size: float = 0.5,
     does, Hoffman, Radul & Sountsov 2021), not a draw per chain: vmapped chains run in
     lockstep, so each iteration costs the longest of the chains' trajectories, and with
     independent jitters that is close to ``3T/2`` for many chains (measured on the 64x64
-    CT GMRF posterior: 16 vmapped chains spent ~1.5x the gradients they counted). Each
-    transition still leaves the posterior invariant (the length does not depend on the
-    state); the chains stay independent given the shared sequence.
+    CT GMRF posterior: 16 vmapped chains spent ~1.5x the gradients they counted). With
+    ``path_length`` the count still follows each chain's own step size: after warmup the
+    chains' dual-averaged steps differ by a few %, and so do their counts (16 chains on a
+    400-dimensional standard normal: the lockstep maximum 1.05x the mean while sampling,
+    1.93x during warmup, when the steps still swing); with ``num_integration_steps`` the
+    counts are equal. Each transition still leaves the posterior invariant (the length
+    does not depend on the state); the chains stay independent given the shared
+    sequence.
     """
     L = check_int("num_integration_steps", num_integration_steps, 1)
     cap = check_int("max_integration_steps", max_integration_steps, 1)
