@@ -198,6 +198,8 @@ def main(argv=None):
                     help="folder for the references' rounds and results: a run cut short "
                          "goes on from there (default: no cache; a cached reference is "
                          "loaded, not timed)")
+    ap.add_argument("--gold-seed", type=int, default=0,
+                    help="seed of the references (another seed: the run-to-run spread)")
     ap.add_argument("--skrock-samples", type=int, default=1000)
     ap.add_argument("--many", type=int, default=256, help="chains of the many-chain rows")
     ap.add_argument("--num-warmup", type=int, default=300)
@@ -218,7 +220,8 @@ def main(argv=None):
             "gsm-cg": lambda: gsm_cg(sizes, a.sweeps),
             "gold": lambda: gold([int(s) for s in a.gold_sizes.split(",") if s],
                                  a.gold_chains, a.skrock_samples, a.gold_warmup,
-                                 a.gold_samples, a.gold_rounds, cache=a.gold_cache),
+                                 a.gold_samples, a.gold_rounds, seed=a.gold_seed,
+                                 cache=a.gold_cache),
             "chains": lambda: chains_table(a.many, a.num_warmup, a.num_samples)}
     for part in a.parts.split(","):
         elapsed = time.perf_counter() - t0
