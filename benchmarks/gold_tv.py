@@ -191,9 +191,10 @@ def _gsm_sweep_of_chains(keys, states, params):
 
 def coarse_sweep_cost(size, views, blocks, sweeps=15, chains=4, hmc_moves=5, seed=0):
     """Seconds and CG iterations per sweep of ``chains`` vmapped GSM chains at each
-    coarse block size in ``blocks`` (``"auto"`` allowed, 0: one-level), with ``hmc_moves`` HMC moves
-    and one BLAS thread, from the truth after 8 warmup sweeps that leave it, timed in
-    sampling mode; the same keys for every row. The sampler is exact at any block size: only the cost differs."""
+    coarse block size in ``blocks`` (``"auto"`` allowed, 0: one-level), with
+    ``hmc_moves`` HMC moves and one BLAS thread, from the truth after 8 warmup sweeps
+    that leave it, timed in sampling mode; the same keys for every row. The sampler is
+    exact at any block size: only the cost differs."""
     from threadpoolctl import threadpool_limits
     from uqrecon.inference.samplers import gsm
     prob, post = tv_posterior(size, views)

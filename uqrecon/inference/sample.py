@@ -65,10 +65,11 @@ Methods and their options (``**cfg``):
   (2048: up to this many pixels ``A^T A`` is formed densely once, a product ~4x cheaper
   than the projector pair at 32x32), ``coarse`` (``"auto"``: block size of the two-level
   preconditioner's coarse space, on where the operator pair is applied, at most 1024
-  blocks and at least 24 pixels per block on average; an int sets it, 0 turns it off), ``hmc_moves`` (0: after every sweep, that
-  many HMC trajectories on the marginal posterior of the image, driven by a
-  Huber-smoothed gradient and accepted on the exact density, so still exact; they move
-  the edges that the Gibbs alternation moves slowly), ``hmc_steps`` (10 leapfrog steps),
+  blocks and at least 24 pixels per block on average; an int sets it, 0 turns it off),
+  ``hmc_moves`` (0: after every sweep, that many HMC trajectories on the marginal
+  posterior of the image, driven by a Huber-smoothed gradient and accepted on the exact
+  density, so still exact; they move the edges that the Gibbs alternation moves
+  slowly), ``hmc_steps`` (10 leapfrog steps),
   ``hmc_step_size`` (initial, whitened units; tuned in warmup to acceptance 0.65),
   ``hmc_smoothing`` (``0.01 / weight``), ``init``,
   ``init_jitter`` (0.1: chains start at independent N(0, 0.1^2) images).

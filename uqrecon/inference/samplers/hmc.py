@@ -345,7 +345,7 @@ class HMCParams:
     """HMC's settings. ``use_path`` (static) picks the trajectory rule: integration time
     ``T (1/2 + h_i)`` with ``T = path_length`` (``ceil(t / step)`` leapfrog steps,
     capped at ``max_integration_steps``), else ``ceil(h_i (2L - 1))`` steps with
-    ``L = num_integration_steps``; ``h_i`` in (0, 1) is the Halton point of the
+    ``L = num_integration_steps``; ``h_i`` in [0, 1) is the Halton point of the
     iteration (:func:`~.base.halton_point`)."""
 
     target: Any
@@ -416,8 +416,9 @@ def hmc(target, num_integration_steps: int = 16, initial_step_size: float = 0.5,
     The jitter is the iteration's Halton point, the same for every chain (as ChEES-HMC
     does, Hoffman, Radul & Sountsov 2021), not a draw per chain: vmapped chains run in
     lockstep, so each iteration costs the longest of the chains' trajectories, and with
-    independent jitters that is close to ``3T/2`` for many chains (measured on the 64x64
-    CT GMRF posterior: 16 vmapped chains spent ~1.5x the gradients they counted). With
+    independent jitters that is close to ``3T/2`` for many chains (16 chains: ~1.44x
+    the mean; on the 64x64 CT GMRF posterior 16 vmapped chains ran 93.4 s with a jitter
+    per chain and 76.9 s with the shared one, ``benchmarks/results/samplers.md``). With
     ``path_length`` the count still follows each chain's own step size: after warmup the
     chains' dual-averaged steps differ by a few %, and so do their counts (16 chains on a
     400-dimensional standard normal: the lockstep maximum 1.05x the mean while sampling,
