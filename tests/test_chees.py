@@ -8,7 +8,6 @@ compilations counted) so the compile-once test only pays for the second call.
 
 import importlib
 import warnings
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ from uqrecon.inference import sample
 from compile_count import CompileCount
 from ct_gmrf import ct_gmrf
 from mc_error import zscores
+from std_normal import StdNormal
 
 setup_helpers = importlib.import_module("uqrecon.inference.methods.common")
 RUN = dict(num_chains=4, num_warmup=200, num_samples=1000, progress=False)
@@ -83,21 +83,6 @@ def test_provenance_and_gradient_accounting(first):
     assert d["num_grad_evals"] >= RUN["num_chains"] * RUN["num_samples"]
 
 
-class _StdNormal(NamedTuple):
-    """A standard normal target in the Whitened interface (image = z)."""
-
-    scale: jax.Array
-
-    def logdensity(self, z):
-        return -0.5 * jnp.sum((z / self.scale) ** 2)
-
-    def to_image(self, z):
-        return z
-
-    def from_image(self, x):
-        return x
-
-
 def test_a_trajectory_at_its_cap_is_reported(ct):
     """With ``max_leapfrog_steps=1`` blackjax's clip holds the tuning's trajectory at
     one step throughout (the criterion reaches ~7 steps on this posterior when free):
@@ -124,7 +109,7 @@ def test_chains_take_the_same_number_of_steps_every_iteration():
     waste. Catches a per-chain jitter (e.g. a chain-dependent Halton index: chains
     started at indices 5 and 6 fail it) and a jitter that is lost (constant steps)."""
     from uqrecon.inference.samplers.chees import CHEES, CheesParams
-    params = CheesParams(_StdNormal(jnp.ones((), jnp.float32)), jnp.float32(0.3),
+    params = CheesParams(StdNormal(jnp.ones((), jnp.float32)), jnp.float32(0.3),
                          jnp.float32(10.0), jnp.ones(8, jnp.float32), jnp.int32(5))
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     x0 = jax.random.normal(jax.random.PRNGKey(1), (4, 8))

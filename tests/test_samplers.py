@@ -20,6 +20,7 @@ from uqrecon.models import GMRF, TV, Gaussian, Posterior
 from uqrecon.operators.tomo import sparse_view
 from ct_gmrf import ct_gmrf
 from mc_error import zscores
+from std_normal import StdNormal
 
 N = 16
 
@@ -414,21 +415,6 @@ def test_upper_triangular_blocks_match_the_dense_product():
         np.testing.assert_allclose(g, M.T @ jnp.cos(M @ V[0]), atol=2e-5)
 
 
-class _StdGauss(NamedTuple):
-    """N(0, I) in the Whitened interface (image = z); a pytree."""
-
-    scale: jax.Array
-
-    def logdensity(self, z):
-        return -0.5 * jnp.sum((z / self.scale) ** 2)
-
-    def to_image(self, z):
-        return z
-
-    def from_image(self, x):
-        return x
-
-
 @jax.jit
 def _hmc_steps_of_chains(keys, states, params):
     """One HMC transition of every chain (vmapped, as the runner's vectorised mode)."""
@@ -446,7 +432,7 @@ def test_hmc_chains_share_the_halton_trajectory_length(path_length):
     Halton index that does not advance (steps constant over iterations) or starts
     elsewhere, and a wrong scale of the trajectory."""
     chains, iters, L, eps = 8, 12, 5, 0.25
-    sampler, params = _hmc_mod.hmc(_StdGauss(jnp.ones(6)), num_integration_steps=L,
+    sampler, params = _hmc_mod.hmc(StdNormal(jnp.ones(6)), num_integration_steps=L,
                                    initial_step_size=eps, path_length=path_length)
     x0 = jax.random.normal(jax.random.PRNGKey(0), (chains, 6))
     states = jax.vmap(sampler.init, in_axes=(0, 0, None))(
