@@ -139,10 +139,18 @@ def test_float64(pair):
         np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
 
+def _fresh(fn, *args):
+    """``fn`` lowered and compiled now for ``args`` (a fresh ``jit``, on purpose: the native
+    kernel is chosen when lowering, so a cached executable would hide a changed setting,
+    e.g. ``UQRECON_NATIVE_KERNELS`` or the size gate). Call it for values; its
+    ``as_text()`` is the optimised HLO, which says whether the kernel is called. One
+    compilation serves both."""
+    return jax.jit(lambda *a: fn(*a)).lower(*args).compile()
+
+
 def _compiled(fn, *args) -> str:
-    """The optimised HLO of a fresh ``jit`` of ``fn`` (fresh: the native kernel is chosen
-    when lowering, so a cached executable would hide a changed setting)."""
-    return jax.jit(lambda *a: fn(*a)).lower(*args).compile().as_text()
+    """The optimised HLO of :func:`_fresh`."""
+    return _fresh(fn, *args).as_text()
 
 
 def test_vmap_keeps_the_batch_in_one_product(pair, monkeypatch):
@@ -195,8 +203,9 @@ def small_tables_native(monkeypatch):
 
 def _need_native():
     """Skip (saying why) when the kernel cannot be built here; with
-    ``UQRECON_REQUIRE_NATIVE=1`` (``.ci/run`` sets it where a C++ compiler exists) fail
-    instead, so a broken build cannot pass CI as a skip."""
+    ``UQRECON_REQUIRE_NATIVE=1`` fail instead, so a broken build cannot pass a check as a
+    skip (the developers' final checks set it; ``.ci/run`` does not, and prints whether
+    the kernel built: the gathers give the same values)."""
     if not _ell_native.available():
         reason = f"native ELL kernel unavailable: {_ell_native.unavailable_reason()}"
         if os.environ.get("UQRECON_REQUIRE_NATIVE") == "1":
@@ -230,35 +239,38 @@ def test_native_kernel_matches_the_dense_matrix(batch, small_tables_native):
         y = jnp.asarray(rng.normal(size=lead + (m,)), jnp.float32)
         fwd = E.matvec if batch is None else jax.vmap(E.matvec)
         adj = E.rmatvec if batch is None else jax.vmap(E.rmatvec)
-        assert _ell_native.TARGET in _compiled(fwd, x)
+        forward = _fresh(fwd, x)
+        assert _ell_native.TARGET in forward.as_text()
         D64, x64, y64 = (np.asarray(a, np.float64) for a in (D, x, y))
-        _close(jax.jit(fwd)(x), x64 @ D64.T)
-        _close(jax.jit(adj)(y), y64 @ D64)
+        _close(forward(x), x64 @ D64.T)
+        _close(_fresh(adj, y)(y), y64 @ D64)
         loss = lambda v: jnp.sum(jnp.sin(0.1 * E.matvec(v)))
         grad = jax.grad(loss) if batch is None else jax.vmap(jax.grad(loss))
-        _close(jax.jit(grad)(x), 0.1 * np.cos(0.1 * x64 @ D64.T) @ D64)
+        _close(_fresh(grad, x)(x), 0.1 * np.cos(0.1 * x64 @ D64.T) @ D64)
 
 
 def test_native_kernel_under_every_transformation(pair, small_tables_native):
     """The kernel's batch as the samplers build it: ``vmap`` over axis 1, two nested
     ``vmap`` (two leading dimensions), a Hessian-vector product (``jvp`` of ``grad``)
-    and the gradient with respect to the stored weights with a batch of inputs, all
-    jitted (so lowered with the kernel) against the dense matrix. Catches a batching rule
+    and the gradient with respect to the stored weights with a batch of inputs (its rule
+    gathers inputs, no product), compiled fresh (so the products lower to the kernel,
+    which the first three assert) against the dense matrix. Catches a batching rule
     that loses the batch position or a dimension, a lowering that flattens the batch
     wrongly, and a weights-derivative that ignores the batch."""
     _need_native()
     E, D = pair
     x, y = _xy()
     X = jnp.stack([x, -2 * x, x ** 2, jnp.cos(x)])                       # (4, 50)
-    across = jax.vmap(E.matvec, in_axes=1, out_axes=1)
-    assert _ell_native.TARGET in _compiled(across, X.T)
-    np.testing.assert_allclose(jax.jit(across)(X.T), D @ np.asarray(X).T, rtol=1e-5, atol=1e-5)
-    nested = jax.vmap(jax.vmap(E.matvec))
+    across = _fresh(jax.vmap(E.matvec, in_axes=1, out_axes=1), X.T)
+    assert _ell_native.TARGET in across.as_text()
+    np.testing.assert_allclose(across(X.T), D @ np.asarray(X).T, rtol=1e-5, atol=1e-5)
     X2 = jnp.stack([X, 3 * X, -X])                                       # (3, 4, 50)
-    assert _ell_native.TARGET in _compiled(nested, X2)
-    np.testing.assert_allclose(jax.jit(nested)(X2), np.asarray(X2) @ D.T, rtol=1e-5, atol=1e-5)
+    nested = _fresh(jax.vmap(jax.vmap(E.matvec)), X2)
+    assert _ell_native.TARGET in nested.as_text()
+    np.testing.assert_allclose(nested(X2), np.asarray(X2) @ D.T, rtol=1e-5, atol=1e-5)
     f = lambda v: jnp.sum(jnp.sin(E.matvec(v)))
-    hvp = jax.jit(jax.vmap(lambda v: jax.jvp(jax.grad(f), (v,), (2 * v,))[1]))
+    hvp = _fresh(jax.vmap(lambda v: jax.jvp(jax.grad(f), (v,), (2 * v,))[1]), X)
+    assert _ell_native.TARGET in hvp.as_text()
     for row, h in zip(np.asarray(X), np.asarray(hvp(X))):
         H = D.T @ (-np.sin(D @ row)[:, None] * D)
         np.testing.assert_allclose(h, H @ (2 * row), rtol=1e-4, atol=1e-4)
@@ -267,7 +279,7 @@ def test_native_kernel_under_every_transformation(pair, small_tables_native):
         Ev = E._replace(fwd=E.fwd._replace(val=vals))
         return jnp.sum(jax.vmap(Ev.matvec)(v) * y)
 
-    g = jax.jit(jax.grad(loss))(E.fwd.val, X)
+    g = _fresh(jax.grad(loss), E.fwd.val, X)(E.fwd.val, X)   # gathers: no product needed
     # d/dval[s][r, k] of sum_b y[row] (A x_b)[row] = y[row] * sum_b x_b[idx[s][r, k]]
     xsum = np.asarray(X).sum(axis=0)
     rows = np.asarray(E.fwd.rows)
@@ -295,8 +307,9 @@ def test_the_native_kernel_is_used_only_where_it_applies(pair, monkeypatch):
     assert not _ell_native.available()
     assert _ell_native.TARGET not in _compiled(E.matvec, x)
     X = jnp.stack([x, 2 * x, -x])
-    gathers = jax.jit(lambda v: jax.vmap(E.matvec)(v))(X)    # a fresh jit: lowered now
-    np.testing.assert_allclose(gathers, X @ D.T, rtol=1e-5, atol=1e-5)
+    gathers = _fresh(jax.vmap(E.matvec), X)
+    assert _ell_native.TARGET not in gathers.as_text()
+    np.testing.assert_allclose(gathers(X), X @ D.T, rtol=1e-5, atol=1e-5)
     monkeypatch.delenv("UQRECON_NATIVE_KERNELS")
     with jax.enable_x64(True):
         x64 = jnp.asarray(x, jnp.float64)

@@ -295,9 +295,9 @@ def _native_impl(*args, nf, na):
 
 def _native_fits(avals, nf) -> bool:
     """Whether the native kernel computes this product: float32 ``x`` and weights,
-    int32 indices, a batch or a large table (``NATIVE_SINGLE_MIN_ENTRIES``), no varying mesh axes to type (``shard_map`` with ``check_vma``; the
-    runner's ``check_vma=False`` shard_map uses the kernel on each device), and the
-    kernel built."""
+    int32 indices, a batch or a large table (``NATIVE_SINGLE_MIN_ENTRIES``), no varying
+    mesh axes to type (``shard_map`` with ``check_vma``; the runner's ``check_vma=False``
+    shard_map uses the kernel on each device), and the kernel built."""
     x, idx, val, rows = avals[0], avals[1:nf + 1], avals[nf + 1:2 * nf + 1], avals[2 * nf + 1]
     single = math.prod(x.shape[:-1]) == 1
     if single and sum(math.prod(a.shape) for a in idx) < NATIVE_SINGLE_MIN_ENTRIES:
