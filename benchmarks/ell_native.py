@@ -7,9 +7,11 @@ gives each figure's median over the processes. Per case (size / views, parallel 
 
 - a normal product ``A^T A x`` per image inside a ``fori_loop`` (as samplers call it),
   for one image and for 4 images under ``vmap`` (vectorised chains);
-- one 4-chain sweep of the TV gold standard's sampler (GSM with the five HMC moves that
-  ``gold.reference`` adds, ``vmap`` over the chains, one BLAS thread as the runner sets),
-  from the same state and keys in both settings (``--sweeps 0`` skips it).
+- seconds per 4-chain sweep of the TV gold standard's sampler (GSM with the five HMC
+  moves that ``gold.reference`` adds, ``vmap`` over the chains, one BLAS thread as the
+  runner sets; ``gold_tv.vmapped_sweep_seconds``: 3 warmup sweeps from the truth, then
+  the mean of ``--sweeps`` sweeps, the same keys in both settings; ``--sweeps 0`` skips
+  it).
 
     python benchmarks/ell_native.py [--cases 64/30 128/30 256/60] [--rounds 2] [--sweeps 3]
 """
@@ -22,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -45,15 +46,11 @@ def _looped(x, pair):
 # kernel is chosen when lowering)
 _ONE = jax.jit(_looped)
 _FOUR = jax.jit(jax.vmap(_looped, in_axes=(0, None)))
-_SWEEP = jax.jit(jax.vmap(gsm.gsm_step, in_axes=(0, 0, None)))
 
 
 def measure(size: int, views: int, sweeps: int) -> dict:
     """The figures of one setting (this process's UQRECON_NATIVE_KERNELS), in ms / s."""
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    from gold_tv import tv_posterior
+    from gold_tv import tv_posterior, vmapped_sweep_seconds
     from uqrecon.operators import _ell_native
 
     prob, post = tv_posterior(size, views)
@@ -68,24 +65,9 @@ def measure(size: int, views: int, sweeps: int) -> dict:
     if sweeps:
         params, _ = gsm.gsm_params(post, gsm.default_tol(jnp.float32), 5000, dense_max=0,
                                    hmc_moves=5)
-        state = gsm.gsm_init(jax.random.PRNGKey(0), jnp.asarray(prob.truth, jnp.float32),
-                             params)
-        s4 = jax.tree_util.tree_map(lambda a: jnp.stack([a] * 4), state)
-        step = _SWEEP
-        key = jax.random.PRNGKey(1)
-        with threadpool_limits(1, user_api="blas"):
-            for _ in range(3):                      # compile, and leave the truth a little
-                key, k = jax.random.split(key)
-                s4, _ = step(jax.random.split(k, 4), s4, params)
-            jax.block_until_ready(s4)
-            times = []
-            for _ in range(sweeps):
-                t = time.perf_counter()
-                s, _ = step(jax.random.split(key, 4), s4, params)
-                jax.block_until_ready(s)
-                times.append(time.perf_counter() - t)
-        out["sweep_s"] = statistics.median(times)
-        out["cg_iterations"] = np.asarray(s.cg_iterations).tolist()
+        out["sweep_s"], its = vmapped_sweep_seconds(params, prob.truth, 4, burn=3,
+                                                    sweeps=sweeps)
+        out["cg_iterations"] = its[-1].tolist()
     return out
 
 

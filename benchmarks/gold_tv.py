@@ -189,38 +189,48 @@ def _gsm_sweep_of_chains(keys, states, params):
     return jax.vmap(gsm.gsm_step, in_axes=(0, 0, None))(keys, states, params)
 
 
-def coarse_sweep_cost(size, views, blocks, sweeps=15, chains=4, hmc_moves=5, seed=0):
-    """Seconds and CG iterations per sweep of ``chains`` vmapped GSM chains at each
-    coarse block size in ``blocks`` (``"auto"`` allowed, 0: one-level), with
-    ``hmc_moves`` HMC moves and one BLAS thread, from the truth after 8 warmup sweeps
-    that leave it, timed in sampling mode; the same keys for every row. The sampler is
-    exact at any block size: only the cost differs."""
+def vmapped_sweep_seconds(params, start, chains=4, burn=8, sweeps=15, seed=0):
+    """Seconds per sweep of ``chains`` vmapped GSM chains (one BLAS thread, as the runner
+    runs GSM) and their CG iterations per sweep, all chains started at ``start`` and
+    advanced ``burn`` warmup sweeps (compilation included), then timed over ``sweeps``
+    sweeps in sampling mode (anchor and HMC step frozen), the chains moving on.
+
+    Returns:
+        ``(seconds per sweep, CG iterations of every timed sweep and chain)``.
+    """
     from threadpoolctl import threadpool_limits
+    from uqrecon.inference.samplers import gsm
+    state = gsm.gsm_init(jax.random.PRNGKey(seed), jnp.asarray(start, jnp.float32), params)
+    states = jax.tree_util.tree_map(lambda a: jnp.stack([a] * chains), state)
+    key = jax.random.PRNGKey(seed + 1)
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(burn):
+            key, k = jax.random.split(key)
+            states, _ = _gsm_sweep_of_chains(jax.random.split(k, chains), states, params)
+        states = jax.vmap(gsm.gsm_finish_warmup, in_axes=(0, None))(states, params)
+        jax.block_until_ready(states)
+        its, t = [], time.perf_counter()
+        for _ in range(sweeps):
+            key, k = jax.random.split(key)
+            states, _ = _gsm_sweep_of_chains(jax.random.split(k, chains), states, params)
+            its.append(np.asarray(states.cg_iterations))
+        jax.block_until_ready(states)
+    return (time.perf_counter() - t) / sweeps, np.asarray(its)
+
+
+def coarse_sweep_cost(size, views, blocks, sweeps=15, chains=4, hmc_moves=5, seed=0):
+    """Seconds and CG iterations per sweep of ``chains`` vmapped GSM chains
+    (:func:`vmapped_sweep_seconds`, from the truth) at each coarse block size in
+    ``blocks`` (``"auto"`` allowed, 0: one-level), with ``hmc_moves`` HMC moves; the same
+    keys for every row. The sampler is exact at any block size: only the cost differs."""
     from uqrecon.inference.samplers import gsm
     prob, post = tv_posterior(size, views)
     rows = []
     for b in blocks:
         params, _ = gsm.gsm_params(post, gsm.default_tol(jnp.float32), 5000, dense_max=0,
                                    coarse=b, hmc_moves=hmc_moves)
-        state = gsm.gsm_init(jax.random.PRNGKey(seed), jnp.asarray(prob.truth, jnp.float32),
-                             params)
-        states = jax.tree_util.tree_map(lambda a: jnp.stack([a] * chains), state)
-        key = jax.random.PRNGKey(seed + 1)
-        with threadpool_limits(1, user_api="blas"):
-            for _ in range(8):
-                key, k = jax.random.split(key)
-                states, _ = _gsm_sweep_of_chains(jax.random.split(k, chains), states, params)
-            # sampling mode, as the timed sweeps of a reference are: anchor and HMC step
-            # frozen
-            states = jax.vmap(gsm.gsm_finish_warmup, in_axes=(0, None))(states, params)
-            jax.block_until_ready(states)
-            its, t = [], time.perf_counter()
-            for _ in range(sweeps):
-                key, k = jax.random.split(key)
-                states, _ = _gsm_sweep_of_chains(jax.random.split(k, chains), states, params)
-                its.append(np.asarray(states.cg_iterations))
-            jax.block_until_ready(states)
-            wall = (time.perf_counter() - t) / sweeps
+        wall, its = vmapped_sweep_seconds(params, prob.truth, chains, sweeps=sweeps,
+                                          seed=seed)
         cb = params.coarse_blocks      # None: one-level preconditioner (coarse=0)
         nc = 0 if cb is None else int(np.prod([-(-s // c) for s, c in zip(post.shape, cb)]))
         rows.append({"size": size, "blocks": str(b), "block": 0 if cb is None else cb[0],
