@@ -119,6 +119,28 @@ def test_average_ranks_match_scipy_on_ties():
                                       stats.rankdata(a, method="average", axis=1))
 
 
+def test_sorted_row_quantiles_and_normal_scores_are_numpys():
+    """:func:`diagnose` reads the tail ESS's quantiles and the folded R-hat's median off
+    the rows it sorts for the ranks, and looks Blom's scores up in a table: both must be
+    numpy's values bit for bit (``np.quantile``'s 'linear' method with its two-sided
+    interpolation; ``ndtri`` of every element), or the indicators ``x <= q`` flip where
+    ``q`` lands on a draw. Would catch: one-sided interpolation (``a + (b - a) t`` for
+    every ``t``), an index off by one, a score table shifted by one half-rank (each
+    mutation-checked)."""
+    from scipy import special
+    rng = np.random.default_rng(4)
+    for m in (4, 5, 8, 33, 400, 1000, 4000):
+        srt = np.sort(rng.normal(size=(50, m)), axis=1)
+        for prob in (0.0, 0.05, 0.3, 0.5, 0.95, 1.0):
+            np.testing.assert_array_equal(D._quantile_sorted(srt, prob),
+                                          np.quantile(srt, prob, axis=1), err_msg=(m, prob))
+        ties = rng.integers(0, 5, size=(20, m)).astype(float)
+        for a in (srt, ties):
+            ranks = D._ranks(a)
+            np.testing.assert_array_equal(D._normal_scores(ranks, m),
+                                          special.ndtri((ranks - 0.375) / (m + 0.25)))
+
+
 def test_image_shape_chunking_and_single_chain(monkeypatch):
     rng = np.random.default_rng(1)
     x = _ar1(rng, 1, 64, 12, 0.5).reshape(1, 64, 3, 4).astype(np.float32)
