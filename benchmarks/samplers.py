@@ -82,11 +82,15 @@ def row(name, ess, run_s, total_s, grads, mean=None, std=None, ref=None, extra="
     return r
 
 
-def run_uqrecon(post, method, args, ref=None, chains=None, **cfg):
+def run_uqrecon(post, method, args, ref=None, chains=None, draws=None, **cfg):
     """One uqrecon row; ``chains`` overrides ``--chains`` (a ``method:N`` entry of
     ``--methods``: N chains in the default chain method, ``method:Nv`` vectorised; one
-    row whose ESS pools them)."""
+    row whose ESS pools them); ``draws`` overrides ``--num-samples`` (``method@N``: N
+    draws per chain, e.g. ``exact@20000``, where set-up is a one-off and the draws are
+    cheap)."""
     chains = args.chains if chains is None else chains
+    if draws is not None:
+        args = argparse.Namespace(**{**vars(args), "num_samples": draws})
     warmup = args.precond_warmup if method in ("nuts", "hmc", "mala") else args.num_warmup
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -105,6 +109,8 @@ def run_uqrecon(post, method, args, ref=None, chains=None, **cfg):
     if chains != args.chains:
         extra += f", {chains} chains ({used.get('chain_method', '?')})"
     name = method if chains == args.chains else f"{method} x{chains} chains"
+    if draws is not None:
+        name += f", {draws} draws"
     if "chain_method" in cfg:
         name += f" ({cfg['chain_method']})"
     return row(name, d["ess_bulk"], t["run_s"], t["total_s"], grads, r.mean, r.std, ref,
@@ -239,6 +245,9 @@ def main_section(args, methods):
                 rows.append(r)
         elif m == "rto":
             rows.append(run_uqrecon(post, "rto", args, ref, solver="cg"))
+        elif "@" in m:            # "exact@20000": that many draws per chain
+            name, draws = m.split("@")
+            rows.append(run_uqrecon(post, name, args, ref, draws=int(draws)))
         elif ":" in m:            # "hmc:4" (default chain method) or "hmc:4v" (vectorised)
             name, chains = m.split(":")
             cfg = {"chain_method": "vectorized"} if chains.endswith("v") else {}
@@ -279,7 +288,9 @@ def main():
     ap.add_argument("--num-warmup", type=int, default=500)
     ap.add_argument("--chains", type=int, default=1)
     ap.add_argument("--methods",
-                    default="exact,hmc,nuts,mala,rto,gibbs,numpyro,cuqipy-nuts,cuqipy-rto")
+                    default="exact,hmc,nuts,mala,rto,gibbs,numpyro,cuqipy-nuts,cuqipy-rto",
+                    help="comma-separated; 'hmc:16v' = 16 vmapped chains ('hmc:4' in the "
+                         "default chain method), 'exact@20000' = 20000 draws per chain")
     ap.add_argument("--precond-warmup", type=int, default=150,
                     help="warmup of uqrecon's whitened samplers (nuts, hmc, mala): only the "
                          "step size is tuned, the preconditioner is built beforehand")
