@@ -136,8 +136,9 @@ def method_result(posterior, method: str, config: Mapping | None, clock: CallClo
 def with_prelude(result, prelude: CallClock):
     """``result`` with the work of ``prelude`` -- a clock around what the entry point did
     before the method's own clock started (e.g. making the PRNG key, which compiles
-    once per process) -- added to its timings and compile count, so the Result accounts
-    for the whole call."""
+    once per process) or after it stopped (e.g. turning a complex image's real
+    coordinates back into complex ones) -- added to its timings and compile count, so
+    the Result accounts for the whole call."""
     t = dict(result.timings)
     t["compile_s"] = t.get("compile_s", 0.0) + prelude.compile_s
     t["total_s"] = t.get("total_s", 0.0) + prelude.total_s

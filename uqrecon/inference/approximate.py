@@ -86,10 +86,12 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
     result = with_prelude(APPROXIMATIONS[method](target, key, **config), prelude)
     if cplx:
         from ..models.identity import model_identity
-        prov = dict(result.provenance)
-        prov.update(model_identity(posterior))
-        prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
-        result = Result.from_real_coordinates(result, provenance=prov)
+        with CallClock() as postlude:   # back to complex images: counted like the prelude
+            prov = dict(result.provenance)
+            prov.update(model_identity(posterior))
+            prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
+            result = Result.from_real_coordinates(result, provenance=prov)
+        result = with_prelude(result, postlude)
     provenance = dict(result.provenance)
     provenance["method"] = method
     provenance["seed"] = None if seed is None else int(seed)
