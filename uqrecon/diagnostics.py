@@ -57,9 +57,11 @@ __all__ = [
     "welford_finalize",
 ]
 
-# Elements (chains x draws x pixels) processed per chunk: bounds peak memory (~ 10 x
-# this many float64 values) for 1e5-pixel images with thousands of draws.
+# Elements (chains x draws x pixels) in the chunks processed at once: bounds peak memory
+# (~13 x this many float64 values) for 1e5-pixel images with thousands of draws.
 _CHUNK_ELEMENTS = 2_000_000
+# At most this many threads diagnose host chunks at once (one per core below it)
+_MAX_THREADS = 8
 # The device backend's chunk (~10 intermediate copies of it live at once): 1.3 GB in
 # float32. Every chunk has this many pixels (the last one padded), so one compilation.
 _DEVICE_CHUNK_ELEMENTS = 1 << 25
@@ -89,8 +91,8 @@ def _check_draws(a, name="draws", min_chains=1):
         raise ValueError(f"'{name}' needs at least 4 draws per chain, got {a.shape[1]}")
 
 
-def _chunks(num_pixels: int, chains: int, draws: int):
-    step = max(1, _CHUNK_ELEMENTS // max(1, chains * draws))
+def _chunks(num_pixels: int, chains: int, draws: int, elements: int):
+    step = max(1, elements // max(1, chains * draws))
     for start in range(0, num_pixels, step):
         yield slice(start, min(start + step, num_pixels))
 
@@ -277,8 +279,8 @@ def _all(x):
         flat = x.reshape(p, -1)
         quantiles = [np.quantile(flat, pr, axis=1) for pr in (0.05, 0.95)]
     if c >= 2:
-        m = srt.shape[1]
-        median = (srt[:, m // 2] if m % 2 else (srt[:, m // 2 - 1] + srt[:, m // 2]) / 2)
+        m = srt.shape[1]        # 2 c (n // 2): even, so the median is a mean of two
+        median = (srt[:, m // 2 - 1] + srt[:, m // 2]) / 2
         folded = np.abs(sx - median[:, None, None])
         rh = np.maximum(_rhat_core(z), _rhat_core(_z_scale(folded)))
     else:
@@ -290,17 +292,21 @@ def _apply(fn, draws, name, min_chains=1, num_out=1):
     """Run ``fn`` on pixel chunks of ``draws``; NaN for pixels with any NaN draw.
 
     Chunks are converted to float64 one at a time (not the whole array first) and run
-    on a pool of threads, one per available core: sorting, FFTs and numpy's array
-    operations release the GIL, so a 2-core machine diagnoses ~2x faster. Each
-    chunk's FFTs then run single-threaded (no nested oversubscription)."""
+    on a pool of threads, one per available core up to ``_MAX_THREADS``: sorting, FFTs
+    and numpy's array operations release the GIL, so a 2-core machine diagnoses ~2x
+    faster. The chunks in flight together hold ``_CHUNK_ELEMENTS`` values, whatever
+    the thread count (each chunk's intermediates are ~13x its values: ~200 MB for
+    ``_CHUNK_ELEMENTS``). Each chunk's FFTs run single-threaded (no nested
+    oversubscription)."""
     a = np.asarray(draws)
     _check_draws(a, name, min_chains)
     c, n, shape = a.shape[0], a.shape[1], a.shape[2:]
     p = math.prod(shape)
     flat = a.reshape(c, n, p)
     outs = [np.empty(p) for _ in range(num_out)]
-    slices = list(_chunks(p, c, n))
-    workers = min(_num_threads(), len(slices))
+    threads = min(_num_threads(), _MAX_THREADS)
+    slices = list(_chunks(p, c, n, max(1, _CHUNK_ELEMENTS // threads)))
+    workers = min(threads, len(slices))
 
     def one(sl):
         x = np.moveaxis(flat[:, :, sl], 2, 0).astype(np.float64)
@@ -311,8 +317,11 @@ def _apply(fn, draws, name, min_chains=1, num_out=1):
             o[sl] = np.where(bad, np.nan, r)
 
     if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
+        pool = ThreadPoolExecutor(workers)
+        try:
             list(pool.map(one, slices))     # list(): re-raises a chunk's exception
+        finally:                            # on an error or ^C, drop the queued chunks
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         for sl in slices:
             one(sl)
