@@ -251,3 +251,28 @@ def test_iid_stream_block_path_equals_step_path():
     np.testing.assert_allclose(a.variance, b.variance, rtol=1e-4)
     np.testing.assert_allclose(a.acceptance_rate, 1.0)
     assert a.num_grad_evals == b.num_grad_evals == 0
+
+
+def test_default_chunk_of_an_iid_stream_is_large_and_even():
+    """Without ``chunk_size`` the runner checkpoints every 100 kept draws, but an i.i.d.
+    stream (exact draws: one blocked solve per chunk, faster the larger the block) gets
+    chunks of ~``_IID_CHUNK_ELEMENTS`` values over all chains, chosen to divide the run
+    where a divisor lies within 2x of that size (one chunk length, one compilation).
+    Would catch: exact draws back in blocks of 100, a last chunk of another length where
+    an even split exists, a chunk that is not a multiple of ``thin`` (each
+    mutation-checked). That ``run_chains`` passes all chains' values, not one process's
+    share, is not tested here."""
+    from uqrecon.inference import runner as R
+    from uqrecon.inference.exact import EXACT_DENSE
+    step_only = EXACT_DENSE._replace(draw=None)
+    assert R._default_chunk_size(step_only, 10_000, 1, 4096) == 100
+    assert R._default_chunk_size(step_only, 1000, 5, 4096) == 500
+    most = R._IID_CHUNK_ELEMENTS // 4096                   # 4096 draws of a 64x64 image
+    assert R._default_chunk_size(EXACT_DENSE, 1000, 1, 4096) == 1000
+    assert R._default_chunk_size(EXACT_DENSE, 20_000, 1, 4096) == 4000     # 5 x 4000
+    assert R._default_chunk_size(EXACT_DENSE, 10_000, 1, 4096) == 2500     # 4 x 2500
+    assert R._default_chunk_size(EXACT_DENSE, 10_007, 1, 4096) == most     # a prime
+    assert R._default_chunk_size(EXACT_DENSE, 40_000, 1, 4 * 4096) == 1000  # 4 chains
+    for n, thin, values in ((10_000, 4, 4096), (90, 3, 8), (6, 6, 1), (500, 1, 4 * 16384)):
+        c = R._default_chunk_size(EXACT_DENSE, n, thin, values)
+        assert c % thin == 0 and thin <= c <= n and (n // thin) % (c // thin) == 0, (n, c)

@@ -154,13 +154,20 @@ _IID_CHUNK_ELEMENTS = 1 << 24
 
 def _default_chunk_size(sampler: Sampler, num_samples: int, thin: int, values: int) -> int:
     """Iterations per compiled chunk when the caller gives none: 100 kept draws (a
-    checkpoint every 100), or for an i.i.d. stream (``sampler.draw``) as many as make
-    ~``_IID_CHUNK_ELEMENTS`` values over the chains (``values``: chains x pixels), at
-    least 100; a multiple of ``thin`` and at most ``num_samples``."""
+    checkpoint every 100), or for an i.i.d. stream (``sampler.draw``) up to ``most``,
+    as many as make ~``_IID_CHUNK_ELEMENTS`` values over all chains (``values``: chains
+    x pixels; all of the run's chains, not one process's share, so the draws do not
+    depend on how many processes ran), at least 100 -- and there the largest divisor of
+    the kept draws between ``most / 2`` and ``most`` when one exists, so that every
+    chunk has one length and compiles once (10,000 draws: chunks of 2500, not 4096 +
+    4096 + 1808). A multiple of ``thin`` and at most ``num_samples``."""
+    num_kept = num_samples // thin
     kept = 100
     if sampler.draw is not None:
-        kept = max(kept, _IID_CHUNK_ELEMENTS // max(values * thin, 1))
-    return max(thin, min(num_samples, kept * thin) // thin * thin)
+        most = max(kept, _IID_CHUNK_ELEMENTS // max(values * thin, 1))
+        kept = num_kept if num_kept <= most else next(
+            (d for d in range(most, most // 2 - 1, -1) if num_kept % d == 0), most)
+    return thin * max(1, min(kept, num_kept))
 
 
 def _chains_in_turn(params, states, wf, keys, t0, phase, sampler, length, thin):
@@ -428,7 +435,8 @@ def _run_chains(monitor, sampler, params, init_positions, key, *, num_warmup, nu
     if num_samples % thin:
         raise ValueError(f"num_samples ({num_samples}) must be a multiple of thin ({thin})")
     if chunk_size is None:
-        chunk_size = _default_chunk_size(sampler, num_samples, thin, C * math.prod(shape))
+        chunk_size = _default_chunk_size(sampler, num_samples, thin,
+                                         num_chains * math.prod(shape))
     if chunk_size < 1 or chunk_size % thin:
         raise ValueError(f"chunk_size ({chunk_size}) must be a positive multiple of "
                          f"thin ({thin})")
