@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .inference import exact as _exact
-from .inference.accounting import CallClock, method_result
+from .inference.accounting import CallClock, method_result, with_prelude
 from .inference.checkpoint import CheckpointMismatch
 from .inference.sample import EXACTNESS
 from .linalg import circulant_solve, full_precision, matmul_precision, pcg
@@ -111,7 +111,8 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
         A :class:`~uqrecon.result.Result` with mean, variance, provenance (solver, model
         identity) and, on the dense path, the Gaussian factors.
     """
-    form = posterior.gaussian_form()
+    with CallClock() as before:    # what runs before the solver's clock counts too
+        form = posterior.gaussian_form()
     if form is None:
         raise ValueError("exact_gaussian: 'posterior' is not linear-Gaussian "
                          "(posterior.gaussian_form() is None); use mcmc_reference")
@@ -121,7 +122,8 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
     if jnp.issubdtype(jnp.dtype(posterior.dtype), jnp.complexfloating):
         # a complex image: the exact Gaussian of its real coordinates (Re x, Im x), whose
         # 2n x 2n covariance is the Result's Gaussian factors (see uqrecon.result)
-        real = posterior.real_coordinates(owner="exact_gaussian")
+        with CallClock() as convert:
+            real = posterior.real_coordinates(owner="exact_gaussian")
         out = exact_gaussian(real, seed=seed, dense_max=2 * dense_max,
                              num_samples=num_samples, tol=tol, maxiter=maxiter,
                              keep_draws=keep_draws)
@@ -129,7 +131,11 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
                 "dtype": jnp.dtype(posterior.dtype).name,
                 "coordinates": "real: (Re x, Im x) on a leading axis"}
         prov["config"] = {**prov["config"], "dense_max": dense_max}
-        return Result.from_real_coordinates(out, provenance=prov)
+        with CallClock() as back:       # back to complex images: the Result counts it
+            result = Result.from_real_coordinates(out, provenance=prov)
+        for extra in (before, convert, back):
+            result = with_prelude(result, extra)
+        return result
     shape = tuple(posterior.shape)
     n = math.prod(shape)
     dtype = jnp.dtype(posterior.dtype)
@@ -145,12 +151,12 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
             cov = rinv.T @ rinv
             var = jnp.sum(rinv ** 2, axis=0).reshape(shape)
             jax.block_until_ready((cov, var))
-        return method_result(posterior, "exact_gaussian", config, clock,
-                             mean=np.asarray(dense.mean), variance=np.asarray(var),
-                             gaussian={"kind": "dense", "mean": np.asarray(dense.mean),
-                                       "cov": np.asarray(cov)},
-                             exactness="exact", solver="dense_cholesky",
-                             variance_error="rounding only")
+        return with_prelude(method_result(
+            posterior, "exact_gaussian", config, clock, mean=np.asarray(dense.mean),
+            variance=np.asarray(var), gaussian={"kind": "dense", "mean": np.asarray(dense.mean),
+                                                "cov": np.asarray(cov)},
+            exactness="exact", solver="dense_cholesky", variance_error="rounding only"),
+            before)
 
     with CallClock() as clock:
         mean, iters, relres = _exact.posterior_mean(form, tol, maxiter)
@@ -169,12 +175,13 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
     draws = (np.asarray(mean) + np.asarray(devs))[None] if keep_draws else None
     diagnostics = {"num_grad_evals": cg_iterations, "variance_rel_se": rel_se,
                    "converged": converged, "reason": reason}
-    return method_result(
+    return with_prelude(method_result(
         posterior, "exact_gaussian", config, clock, mean=np.asarray(mean),
         variance=np.asarray(var), draws=draws, diagnostics=diagnostics, seed=seed,
         exactness="exact", solver="cg + perturbation-optimisation",
         variance_estimator=f"sample variance of {num_samples} exact draws about the CG mean",
-        variance_rel_se=rel_se, mean_cg_relres=float(relres), draws_cg_relres_max=worst)
+        variance_rel_se=rel_se, mean_cg_relres=float(relres), draws_cg_relres_max=worst),
+        before)
 
 
 # --------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
         with CallClock() as postlude:   # back to complex images: counted like the prelude
             prov = dict(result.provenance)
             prov.update(model_identity(posterior))
+            prov["dtype"] = jnp.dtype(posterior.dtype).name     # as sample() reports it
             prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
             result = Result.from_real_coordinates(result, provenance=prov)
         result = with_prelude(result, postlude)

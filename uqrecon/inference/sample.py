@@ -122,7 +122,7 @@ from .methods import hmc as _hmc
 from .methods import langevin as _langevin
 from .methods import mclmc as _mclmc
 from .methods import proximal as _proximal
-from .accounting import CallClock, method_result
+from .accounting import CallClock, method_result, with_prelude
 from .runner import check_chain_method, run_chains
 
 __all__ = ["sample", "METHODS", "EXACTNESS", "COMPLEX_METHODS", "default_chain_method"]
@@ -232,12 +232,14 @@ def _sample_complex(posterior, method, num_chains, num_samples, num_warmup, thin
     if method not in COMPLEX_METHODS:
         raise ValueError(f"method={method!r} does not support a complex image; methods "
                          f"for complex images: {list(COMPLEX_METHODS)}")
-    real = posterior.real_coordinates(owner=f"method={method!r}")
-    cfg = dict(cfg)
-    if cfg.get("init") is not None:     # a complex starting image -> its real coordinates
-        init = jnp.asarray(cfg["init"])
-        if jnp.iscomplexobj(init):
-            cfg["init"] = jnp.moveaxis(to_real(init), 0, init.ndim - len(posterior.shape))
+    with CallClock() as before:         # the conversions count in the Result's timings
+        real = posterior.real_coordinates(owner=f"method={method!r}")
+        cfg = dict(cfg)
+        if cfg.get("init") is not None:     # a complex starting image -> real coordinates
+            init = jnp.asarray(cfg["init"])
+            if jnp.iscomplexobj(init):
+                cfg["init"] = jnp.moveaxis(to_real(init), 0,
+                                           init.ndim - len(posterior.shape))
     out = sample(real, method=method, num_chains=num_chains, num_samples=num_samples,
                  num_warmup=num_warmup, thin=thin, seed=seed, checkpoint_dir=checkpoint_dir,
                  draws_dir=draws_dir, progress=progress, **cfg)
@@ -245,7 +247,9 @@ def _sample_complex(posterior, method, num_chains, num_samples, num_warmup, thin
     prov.update(model_identity(posterior))
     prov["dtype"] = jnp.dtype(posterior.dtype).name
     prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
-    return Result.from_real_coordinates(out, provenance=prov)
+    with CallClock() as back:           # back to complex images
+        result = Result.from_real_coordinates(out, provenance=prov)
+    return with_prelude(with_prelude(result, before), back)
 
 
 @full_precision
