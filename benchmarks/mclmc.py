@@ -2,7 +2,8 @@
 in tests.
 
 Posterior: ``size x size`` modified Shepp-Logan, parallel beam (``size // 2`` angles),
-1 % noise, GMRF delta = 10, all on the dense whitening. Per method, in one process:
+1 % noise, GMRF delta = 10 (or the main job's Huber-TV, ``--model huber_tv``), all on
+``sample``'s default whitening (dense up to 64x64, low-rank above). Per method, in one process:
 min bulk ESS over pixels, ESS per gradient evaluation counting warmup/tuning (NUTS's
 warmup, MCLMC/MAMS/ChEES's tuning in the set-up) and set-up gradients, and ESS per second
 counting set-up + warmup/tuning + sampling (compilation reported apart), and the
@@ -61,7 +62,7 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     post, std = problem(args.size, args.model)
-    rows = []
+    rows, whitening = [], set()
     for method in args.methods.split(","):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
@@ -71,6 +72,7 @@ def main():
                        progress=False)
         wall = time.perf_counter() - t0
         d, t = r.diagnostics, r.timings
+        whitening.add(str(r.provenance["config"].get("preconditioner", "?")))
         ess = float(np.min(d["ess_bulk"]))
         grads = d["num_grad_evals"] + d["num_grad_evals_warmup"] + d["num_grad_evals_setup"]
         secs = t["setup_s"] + t["run_s"]
@@ -92,14 +94,14 @@ def main():
         Path(args.out).write_text(
             f"# {' vs '.join(m.upper() for m in args.methods.split(','))}, "
             f"{args.size}x{args.size} CT {'GMRF' if args.model == 'gmrf' else 'Huber-TV'} "
-            f"(dense whitening)\n\n"
+            f"({' / '.join(sorted(whitening))} whitening)\n\n"
             f"Command: `JAX_PLATFORMS=cpu .venv/bin/python benchmarks/mclmc.py --size "
             f"{args.size} --num-chains {args.num_chains} --num-warmup {args.num_warmup} "
             f"--num-samples {args.num_samples} --methods {args.methods} --model "
             f"{args.model}`\n\n"
             f"Machine: {os.cpu_count()} CPU cores, load average at the end "
             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min), JAX {jax.__version__} on {jax.devices()[0].platform}."
-            f"\n\nGradients count set-up (reference image, dense whitening), warmup "
+            f"\n\nGradients count set-up (reference image, whitening), warmup "
             f"(NUTS: dual averaging in the runner; MCLMC/MAMS/ChEES: blackjax's tuners in "
             f"the set-up, {args.num_warmup} steps per chain) and sampling; seconds likewise, compilation "
             f"apart.\n\n" + table)
