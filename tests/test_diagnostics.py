@@ -159,16 +159,25 @@ def test_threaded_chunks_equal_one_pass(monkeypatch):
     bit, with a NaN pixel, a constant pixel, tied values and an odd draw count. Would
     catch: a chunk's results written to another chunk's pixels, the NaN mask applied
     to the wrong chunk, anything in the threaded path that moves a value (a 1e-12 shift
-    of its inputs; each mutation-checked)."""
+    of its inputs), the pool not used (each mutation-checked)."""
     rng = np.random.default_rng(7)
     x = np.concatenate([_ar1(rng, 3, 41, 50, 0.7),
                         rng.integers(0, 3, size=(3, 41, 9)).astype(float),
                         np.ones((3, 41, 1))], axis=2)
     x[1, 5, 17] = np.nan
     whole = D.diagnose(x)
+    pools = []
+
+    class Recorded(D.ThreadPoolExecutor):
+        def __init__(self, workers):
+            pools.append(workers)
+            super().__init__(workers)
+
+    monkeypatch.setattr(D, "ThreadPoolExecutor", Recorded)
     monkeypatch.setattr(D, "_num_threads", lambda: 3)
     monkeypatch.setattr(D, "_CHUNK_ELEMENTS", 3 * 3 * 41 * 3)    # 3 pixels per chunk
     got = D.diagnose(x)
+    assert pools == [3], pools                  # the pool ran, with 3 threads
     for k in whole:
         np.testing.assert_array_equal(got[k], whole[k], err_msg=k)
     assert np.isnan(got["rhat"][17]) and np.isfinite(got["rhat"][16])

@@ -259,8 +259,8 @@ def test_default_chunk_of_an_iid_stream_is_large_and_even():
     chunks of ~``_IID_CHUNK_ELEMENTS`` values over all chains, chosen to divide the run
     where a divisor lies within 2x of that size (one chunk length, one compilation).
     Would catch: exact draws back in blocks of 100, a last chunk of another length where
-    an even split exists, a chunk that is not a multiple of ``thin`` (each
-    mutation-checked). That ``run_chains`` passes all chains' values, not one process's
+    an even split exists, a chunk that is not a multiple of ``thin``, a target that
+    ignores ``thin``, a divisor below 100 (each mutation-checked). That ``run_chains`` passes all chains' values, not one process's
     share, is not tested here."""
     from uqrecon.inference import runner as R
     from uqrecon.inference.exact import EXACT_DENSE
@@ -273,6 +273,9 @@ def test_default_chunk_of_an_iid_stream_is_large_and_even():
     assert R._default_chunk_size(EXACT_DENSE, 10_000, 1, 4096) == 2500     # 4 x 2500
     assert R._default_chunk_size(EXACT_DENSE, 10_007, 1, 4096) == most     # a prime
     assert R._default_chunk_size(EXACT_DENSE, 40_000, 1, 4 * 4096) == 1000  # 4 chains
+    assert R._default_chunk_size(EXACT_DENSE, 10_000, 4, 4096) == 2500      # 4 x 625 kept
+    # 4 chains of 256x256: ~64 draws make the target; never below 100 (3599 = 59 x 61)
+    assert R._default_chunk_size(EXACT_DENSE, 3599, 1, 4 * 65536) == 100
     for n, thin, values in ((10_000, 4, 4096), (90, 3, 8), (6, 6, 1), (500, 1, 4 * 16384)):
         c = R._default_chunk_size(EXACT_DENSE, n, thin, values)
         assert c % thin == 0 and thin <= c <= n and (n // thin) % (c // thin) == 0, (n, c)
