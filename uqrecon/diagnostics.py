@@ -10,7 +10,8 @@ memory) instead of ArviZ's Python loop per scalar. :func:`rhat`, :func:`ess_bulk
 call, has a second backend with the same estimators: ``"jax"``, one jitted function on
 the default device, float32 unless x64 is on, its default when that device is a GPU/TPU
 (for 256 chains x 300 draws x 4096 pixels the host needs ~30 s on 2 cores at ~0.1 us
-per value, an H200 0.2 s). The numpy backend runs pixel chunks on one thread per core.
+per value, an H200 0.2 s). The numpy backend runs pixel chunks on one thread per core
+(at most 8).
 
 Inputs are draws of shape ``(chains, draws, *shape)``; outputs have the image ``shape``.
 

@@ -158,9 +158,9 @@ def _default_chunk_size(sampler: Sampler, num_samples: int, thin: int, values: i
     as many as make ~``_IID_CHUNK_ELEMENTS`` values over all chains (``values``: chains
     x pixels; all of the run's chains, not one process's share, so the draws do not
     depend on how many processes ran), at least 100 -- and there the largest divisor of
-    the kept draws between ``max(100, most / 2)`` and ``most`` when one exists, so that every
-    chunk has one length and compiles once (10,000 draws: chunks of 2500, not 4096 +
-    4096 + 1808). A multiple of ``thin`` and at most ``num_samples``."""
+    the kept draws between ``max(100, most / 2)`` and ``most`` when one exists, so that
+    every chunk has one length and compiles once (10,000 draws: chunks of 2500, not
+    4096 + 4096 + 1808). A multiple of ``thin`` and at most ``num_samples``."""
     num_kept = num_samples // thin
     kept = 100
     if sampler.draw is not None:
