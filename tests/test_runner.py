@@ -260,8 +260,8 @@ def test_default_chunk_of_an_iid_stream_is_large_and_even():
     where a divisor lies within 2x of that size (one chunk length, one compilation).
     Would catch: exact draws back in blocks of 100, a last chunk of another length where
     an even split exists, a chunk that is not a multiple of ``thin``, a target that
-    ignores ``thin``, a divisor below 100 (each mutation-checked). That ``run_chains`` passes all chains' values, not one process's
-    share, is not tested here."""
+    ignores ``thin``, a divisor below 100 (each mutation-checked). That ``run_chains``
+    passes all chains' values, not one process's share, is not tested here."""
     from uqrecon.inference import runner as R
     from uqrecon.inference.exact import EXACT_DENSE
     step_only = EXACT_DENSE._replace(draw=None)
