@@ -400,9 +400,11 @@ def test_an_unconverged_reference_goes_on_with_more_rounds(tmp_path, monkeypatch
     again with ``max_rounds=3`` it reads both back and runs only round three, giving the
     draws of a 3-round run from scratch. A converged reference leaves no rounds behind.
     Rounds read back are diagnosed only where needed: after the last of them (to size
-    round three) and after round three. Would catch: the rounds keyed with ``max_rounds``
-    (nothing found: all rounds re-run), an unconverged reference deleting its rounds, a
-    converged one keeping them, diagnostics recomputed for every round read back."""
+    round three) and after round three. The unconverged reference writes no cache file
+    (its draws would be on disk twice); the same call again reads its rounds back and
+    runs nothing. Would catch: the rounds keyed with ``max_rounds`` (nothing found: all
+    rounds re-run), an unconverged reference deleting its rounds or writing a cache file,
+    a converged one keeping them, diagnostics recomputed for every round read back."""
     import uqrecon.diagnostics as diagnostics_module
     post = tiny_posterior()
     kw = dict(method="hmc", num_chains=2, num_samples=40, num_warmup=40, min_ess=5000,
@@ -410,7 +412,12 @@ def test_an_unconverged_reference_goes_on_with_more_rounds(tmp_path, monkeypatch
     three = mcmc_reference(post, cache_dir=tmp_path / "a", max_rounds=3, **kw)
     two = mcmc_reference(post, cache_dir=tmp_path / "b", max_rounds=2, **kw)
     assert not two.provenance["converged"]
+    # not cached (its draws live in the rounds only); asked again, it reads them back
+    assert [p.suffix for p in (tmp_path / "b").iterdir()] == [".rounds"]
     calls = _count_chunks(monkeypatch)
+    again = mcmc_reference(post, cache_dir=tmp_path / "b", max_rounds=2, **kw)
+    assert not calls and again.provenance["rounds_loaded"] == 2
+    np.testing.assert_array_equal(again.draws, two.draws)
     real_diagnose, diagnosed = diagnostics_module.diagnose, []
     monkeypatch.setattr(diagnostics_module, "diagnose",
                         lambda d: diagnosed.append(d.shape[1]) or real_diagnose(d))

@@ -500,10 +500,11 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     saved under ``<cache_dir>/<method>-<key>.rounds/`` and the running round checkpoints
     after every chunk, so a run that dies and is started again with the same arguments
     redoes the round's set-up and at most one chunk (``provenance['rounds_loaded']``
-    counts the rounds read back). The folder goes when the reference converges; an
-    unconverged one keeps it (its draws are then on disk twice), and asking again with a
-    larger ``max_rounds`` goes on from its last round (the rounds' key leaves
-    ``max_rounds`` out). A second process asking for the same reference meanwhile waits
+    counts the rounds read back). The folder goes when the reference converges and the
+    cache file is written; an unconverged one writes no cache file and keeps the folder
+    (its draws on disk once): the same call again reads the rounds back and diagnoses
+    them, and asking again with a larger ``max_rounds`` goes on from its last round (the
+    rounds' key leaves ``max_rounds`` out). A second process asking for the same reference meanwhile waits
     for the first (a ``flock`` on the folder, POSIX only). ``timings`` cover this call
     only.
 
@@ -561,15 +562,17 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
             return result
         _tidy_rounds(work)
         result = _make_reference(posterior, method, settings, work, key, ident, progress)
-        if use_cache:
+        # only a converged reference is cached: an unconverged one keeps its rounds, which
+        # the same call reads back (instead of every draw on disk twice)
+        if use_cache and result.provenance["converged"]:
             os.makedirs(cache_dir, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp.npz"
             result.save(tmp)
             os.replace(tmp, path)
-            if result.provenance["converged"]:    # an unconverged one keeps its rounds
-                shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+    written = use_cache and result.provenance["converged"]
     return result.replace(provenance=dict(result.provenance,
-                                          cache={"hit": False, "path": path if use_cache else None}))
+                                          cache={"hit": False, "path": path if written else None}))
 
 
 # --------------------------------------------------------------------------------------
