@@ -237,11 +237,13 @@ def _ess_core(x: np.ndarray) -> np.ndarray:
     return np.where(constant, float(total), out)
 
 
-def _rhat_rank(x, z_split=None):
-    """``z_split``: ``_z_scale(_split(x))`` when the caller already has it."""
+def _rhat_rank(x, z_split=None, median=None):
+    """``z_split``: ``_z_scale(_split(x))``, ``median``: each pixel's median of
+    ``_split(x)``, when the caller already has them."""
     sx = _split(x)
     bulk = _rhat_core(_z_scale(sx) if z_split is None else z_split)
-    folded = np.abs(sx - np.median(sx, axis=(1, 2), keepdims=True))
+    median = np.median(sx, axis=(1, 2)) if median is None else median
+    folded = np.abs(sx - median[:, None, None])
     tail = _rhat_core(_z_scale(folded))
     return np.maximum(bulk, tail)
 
@@ -281,9 +283,7 @@ def _all(x):
         quantiles = [np.quantile(flat, pr, axis=1) for pr in (0.05, 0.95)]
     if c >= 2:
         m = srt.shape[1]        # 2 c (n // 2): even, so the median is a mean of two
-        median = (srt[:, m // 2 - 1] + srt[:, m // 2]) / 2
-        folded = np.abs(sx - median[:, None, None])
-        rh = np.maximum(_rhat_core(z), _rhat_core(_z_scale(folded)))
+        rh = _rhat_rank(x, z, (srt[:, m // 2 - 1] + srt[:, m // 2]) / 2)
     else:
         rh = np.full(p, np.nan)
     return _ess_core(z), _ess_tail_at(x, quantiles), rh

@@ -133,9 +133,7 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
         prov["config"] = {**prov["config"], "dense_max": dense_max}
         with CallClock() as back:       # back to complex images: the Result counts it
             result = Result.from_real_coordinates(out, provenance=prov)
-        for extra in (before, convert, back):
-            result = with_prelude(result, extra)
-        return result
+        return with_prelude(result, before, convert, back)
     shape = tuple(posterior.shape)
     n = math.prod(shape)
     dtype = jnp.dtype(posterior.dtype)
@@ -504,7 +502,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     cache file is written; an unconverged one writes no cache file and keeps the folder
     (its draws on disk once): the same call again reads the rounds back and diagnoses
     them, and asking again with a larger ``max_rounds`` goes on from its last round (the
-    rounds' key leaves ``max_rounds`` out). A second process asking for the same reference meanwhile waits
+    rounds' key leaves ``max_rounds`` out). A second process asking for the same
+    reference meanwhile waits
     for the first (a ``flock`` on the folder, POSIX only). ``timings`` cover this call
     only.
 
@@ -564,13 +563,13 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
         result = _make_reference(posterior, method, settings, work, key, ident, progress)
         # only a converged reference is cached: an unconverged one keeps its rounds, which
         # the same call reads back (instead of every draw on disk twice)
-        if use_cache and result.provenance["converged"]:
+        written = use_cache and result.provenance["converged"]
+        if written:
             os.makedirs(cache_dir, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp.npz"
             result.save(tmp)
             os.replace(tmp, path)
             shutil.rmtree(work, ignore_errors=True)
-    written = use_cache and result.provenance["converged"]
     return result.replace(provenance=dict(result.provenance,
                                           cache={"hit": False, "path": path if written else None}))
 

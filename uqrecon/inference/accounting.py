@@ -133,16 +133,16 @@ def method_result(posterior, method: str, config: Mapping | None, clock: CallClo
                   timings=clock.timings(setup_s), provenance=prov, gaussian=gaussian)
 
 
-def with_prelude(result, prelude: CallClock):
-    """``result`` with the work of ``prelude`` -- a clock around what the entry point did
+def with_prelude(result, *clocks: CallClock):
+    """``result`` with the work of ``clocks`` -- clocks around what the entry point did
     before the method's own clock started (e.g. making the PRNG key, which compiles
     once per process) or after it stopped (e.g. turning a complex image's real
     coordinates back into complex ones) -- added to its timings and compile count, so
     the Result accounts for the whole call."""
     t = dict(result.timings)
-    t["compile_s"] = t.get("compile_s", 0.0) + prelude.compile_s
-    t["total_s"] = t.get("total_s", 0.0) + prelude.total_s
+    t["compile_s"] = t.get("compile_s", 0.0) + sum(c.compile_s for c in clocks)
+    t["total_s"] = t.get("total_s", 0.0) + sum(c.total_s for c in clocks)
     t["run_s"] = max(t["total_s"] - t["compile_s"] - t.get("setup_s", 0.0), 0.0)
     d = dict(result.diagnostics)
-    d["num_compiles"] = d.get("num_compiles", 0) + prelude.num_compiles
+    d["num_compiles"] = d.get("num_compiles", 0) + sum(c.num_compiles for c in clocks)
     return result.replace(timings=t, diagnostics=d)

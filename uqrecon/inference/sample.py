@@ -249,7 +249,7 @@ def _sample_complex(posterior, method, num_chains, num_samples, num_warmup, thin
     prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
     with CallClock() as back:           # back to complex images
         result = Result.from_real_coordinates(out, provenance=prov)
-    return with_prelude(with_prelude(result, before), back)
+    return with_prelude(result, before, back)
 
 
 @full_precision
