@@ -189,20 +189,26 @@ def test_reference_rounds_diagnose_once_per_round(monkeypatch):
 
 
 def test_next_round_asks_for_what_the_criteria_miss():
-    """Round sizing (:func:`uqrecon.gold._next_round`): multiples of the chunk (500
-    here), the missing fraction plus 20 %, at least one chunk, at most a doubling. Catches a
-    rule that ignores the tail ESS or R-hat, or one that overshoots a near miss."""
+    """Round sizing (:func:`uqrecon.gold._next_round`): multiples of the chunk (100
+    here), the missing fraction by the criteria's scaling with no margin, at least one
+    chunk, at most a doubling. Catches a rule that ignores the bulk or tail ESS or R-hat,
+    one that adds a margin again (the first three cases would each get a unit more with
+    the former 20 %), one whose rounding adds a unit for a hair over a whole number, and
+    one without the cap."""
     from uqrecon.gold import _next_round
     ok = dict(rhat_max=1.01, min_ess=400)
-    # bulk ESS 350 of 400 after 1000: 1.2 * 8/7 * 1000 - 1000 = 371 -> one round of 500
-    assert _next_round(1000, 500, 1.005, 350, 900, **ok) == 500
-    # the tail ESS is the worst: 1.2 * 2 * 1000 - 1000 = 1400 -> capped at 1000
-    assert _next_round(1000, 500, 1.005, 900, 200, **ok) == 1000
-    # R-hat 1.02 at 3000: needs ~2x -> 1.2 * 2 * 3000 - 3000 = 4200 -> 9 x 500 capped at 3000
-    assert _next_round(3000, 500, 1.02, 900, 900, **ok) == 3000
-    # R-hat 1.0105 at 2000: 1.2 * 1.05 * 2000 - 2000 = 520 -> 2 x 500
-    assert _next_round(2000, 500, 1.0105, 900, 900, **ok) == 1000
-    # only a divergence missing: one more first round
+    # bulk ESS 350 of 400 after 1000: 8/7 * 1000 - 1000 = 143 -> two units
+    assert _next_round(1000, 100, 1.005, 350, 900, **ok) == 200
+    # the tail ESS is the worst: 2 * 1000 - 1000 = 1000 (capped at 1000 draws per chain)
+    assert _next_round(1000, 100, 1.005, 900, 200, **ok) == 1000
+    assert _next_round(1000, 100, 1.005, 900, 250, **ok) == 600
+    # R-hat 1.015 after 500: 1.5 * 500 - 500 = 250 -> three units
+    assert _next_round(500, 100, 1.015, 900, 900, **ok) == 300
+    # R-hat 1.0115 after 2000: 1.15 * 2000 - 2000 = 300 (a hair over in binary) -> 3 units
+    assert _next_round(2000, 100, 1.0115, 900, 900, **ok) == 300
+    # R-hat 1.03 after 3000: needs 6000 more -> capped at the 3000 there are
+    assert _next_round(3000, 100, 1.03, 900, 900, **ok) == 3000
+    # only a divergence missing: one unit
     assert _next_round(2000, 500, 1.001, 900, 900, **ok) == 500
 
 

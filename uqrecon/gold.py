@@ -64,7 +64,7 @@ def exactness(method: str) -> str:
     return EXACTNESS.get(method, "unknown")
 
 
-_CACHE_FORMAT = 3   # 3: rounds sized by _next_round, tuned step kept
+_CACHE_FORMAT = 4   # 3: rounds sized by _next_round, tuned step kept; 4: without the 20 % margin
 
 
 # --------------------------------------------------------------------------------------
@@ -243,15 +243,25 @@ def _next_round(have: int, unit: int, max_rhat: float, min_ess_bulk: float,
     """Iterations per chain of the next round.
 
     Scales what is missing by how the criteria grow with the run (ESS in proportion to
-    the draws, ``R-hat - 1`` in inverse proportion), with a 20 % margin; rounded up to a
+    the draws, ``R-hat - 1`` in inverse proportion), with no margin; rounded up to a
     multiple of ``unit`` (the compiled chunk length: every round reuses one compiled
     chunk), at least one unit and at most as long as all rounds so far (the doubling a
     badly mixing chain needs).
+
+    Why no margin: near convergence it is the largest of thousands of pixels' R-hats that
+    falls short, and that maximum falls faster than ``1/n`` when it is an outlier of the
+    noise. Replayed on the draws of five 128x128 TV references
+    (``benchmarks/results/gold_tv.md``, section 1f), the earlier 20 % margin ran up to
+    1000 sweeps per chain (312 s) where 700 met the criteria; without it, at most 800
+    (256 s). A round too short costs one more diagnosis of the draws (~15 % of a 100-sweep
+    unit there); a round too long costs its sweeps.
     """
     factor = max(1.0, min_ess / max(min_ess_bulk, 1e-12), min_ess / max(min_ess_tail, 1e-12),
                  (max_rhat - 1.0) / (rhat_max - 1.0))
-    missing = 1.2 * factor * have - have
-    units = min(max(math.ceil(missing / unit), 1), max(have // unit, 1))
+    missing = factor * have - have
+    # rounded before the ceiling: 1.0105 - 1 is not 0.0105 in binary, and a hair over a
+    # whole number of units must not add a unit
+    units = min(max(math.ceil(round(missing / unit, 6)), 1), max(have // unit, 1))
     return units * unit
 
 
@@ -485,8 +495,8 @@ def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains
     split R-hat >= ``rhat_max``, bulk or tail ESS < ``min_ess``, or any transition was
     divergent (posteriordb's reference criteria), it runs another round, continuing each
     chain from its last state, and appends the draws. A round's length is what the
-    criteria's scaling says is missing plus 20 % (a multiple of the compiled chunk, at
-    most all previous rounds together: :func:`_next_round`); later rounds need no warmup (for
+    criteria's scaling says is missing (a multiple of the compiled chunk, at most all
+    previous rounds together: :func:`_next_round`); later rounds need no warmup (for
     ``gsm``/``gibbs``/``exact`` nothing is tuned; HMC, NUTS and MALA, and GSM's HMC
     moves (``hmc_moves``), keep the median of the first round's tuned step sizes;
     MCLMC/MAMS tune again). After
