@@ -89,9 +89,7 @@ def main():
     ap.add_argument("--round-s", type=float, default=1.5)
     a = ap.parse_args()
     if a.seeds:
-        import sys
-        sys.path.insert(0, __file__.rsplit("/", 1)[0])
-        from gold_tv import tv_posterior
+        from gold_tv import tv_posterior     # benchmarks/ is the script's folder
         _, post = tv_posterior(128, 30)
         out = {}
         for seed in (int(s) for s in a.seeds.split(",")):

@@ -192,14 +192,13 @@ def test_next_round_asks_for_what_the_criteria_miss():
     """Round sizing (:func:`uqrecon.gold._next_round`): multiples of the chunk (100
     here), the missing fraction by the criteria's scaling with no margin, at least one
     chunk, at most a doubling. Catches a rule that ignores the bulk or tail ESS or R-hat,
-    one that adds a margin again (the first three cases would each get a unit more with
-    the former 20 %), one whose rounding adds a unit for a hair over a whole number, and
-    one without the cap."""
+    one that adds a margin again (the former 20 % lengthens four of the cases), one whose
+    rounding adds a unit for a hair over a whole number, and one without the cap."""
     from uqrecon.gold import _next_round
     ok = dict(rhat_max=1.01, min_ess=400)
     # bulk ESS 350 of 400 after 1000: 8/7 * 1000 - 1000 = 143 -> two units
     assert _next_round(1000, 100, 1.005, 350, 900, **ok) == 200
-    # the tail ESS is the worst: 2 * 1000 - 1000 = 1000 (capped at 1000 draws per chain)
+    # the tail ESS is the worst: 2 * 1000 - 1000 = 1000 (= the cap, the 1000 there are)
     assert _next_round(1000, 100, 1.005, 900, 200, **ok) == 1000
     assert _next_round(1000, 100, 1.005, 900, 250, **ok) == 600
     # R-hat 1.015 after 500: 1.5 * 500 - 500 = 250 -> three units

@@ -252,14 +252,14 @@ def _next_round(have: int, unit: int, max_rhat: float, min_ess_bulk: float,
     falls short, and that maximum falls faster than ``1/n`` when it is an outlier of the
     noise. Replayed on the draws of five 128x128 TV references
     (``benchmarks/results/gold_tv.md``, section 1f), the earlier 20 % margin ran up to
-    1000 sweeps per chain (312 s) where 700 met the criteria; without it, at most 800
-    (256 s). A round too short costs one more diagnosis of the draws (~15 % of a 100-sweep
+    1000 sweeps per chain (315 s) where 700 met the criteria; without it, at most 800
+    (259 s). A round too short costs one more diagnosis of the draws (~15 % of a 100-sweep
     unit there); a round too long costs its sweeps.
     """
     factor = max(1.0, min_ess / max(min_ess_bulk, 1e-12), min_ess / max(min_ess_tail, 1e-12),
                  (max_rhat - 1.0) / (rhat_max - 1.0))
     missing = factor * have - have
-    # rounded before the ceiling: 1.0105 - 1 is not 0.0105 in binary, and a hair over a
+    # rounded before the ceiling: 1.0115 - 1 is not 0.0115 in binary, and a hair over a
     # whole number of units must not add a unit
     units = min(max(math.ceil(round(missing / unit, 6)), 1), max(have // unit, 1))
     return units * unit
