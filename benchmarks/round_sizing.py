@@ -5,16 +5,17 @@ A reference runs a first round, diagnoses all pixels, and while the criteria (sp
 ``gold._next_round``. What that rule costs depends on how the largest of the pixels'
 R-hats falls with the run's length, which only long runs show. This script
 
-1. runs ``--seeds`` chains of the 128x128 TV gold standard with ``gold.reference``'s
-   first-round settings (GSM with its HMC moves, 4 chains, 100 warmup sweeps, chunks of
-   100) for ``--draws`` draws per chain, and records max R-hat and min bulk / tail ESS of
-   the first n draws for every n in steps of 100 (``--out``, JSON; the draws themselves
-   are not kept);
+1. runs ``--seeds`` chains of the 128x128 TV gold standard (``--size``, ``--views``)
+   with ``gold.reference``'s first-round settings (GSM with its HMC moves, 4 chains, 100
+   warmup sweeps, chunks of 100) for ``--draws`` draws per chain, and records max R-hat
+   and min bulk / tail ESS of the first n draws for every n in steps of 100 (``--out``,
+   JSON; the draws themselves are not kept);
 2. replays round-sizing rules on those trajectories: the first round's n, then the rule's
    next n, until the criteria hold at some n, counting sweeps and diagnoses, and prices
-   them with a sweep's and a diagnosis's measured cost (``--sweep-s``, ``--diag-s``: per
-   4-chain sweep, and per draw per chain diagnosed, both measured on this 2-core CPU, see
-   ``benchmarks/results/gold_tv.md`` section 1f), plus ``--round-s`` of set-up a round.
+   them with a sweep's and a diagnosis's cost (``--sweep-s``, ``--diag-s``: per 4-chain
+   sweep, and per draw per chain diagnosed; the defaults timed at 128x128 on this 2-core
+   CPU, ``benchmarks/results/gold_tv.md`` section 1f), plus ``--round-s`` of set-up a
+   round (an estimate).
 
 The replay is an estimate; ``benchmarks/gpu.py --parts gold`` times the real thing.
 
@@ -82,6 +83,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="", help="seeds to run, e.g. 1,2,4")
     ap.add_argument("--draws", type=int, default=1200)
+    ap.add_argument("--size", type=int, default=128, help="image side (sparse-view CT)")
+    ap.add_argument("--views", type=int, default=30)
     ap.add_argument("--out", default="round_sizing.json")
     ap.add_argument("--replay", default="", help="trajectory JSON files to replay")
     ap.add_argument("--sweep-s", type=float, default=0.275)
@@ -90,7 +93,7 @@ def main():
     a = ap.parse_args()
     if a.seeds:
         from gold_tv import tv_posterior     # benchmarks/ is the script's folder
-        _, post = tv_posterior(128, 30)
+        _, post = tv_posterior(a.size, a.views)
         out = {}
         for seed in (int(s) for s in a.seeds.split(",")):
             out[f"seed {seed}"] = trajectory(post, seed, a.draws)
@@ -109,9 +112,9 @@ def main():
             for name, rule in rules.items():
                 got = [replay(r["stats"], rule, first=first, **cost) for r in runs.values()]
                 cells = ["-" if g is None else f"{g[0]} / {g[1]} / {g[2]:.0f}" for g in got]
-                secs = [g[2] for g in got if g is not None]
-                print(f"| {first} | {name} | " + " | ".join(cells)
-                      + f" | {np.mean(secs):.0f} | {max(secs):.0f} |")
+                secs = [g[2] for g in got if g is not None]   # runs the trajectory covers
+                summary = f"{np.mean(secs):.0f} | {max(secs):.0f}" if secs else "- | -"
+                print(f"| {first} | {name} | " + " | ".join(cells) + f" | {summary} |")
 
 
 if __name__ == "__main__":
