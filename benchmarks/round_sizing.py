@@ -5,17 +5,18 @@ A reference runs a first round, diagnoses all pixels, and while the criteria (sp
 ``gold._next_round``. What that rule costs depends on how the largest of the pixels'
 R-hats falls with the run's length, which only long runs show. This script
 
-1. runs ``--seeds`` chains of the 128x128 TV gold standard (``--size``, ``--views``)
-   with ``gold.reference``'s first-round settings (GSM with its HMC moves, 4 chains, 100
-   warmup sweeps, chunks of 100) for ``--draws`` draws per chain, and records max R-hat
-   and min bulk / tail ESS of the first n draws for every n in steps of 100 (``--out``,
-   JSON; the draws themselves are not kept);
+1. for each of ``--seeds``, runs the 128x128 TV gold standard (``--size``; ``--views``
+   defaults to ``size * 30 // 128`` as in ``gpu.py``) with ``gold.reference``'s
+   first-round settings (GSM with its HMC moves, 4 chains, 100 warmup sweeps, chunks of
+   100) for ``--draws`` draws per chain, and records max R-hat and min bulk / tail ESS
+   of the first n draws for every n in steps of 100 (``--out``, JSON; the draws
+   themselves are not kept);
 2. replays round-sizing rules on those trajectories: the first round's n, then the rule's
    next n, until the criteria hold at some n, counting sweeps and diagnoses, and prices
    them with a sweep's and a diagnosis's cost (``--sweep-s``, ``--diag-s``: per 4-chain
-   sweep, and per draw per chain diagnosed; the defaults timed at 128x128 on this 2-core
-   CPU, ``benchmarks/results/gold_tv.md`` section 1f), plus ``--round-s`` of set-up a
-   round (an estimate).
+   sweep, and per draw per chain diagnosed; the defaults come from 128x128 on this
+   2-core CPU, ``benchmarks/results/gold_tv.md`` section 1e says how), plus
+   ``--round-s`` of set-up a round (an estimate).
 
 The replay is an estimate; ``benchmarks/gpu.py --parts gold`` times the real thing.
 
@@ -57,8 +58,8 @@ def trajectory(post, seed, draws, warmup=100, step=100):
 
 
 def former_rule(have, unit, max_rhat, min_ess_bulk, min_ess_tail, rhat_max, min_ess):
-    """``gold._next_round`` before 2026-12-01: the same scaling plus 20 %."""
-    factor = max(1.0, min_ess / min_ess_bulk, min_ess / min_ess_tail,
+    """``gold._next_round`` as of commit ca7bce5: the same scaling plus 20 %."""
+    factor = max(1.0, min_ess / max(min_ess_bulk, 1e-12), min_ess / max(min_ess_tail, 1e-12),
                  (max_rhat - 1.0) / (rhat_max - 1.0))
     missing = 1.2 * factor * have - have
     return min(max(math.ceil(missing / unit), 1), max(have // unit, 1)) * unit
@@ -84,16 +85,19 @@ def main():
     ap.add_argument("--seeds", default="", help="seeds to run, e.g. 1,2,4")
     ap.add_argument("--draws", type=int, default=1200)
     ap.add_argument("--size", type=int, default=128, help="image side (sparse-view CT)")
-    ap.add_argument("--views", type=int, default=30)
+    ap.add_argument("--views", type=int, default=None, help="default: size * 30 // 128")
     ap.add_argument("--out", default="round_sizing.json")
-    ap.add_argument("--replay", default="", help="trajectory JSON files to replay")
+    ap.add_argument("--replay", default="", help="trajectory JSON files to replay (their "
+                    "runs' names must differ: a later file's 'seed N' replaces an earlier's)")
     ap.add_argument("--sweep-s", type=float, default=0.275)
     ap.add_argument("--diag-s", type=float, default=0.0065)
     ap.add_argument("--round-s", type=float, default=1.5)
     a = ap.parse_args()
     if a.seeds:
         from gold_tv import tv_posterior     # benchmarks/ is the script's folder
-        _, post = tv_posterior(a.size, a.views)
+        if a.draws % 100:
+            raise ValueError(f"--draws must be a multiple of 100 (the chunk), got {a.draws}")
+        _, post = tv_posterior(a.size, a.views or a.size * 30 // 128)
         out = {}
         for seed in (int(s) for s in a.seeds.split(",")):
             out[f"seed {seed}"] = trajectory(post, seed, a.draws)
@@ -106,14 +110,17 @@ def main():
                 runs.update(json.load(fh))
         rules = {"former (+20 %)": former_rule, "gold._next_round": gold._next_round}
         cost = dict(sweep_s=a.sweep_s, diag_s=a.diag_s, round_s=a.round_s)
-        print("| first round | rule | " + " | ".join(runs) + " | mean s | max s |")
-        print("|---|---|" + "---|" * (len(runs) + 2))
+        print("| first round | rule | " + " | ".join(runs) + " | runs converged | mean s | max s |")
+        print("|---|---|" + "---|" * (len(runs) + 3))
         for first in (400, 500, 600, 700):
             for name, rule in rules.items():
                 got = [replay(r["stats"], rule, first=first, **cost) for r in runs.values()]
                 cells = ["-" if g is None else f"{g[0]} / {g[1]} / {g[2]:.0f}" for g in got]
-                secs = [g[2] for g in got if g is not None]   # runs the trajectory covers
-                summary = f"{np.mean(secs):.0f} | {max(secs):.0f}" if secs else "- | -"
+                # mean and max over the runs whose trajectory reaches the criteria under
+                # this rule (their number is printed: rows may cover different runs)
+                secs = [g[2] for g in got if g is not None]
+                summary = (f"{len(secs)} | {np.mean(secs):.0f} | {max(secs):.0f}" if secs
+                           else "0 | - | -")
                 print(f"| {first} | {name} | " + " | ".join(cells) + f" | {summary} |")
 
 

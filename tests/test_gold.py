@@ -190,10 +190,13 @@ def test_reference_rounds_diagnose_once_per_round(monkeypatch):
 
 def test_next_round_asks_for_what_the_criteria_miss():
     """Round sizing (:func:`uqrecon.gold._next_round`): multiples of the chunk (100
-    here), the missing fraction by the criteria's scaling with no margin, at least one
-    chunk, at most a doubling. Catches a rule that ignores the bulk or tail ESS or R-hat,
-    one that adds a margin again (the former 20 % lengthens four of the cases), one whose
-    rounding adds a unit for a hair over a whole number, and one without the cap."""
+    here, 500 in the last case), the missing fraction by the criteria's scaling with no
+    margin, at least one chunk, at most a doubling, the doubling for a non-finite R-hat or
+    ESS. Catches a rule that ignores the bulk or tail ESS or R-hat, one that adds a margin
+    again (the former 20 % lengthens four of the cases), one whose rounding adds a unit
+    for a hair over a whole number or drops a needed one (a guard rounded to 0.1 unit),
+    one without the cap, and one that lets a NaN R-hat pass as 1 or fails on an infinite
+    one (``math.ceil(inf)`` raised)."""
     from uqrecon.gold import _next_round
     ok = dict(rhat_max=1.01, min_ess=400)
     # bulk ESS 350 of 400 after 1000: 8/7 * 1000 - 1000 = 143 -> two units
@@ -205,6 +208,12 @@ def test_next_round_asks_for_what_the_criteria_miss():
     assert _next_round(500, 100, 1.015, 900, 900, **ok) == 300
     # R-hat 1.0115 after 2000: 1.15 * 2000 - 2000 = 300 (a hair over in binary) -> 3 units
     assert _next_round(2000, 100, 1.0115, 900, 900, **ok) == 300
+    # R-hat 1.01102 after 1000: 102 -> two units (a guard rounding to 0.1 unit gives one)
+    assert _next_round(1000, 100, 1.01102, 900, 900, **ok) == 200
+    # non-finite diagnostics: the doubling
+    assert _next_round(600, 100, float("nan"), 900, 900, **ok) == 600
+    assert _next_round(600, 100, float("inf"), 900, 900, **ok) == 600
+    assert _next_round(600, 100, 1.001, float("nan"), 900, **ok) == 600
     # R-hat 1.03 after 3000: needs 6000 more -> capped at the 3000 there are
     assert _next_round(3000, 100, 1.03, 900, 900, **ok) == 3000
     # only a divergence missing: one unit

@@ -70,11 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-samples", type=int, default=None,
                    help="draws per chain in the first round of an MCMC reference (default: "
                         "500 for TV's exact GSM sampler, 1000 for HMC/NUTS)")
-    p.add_argument("--reference-rounds", type=int, default=4,
+    p.add_argument("--reference-rounds", type=int, default=6,
                    help="at most this many rounds (each sized by what the criteria still "
                         "miss, at most as long as all before) to reach split R-hat < 1.01, "
                         "bulk and tail ESS >= 400, no divergences; the report says whether "
-                        "it did (default 4)")
+                        "it did (default 6)")
     p.add_argument("--rank", type=int, default=100, help="rank of the low-rank Laplace")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])

@@ -64,7 +64,7 @@ def exactness(method: str) -> str:
     return EXACTNESS.get(method, "unknown")
 
 
-_CACHE_FORMAT = 4   # 3: rounds sized by _next_round, tuned step kept; 4: without the 20 % margin
+_CACHE_FORMAT = 4   # 3: rounds sized by _next_round, tuned step kept; 4: no 20 % margin
 
 
 # --------------------------------------------------------------------------------------
@@ -246,22 +246,27 @@ def _next_round(have: int, unit: int, max_rhat: float, min_ess_bulk: float,
     the draws, ``R-hat - 1`` in inverse proportion), with no margin; rounded up to a
     multiple of ``unit`` (the compiled chunk length: every round reuses one compiled
     chunk), at least one unit and at most as long as all rounds so far (the doubling a
-    badly mixing chain needs).
+    badly mixing chain needs; also what a non-finite R-hat or ESS gets).
 
-    Why no margin: near convergence it is the largest of thousands of pixels' R-hats that
-    falls short, and that maximum falls faster than ``1/n`` when it is an outlier of the
-    noise. Replayed on the draws of five 128x128 TV references
-    (``benchmarks/results/gold_tv.md``, section 1f), the earlier 20 % margin ran up to
-    1000 sweeps per chain (315 s) where 700 met the criteria; without it, at most 800
-    (259 s). A round too short costs one more diagnosis of the draws (~15 % of a 100-sweep
-    unit there); a round too long costs its sweeps.
+    Why no margin: near convergence what falls short is the largest of thousands of
+    pixels' noisy R-hats, and the ``1/n`` prediction from it errs either way (on five
+    128x128 TV references the R-hat found later was 0.7-1.6x the predicted). Replayed on
+    their draws (``benchmarks/results/gold_tv.md``, section 1e), a 20 % margin on top of
+    rounding up to whole units ran up to 1000 draws per chain (315 s) where 700 met the
+    criteria; without it, at most 800 (259 s). A round too short costs one more diagnosis
+    of the draws (15-22 % of a 100-sweep unit there); a round too long costs its sweeps.
+    Near misses now grow a unit at a time, hence more rounds by default (``max_rounds``).
     """
+    cap = max(have // unit, 1)
     factor = max(1.0, min_ess / max(min_ess_bulk, 1e-12), min_ess / max(min_ess_tail, 1e-12),
                  (max_rhat - 1.0) / (rhat_max - 1.0))
+    if not all(math.isfinite(v) for v in (factor, max_rhat, min_ess_bulk, min_ess_tail)):
+        return cap * unit
     missing = factor * have - have
     # rounded before the ceiling: 1.0115 - 1 is not 0.0115 in binary, and a hair over a
-    # whole number of units must not add a unit
-    units = min(max(math.ceil(round(missing / unit, 6)), 1), max(have // unit, 1))
+    # whole number of units (within 1e-6 of a unit, far less than one draw) must not add
+    # a unit
+    units = min(max(math.ceil(round(missing / unit, 6)), 1), cap)
     return units * unit
 
 
@@ -486,7 +491,7 @@ def _make_reference(posterior, method, settings, work, key, ident, progress) -> 
 @full_precision
 def mcmc_reference(posterior, method: str = "nuts", *, seed: int = 0, num_chains: int = 4,
                    num_samples: int = 1000, num_warmup: int = 500, thin: int = 1,
-                   rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,
+                   rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 8,
                    cache_dir=None, use_cache: bool = True, progress: bool = False,
                    **config) -> Result:
     """Long multi-chain reference run with convergence criteria, cached on disk.
@@ -644,7 +649,7 @@ def gsm_reference_options(posterior) -> dict:
 @full_precision
 def reference(posterior, *, seed: int = 0, num_chains: int = 4,
               num_samples: int | None = None, num_warmup: int | None = None,
-              rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 5,
+              rhat_max: float = 1.01, min_ess: float = 400, max_rounds: int = 8,
               cache_dir=None, use_cache: bool = True, progress: bool = False,
               **config) -> Result:
     """The gold standard of ``posterior``: its exact method, run to the reference criteria.
