@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .inference import exact as _exact
-from .inference.accounting import CallClock, method_result, with_prelude
+from .inference.accounting import CallClock, complex_result, method_result, with_prelude
 from .inference.checkpoint import CheckpointMismatch
 from .inference.sample import EXACTNESS
 from .linalg import circulant_solve, full_precision, matmul_precision, pcg
@@ -127,13 +127,9 @@ def exact_gaussian(posterior, *, seed: int = 0, dense_max: int = 4096,
         out = exact_gaussian(real, seed=seed, dense_max=2 * dense_max,
                              num_samples=num_samples, tol=tol, maxiter=maxiter,
                              keep_draws=keep_draws)
-        prov = {**out.provenance, **model_identity(posterior),
-                "dtype": jnp.dtype(posterior.dtype).name,
-                "coordinates": "real: (Re x, Im x) on a leading axis"}
-        prov["config"] = {**prov["config"], "dense_max": dense_max}
-        with CallClock() as back:       # back to complex images: the Result counts it
-            result = Result.from_real_coordinates(out, provenance=prov)
-        return with_prelude(result, before, convert, back)
+        out = out.replace(provenance={**out.provenance, "config": {
+            **out.provenance["config"], "dense_max": dense_max}})
+        return complex_result(out, posterior, before, convert)
     shape = tuple(posterior.shape)
     n = math.prod(shape)
     dtype = jnp.dtype(posterior.dtype)

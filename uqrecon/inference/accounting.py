@@ -146,3 +146,22 @@ def with_prelude(result, *clocks: CallClock):
     d = dict(result.diagnostics)
     d["num_compiles"] = d.get("num_compiles", 0) + sum(c.num_compiles for c in clocks)
     return result.replace(timings=t, diagnostics=d)
+
+
+def complex_result(result, posterior, *clocks: CallClock):
+    """``result``, computed on ``posterior.real_coordinates()``, as the Result of the
+    complex ``posterior``: images back to complex (:meth:`Result.from_real_coordinates`),
+    the provenance naming the complex model, its dtype and the coordinates used; the
+    conversion's work and that of ``clocks`` (the caller's conversions before the method
+    ran) added to its timings (:func:`with_prelude`). Shared by ``sample``,
+    ``approximate`` and ``gold.exact_gaussian``."""
+    import jax.numpy as jnp
+
+    from ..models.identity import model_identity
+    from ..result import Result
+    with CallClock() as back:
+        prov = {**result.provenance, **model_identity(posterior),
+                "dtype": jnp.dtype(posterior.dtype).name,
+                "coordinates": "real: (Re x, Im x) on a leading axis"}
+        out = Result.from_real_coordinates(result, provenance=prov)
+    return with_prelude(out, *clocks, back)

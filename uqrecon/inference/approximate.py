@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..linalg import full_precision
-from ..result import Result
-from .accounting import CallClock, with_prelude
+from .accounting import CallClock, complex_result, with_prelude
 from .laplace import laplace
 from .variational import lowrank, meanfield
 
@@ -83,16 +82,9 @@ def approximate(posterior, method: str = "laplace", *, key: jax.Array | None = N
                     config = {**config, name: to_real(config[name])}
         else:
             target = posterior
-    result = with_prelude(APPROXIMATIONS[method](target, key, **config), prelude)
-    if cplx:
-        from ..models.identity import model_identity
-        with CallClock() as postlude:   # back to complex images: counted like the prelude
-            prov = dict(result.provenance)
-            prov.update(model_identity(posterior))
-            prov["dtype"] = jnp.dtype(posterior.dtype).name     # as sample() reports it
-            prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
-            result = Result.from_real_coordinates(result, provenance=prov)
-        result = with_prelude(result, postlude)
+    result = APPROXIMATIONS[method](target, key, **config)
+    result = (complex_result(result, posterior, prelude) if cplx
+              else with_prelude(result, prelude))
     provenance = dict(result.provenance)
     provenance["method"] = method
     provenance["seed"] = None if seed is None else int(seed)

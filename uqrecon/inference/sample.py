@@ -110,7 +110,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..linalg import full_precision
-from ..models.identity import model_identity
 from ..result import Result
 from ..diagnostics import check_convergence, diagnose, summarize
 from .methods import chees as _chees
@@ -122,7 +121,7 @@ from .methods import hmc as _hmc
 from .methods import langevin as _langevin
 from .methods import mclmc as _mclmc
 from .methods import proximal as _proximal
-from .accounting import CallClock, method_result, with_prelude
+from .accounting import CallClock, complex_result, method_result
 from .runner import check_chain_method, run_chains
 
 __all__ = ["sample", "METHODS", "EXACTNESS", "COMPLEX_METHODS", "default_chain_method"]
@@ -243,13 +242,7 @@ def _sample_complex(posterior, method, num_chains, num_samples, num_warmup, thin
     out = sample(real, method=method, num_chains=num_chains, num_samples=num_samples,
                  num_warmup=num_warmup, thin=thin, seed=seed, checkpoint_dir=checkpoint_dir,
                  draws_dir=draws_dir, progress=progress, **cfg)
-    prov = dict(out.provenance)
-    prov.update(model_identity(posterior))
-    prov["dtype"] = jnp.dtype(posterior.dtype).name
-    prov["coordinates"] = "real: (Re x, Im x) on a leading axis"
-    with CallClock() as back:           # back to complex images
-        result = Result.from_real_coordinates(out, provenance=prov)
-    return with_prelude(result, before, back)
+    return complex_result(out, posterior, before)
 
 
 @full_precision
